@@ -1,0 +1,13 @@
+"""The `spacy-el` command line: one typer app; each command is a thin wrapper over a library
+function and lives in the module of its concern."""
+import typer
+
+app = typer.Typer(
+    name="spacy-el",
+    help="Entity recognition (BiLSTM) and SapBERT-style entity linking for spaCy.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module registers its commands on `app` (imported for that side effect).
+from spacy_el.cli import ner  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""NER commands: vectors and corpus conversion (registered on the shared app)."""

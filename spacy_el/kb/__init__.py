@@ -1,0 +1,1 @@
+"""Knowledge bases: concept tables, their readers and the FAISS concept index."""
