@@ -1,0 +1,1 @@
+"""(commands registered on the shared app by this module)"""

@@ -1,0 +1,1 @@
+"""The `sap_linker` component."""

@@ -1,0 +1,1 @@
+"""BiLSTM named-entity tagger: thinc architecture and the `bilstm_ner` component."""

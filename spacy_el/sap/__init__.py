@@ -1,0 +1,1 @@
+"""SapBERT-style encoder and self-alignment pretraining."""
