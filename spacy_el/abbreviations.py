@@ -1,0 +1,204 @@
+"""`abbreviation_detector`: find abbreviation definitions in a doc, so a short form such as
+"APC" can be linked by the text of its long form "adenomatous polyposis coli".
+
+The algorithm is Schwartz & Hearst (2003), "A simple algorithm for identifying abbreviation
+definitions in biomedical text" (PSB 2003): a definition is "long form (SF)" or, less often,
+"SF (long form)"; the short form's characters must appear in order in the long form, read right
+to left, with its first character starting a word. scispaCy's `AbbreviationDetector`
+(allenai/scispacy, Apache-2.0) was read as a reference; this implementation matches characters
+on the doc's own text (not re-joined tokens), stays within a sentence when sentences are set,
+and assigns a fresh list to every doc.
+
+Sets `doc._.abbreviations`: `[(short Span, long Span), ...]` for every occurrence of every
+defined short form in the doc (the definition itself included), in text order, and
+`span._.long_form` on each of those short-form spans.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+
+#: Short forms are 2–10 characters and at most two words (Schwartz & Hearst).
+MIN_SF_CHARS, MAX_SF_CHARS, MAX_SF_WORDS = 2, 10, 2
+#: A parenthesis longer than this (in tokens) is not a definition.
+MAX_PAREN_TOKENS = 12
+
+
+def _register_extensions() -> None:
+    # An immutable default: docs that never went through the detector iterate as empty.
+    if not Doc.has_extension("abbreviations"):
+        Doc.set_extension("abbreviations", default=())
+    if not Span.has_extension("long_form"):
+        Span.set_extension("long_form", default=None)
+
+
+def is_short_form(text: str) -> bool:
+    """Schwartz & Hearst's short-form test: 2–10 chars, ≤ 2 words, starts alphanumeric, has a letter."""
+    return (
+        MIN_SF_CHARS <= len(text) <= MAX_SF_CHARS
+        and len(text.split()) <= MAX_SF_WORDS
+        and text[0].isalnum()
+        and any(c.isalpha() for c in text)
+    )
+
+
+def best_long_form_start(short: str, long: str) -> int | None:
+    """Start offset in `long` of the shortest suffix that defines `short`, or None.
+
+    Walk both strings right to left: every alphanumeric character of the short form must be
+    found in order in the long form, and its first character must begin a word there."""
+    s, l = len(short) - 1, len(long) - 1
+    while s >= 0:
+        c = short[s].lower()
+        if not c.isalnum():
+            s -= 1
+            continue
+        while l >= 0 and (long[l].lower() != c or (s == 0 and l > 0 and long[l - 1].isalnum())):
+            l -= 1
+        if l < 0:
+            return None
+        l -= 1
+        s -= 1
+    return l + 1
+
+
+#: A long form never runs across these (sentence ends, clause breaks).
+_BREAKS = {".", "!", "?", ";"}
+
+
+def _max_long_words(short_chars: int) -> int:
+    """Schwartz & Hearst's bound on the long form: min(|SF| + 5, 2·|SF|) words."""
+    return min(short_chars + 5, short_chars * 2)
+
+
+def _window_start(doc: Doc, paren: int, short_chars: int, has_sents: bool) -> int:
+    """First token of the long-form search window before `(`: at most the S&H word bound,
+    not before the sentence start (or the last sentence-ending token when sentences are unset)."""
+    start = max(paren - _max_long_words(short_chars), 0)
+    if has_sents:
+        start = max(start, doc[paren].sent.start)
+    for j in range(paren - 1, start - 1, -1):
+        if doc[j].text in _BREAKS:
+            return j + 1
+    return start
+
+
+def _definition(doc: Doc, long_start: int, long_end: int, short: Span) -> Span | None:
+    """The long-form span inside tokens [long_start, long_end) that defines `short`, if any."""
+    if long_end <= long_start:
+        return None
+    first, last = doc[long_start], doc[long_end - 1]
+    text = doc[long_start:long_end].text  # (`doc.text` would rebuild the whole text each time)
+    offset = best_long_form_start(short.text, text)
+    if offset is None:
+        return None
+    long = doc.char_span(first.idx + offset, last.idx + len(last), alignment_mode="expand")
+    if long is None or len(long.text) <= len(short.text) or long.text.count("(") != long.text.count(")"):
+        return None
+    if short.text.lower() in {t.lower_ for t in long}:  # "ATM gene (ATM)" is not a definition
+        return None
+    return long
+
+
+def find_definitions(doc: Doc) -> list[tuple[Span, Span]]:
+    """(short form, long form) for each definition in the doc, in text order."""
+    out: list[tuple[Span, Span]] = []
+    i, n = 0, len(doc)
+    has_sents = doc.has_annotation("SENT_START")  # scans the doc: once, not per parenthesis
+    while i < n:
+        if doc[i].text != "(":
+            i += 1
+            continue
+        close = next((j for j in range(i + 1, min(i + MAX_PAREN_TOKENS + 2, n))
+                      if doc[j].text in {"(", ")"}), None)
+        if close is None or doc[close].text != ")" or close == i + 1:
+            i += 1
+            continue
+        inside = doc[i + 1:close]
+        # "long form (SF, other text)": the short form ends at the first ',' or ';'.
+        cut = next((t.i for t in inside if t.text in {",", ";"}), close)
+        short = doc[i + 1:cut]
+        found = None
+        if short.text and is_short_form(short.text):
+            long = _definition(doc, _window_start(doc, i, len(short.text), has_sents), i, short)
+            found = (short, long) if long is not None else None
+        elif i > 0 and is_short_form(doc[i - 1].text) and len(inside) > MAX_SF_WORDS:
+            # "SF (long form)": the whole parenthesis up to the first ',' or ';' is the long form.
+            short = doc[i - 1:i]
+            long = _definition(doc, i + 1, cut, short)
+            if (long is not None and long.start == i + 1
+                    and len(long) <= _max_long_words(len(short.text))
+                    and not any(t.text in _BREAKS for t in long)):
+                found = (short, long)
+        if found:
+            out.append(found)
+        i = close + 1
+    return out
+
+
+def _occurrences(doc: Doc, definitions: Iterable[tuple[Span, Span]]) -> list[tuple[Span, Span]]:
+    """Every token-exact occurrence of each defined short form (first definition wins),
+    except those inside a long form."""
+    by_first: dict[str, list[tuple[tuple[str, ...], Span]]] = {}
+    seen: set[tuple[str, ...]] = set()
+    for short, long in definitions:
+        key = tuple(t.text for t in short)
+        if key not in seen:
+            seen.add(key)
+            by_first.setdefault(key[0], []).append((key, long))
+    longs = [long for _, long in definitions]
+    out = []
+    for tok in doc:
+        for key, long in by_first.get(tok.text, ()):
+            end = tok.i + len(key)
+            if end <= len(doc) and tuple(t.text for t in doc[tok.i:end]) == key and not any(
+                    l.start <= tok.i < l.end for l in longs):
+                out.append((doc[tok.i:end], long))
+    return out
+
+
+_register_extensions()
+
+
+class AbbreviationDetector:
+    """Stateless pipeline component: sets `doc._.abbreviations` and `span._.long_form`."""
+
+    def __init__(self, nlp: Language, name: str = "abbreviation_detector"):
+        self.name = name
+        _register_extensions()
+
+    def __call__(self, doc: Doc) -> Doc:
+        pairs = _occurrences(doc, find_definitions(doc)) if len(doc) else []
+        for short, long in pairs:
+            short._.long_form = long
+        doc._.abbreviations = pairs
+        return doc
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterable[Doc]:
+        for doc in docs:
+            yield self(doc)
+
+    # No state to save: the methods exist so `nlp.to_disk`/`from_disk` round trips are explicit.
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        return None
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> "AbbreviationDetector":
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return b""
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> "AbbreviationDetector":
+        return self
+
+
+@Language.factory(
+    "abbreviation_detector",
+    assigns=["doc._.abbreviations", "span._.long_form"],
+)
+def make_abbreviation_detector(nlp: Language, name: str) -> AbbreviationDetector:
+    """Schwartz & Hearst abbreviation detection; put it before the linker."""
+    return AbbreviationDetector(nlp, name)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+import spacy
+
+from spacy_el.abbreviations import best_long_form_start, find_definitions, is_short_form
+from spacy_el.corpora.pubtator import read_pubtator
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("abbreviation_detector")
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def apc_doc(nlp, shared_data):
+    corpus = read_pubtator(shared_data / "ncbi_disease" / "NCBIdevelopset_corpus.txt")
+    (doc,) = [d for d in corpus.docs if d.pmid == "8931709"]
+    assert "adenomatous polyposis coli (APC)" in doc.text
+    return nlp(doc.text)
+
+
+def test_real_ncbi_abstract(apc_doc):
+    defs = {short.text: long.text for short, long in apc_doc._.abbreviations}
+    assert defs["APC"] == "adenomatous polyposis coli"
+    assert defs["FAP"] == "Familial adenomatous polyposis"
+    # every occurrence of APC is resolved, including the one in the title before the definition
+    apc = [s for s, _ in apc_doc._.abbreviations if s.text == "APC"]
+    assert len(apc) == sum(t.text == "APC" for t in apc_doc) >= 3
+    assert apc[0].start < 10
+    assert all(s._.long_form.text == "adenomatous polyposis coli" for s in apc)
+    # the extension is keyed by offsets: a fresh Span over the same tokens sees it
+    assert apc_doc[apc[1].start:apc[1].end]._.long_form.text == "adenomatous polyposis coli"
+    starts = [s.start for s, _ in apc_doc._.abbreviations]
+    assert starts == sorted(starts)
+
+
+def test_short_form_before_long_form(nlp):
+    doc = nlp("Mutations in APC (adenomatous polyposis coli) cause polyps. APC is a tumour suppressor.")
+    pairs = [(s.text, l.text) for s, l in doc._.abbreviations]
+    assert pairs == [("APC", "adenomatous polyposis coli")] * 2
+
+
+def test_no_abbreviation(nlp):
+    doc = nlp("The patient (a 45 year old man) was treated with aspirin (daily) for two weeks.")
+    assert doc._.abbreviations == []
+    assert all(t.doc[t.i:t.i + 1]._.long_form is None for t in doc)
+
+
+def test_definition_does_not_cross_sentence(nlp):
+    doc = nlp("Cells lacked the kinase. The mutant mice (ATM) died.")
+    assert [(s.text, l.text) for s, l in doc._.abbreviations] == []
+
+
+def test_empty_and_long_docs(nlp):
+    assert nlp("")._.abbreviations == []
+    text = " ".join(["Familial adenomatous polyposis (FAP) is common. FAP causes cancer."] * 500)
+    doc = nlp(text)
+    assert len(doc._.abbreviations) == 1000  # first definition wins; every FAP resolved
+
+
+def test_unprocessed_doc_default(nlp):
+    doc = spacy.blank("en")("No detector ran (here).")
+    assert list(doc._.abbreviations) == []
+
+
+def test_disk_round_trip(nlp, tmp_path):
+    nlp.to_disk(tmp_path / "pipe")
+    loaded = spacy.load(tmp_path / "pipe")
+    assert loaded.pipe_names == ["abbreviation_detector"]
+    doc = loaded("Wilms tumour (WT) is a kidney cancer.")
+    assert [(s.text, l.text) for s, l in doc._.abbreviations] == [("WT", "Wilms tumour")]
+    assert nlp.get_pipe("abbreviation_detector").from_bytes(b"") is not None
+
+
+def test_helpers():
+    assert is_short_form("APC") and is_short_form("G6PD") and not is_short_form("A")
+    assert not is_short_form("(x)") and not is_short_form("a b c")
+    long = "the adenomatous polyposis coli"
+    assert long[best_long_form_start("APC", long):] == "adenomatous polyposis coli"
+    assert best_long_form_start("XYZ", long) is None
+
+
+def test_find_definitions_with_trailing_text_in_parens(nlp):
+    doc = nlp("Huntington disease (HD; a neurodegenerative disorder) is inherited.")
+    assert [(s.text, l.text) for s, l in find_definitions(doc)] == [("HD", "Huntington disease")]
