@@ -1,1 +1,51 @@
-"""(commands registered on the shared app by this module)"""
+"""Data preparation commands: `umls` (MRCONSO/MRSTY → concepts.tsv + pairs.tsv)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from spacy_el.cli import app
+from spacy_el.io import InputError
+
+
+@app.command("umls")
+def umls_command(
+    meta: Path = typer.Argument(..., help="UMLS META directory or its MRCONSO.RRF file"),
+    output_dir: Path = typer.Argument(..., help="Directory for concepts.tsv, pairs.tsv (+ semtypes.tsv)"),
+    mrsty: Optional[Path] = typer.Option(None, "--mrsty", help="MRSTY.RRF (default: the one in META, if any)"),
+    lang: List[str] = typer.Option(["ENG"], "--lang", help="Languages (LAT) to keep; 'all' keeps every one"),
+    sab: List[str] = typer.Option([], "--sab", help="Keep only these source vocabularies (repeatable)"),
+    exclude_sab: List[str] = typer.Option([], "--exclude-sab", help="Drop these source vocabularies"),
+    tui: List[str] = typer.Option([], "--tui", help="Keep concepts with this semantic type, e.g. T047"),
+    group: List[str] = typer.Option([], "--group", help="Keep concepts in this semantic group, e.g. DISO"),
+    include_suppressible: bool = typer.Option(False, "--include-suppressible",
+                                              help="Keep names with SUPPRESS in O/E/Y"),
+    max_pairs: int = typer.Option(50, "--max-pairs", help="Synonym pairs per concept at most"),
+    seed: int = typer.Option(0, "--seed"),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows",
+                                       help="Skip and count malformed rows instead of stopping"),
+) -> None:
+    """Stream MRCONSO.RRF (+ MRSTY.RRF) into concepts.tsv and pairs.tsv with bounded memory."""
+    from spacy_el.umls import UmlsFilter, preprocess_umls, resolve_tuis
+
+    try:
+        filt = UmlsFilter(
+            languages=None if "all" in lang else frozenset(lang),
+            include_suppressible=include_suppressible,
+            sabs=frozenset(sab) or None,
+            exclude_sabs=frozenset(exclude_sab),
+            tuis=resolve_tuis(tui, group),
+        )
+        stats = preprocess_umls(meta, output_dir, mrsty=mrsty, filt=filt, max_pairs=max_pairs,
+                                seed=seed, skip_bad_rows=skip_bad_rows)
+    except InputError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"{stats.rows:,} rows read ({stats.bad_rows:,} bad rows skipped), {stats.rows_kept:,} kept → "
+        f"{stats.concepts:,} concepts, {stats.names:,} names, {stats.pairs:,} pairs"
+    )
+    for path in stats.outputs:
+        typer.echo(f"wrote {path}")
