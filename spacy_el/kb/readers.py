@@ -1,0 +1,116 @@
+"""Knowledge-base readers: MEDIC, OBO ontologies (Disease Ontology) and plain TSV → ConceptTable.
+
+Every reader returns canonical concept ids (`spacy_el.ids`), one row per (concept, name), names
+de-duplicated per concept, and raises `InputError` naming the file and line of a bad row.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from spacy_el.ids import normalize_id
+from spacy_el.io import InputError, read_lines
+from spacy_el.kb.table import ConceptTable
+
+FORMATS = ("medic", "obo", "tsv")
+#: Cross-reference prefixes kept by `read_obo_xrefs` (the vocabularies the corpora annotate with).
+XREF_PREFIXES = ("MESH", "OMIM", "MIM")
+
+
+def _nonempty(table: ConceptTable, path: Path | str) -> ConceptTable:
+    if not len(table):
+        raise InputError(f"{path}: no concepts found; is this the right file and --format?")
+    return table
+
+
+def _add_names(table: ConceptTable, cid: str, names: list[str], source: str) -> int:
+    """Add each distinct non-empty name once; returns how many were added."""
+    seen: set[str] = set()
+    for name in names:
+        name = " ".join(name.split())
+        if name and name not in seen:
+            seen.add(name)
+            table.add(cid, name, source)
+    return len(seen)
+
+
+def read_medic(path: str | Path) -> ConceptTable:
+    """CTD MEDIC `IDS||name|name…`: IDS is one id or several joined by `|` (`C567755|613097`),
+    which together name ONE concept, kept as `MESH:C567755|OMIM:613097`."""
+    table = ConceptTable()
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        ids_field, sep, names_field = line.partition("||")
+        ids = [normalize_id(i) for i in ids_field.split("|") if i.strip()]
+        if not sep or not ids:
+            raise InputError(
+                f"{path}, line {lineno}: expected MEDIC `IDS||name|name…` (ids, two pipes, names), "
+                f"got {line[:80]!r}"
+            )
+        if not _add_names(table, "|".join(ids), names_field.split("|"), "kb"):
+            raise InputError(f"{path}, line {lineno}: concept {ids_field} has no names")
+    return _nonempty(table, path)
+
+
+def _load_ontology(path: str | Path):
+    import pronto
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return pronto.Ontology(str(path))
+    except Exception as err:  # pronto/fastobo raise several parser-specific types
+        raise InputError(f"{path}: not a readable OBO/OWL ontology ({err})") from None
+
+
+def read_obo(path: str | Path) -> ConceptTable:
+    """An OBO ontology (gzip ok) via pronto: each non-obsolete term's name and EXACT synonyms."""
+    table = ConceptTable()
+    for term in _load_ontology(path).terms():
+        if term.obsolete or not term.name:
+            continue
+        synonyms = sorted(s.description for s in term.synonyms if s.scope == "EXACT")
+        _add_names(table, term.id, [term.name, *synonyms], "kb")
+    return _nonempty(table, path)
+
+
+def read_obo_xrefs(path: str | Path, prefixes: tuple[str, ...] = XREF_PREFIXES) -> dict[str, list[str]]:
+    """Non-obsolete term id → canonical MESH/OMIM cross-references (`MESH:D003924`, `OMIM:601407`),
+    so corpus ids annotated in MeSH/OMIM can be mapped onto ontology terms."""
+    out: dict[str, list[str]] = {}
+    for term in _load_ontology(path).terms():
+        if term.obsolete:
+            continue
+        refs = [normalize_id(x.id) for x in term.xrefs if x.id.split(":", 1)[0].upper() in prefixes]
+        if refs:
+            out[term.id] = sorted(set(refs))
+    return out
+
+
+def read_tsv(path: str | Path) -> ConceptTable:
+    """`concept_id<TAB>name[<TAB>source]` rows (ids normalised)."""
+    table = ConceptTable.from_tsv(path)
+    table.ids = ["|".join(normalize_id(i) for i in cid.split("|")) for cid in table.ids]
+    return _nonempty(table, path)
+
+
+def guess_format(path: str | Path) -> str:
+    """`obo` for .obo/.obo.gz, `tsv` for .tsv, `medic` for MEDIC-named .txt files."""
+    name = Path(path).name.lower()
+    if name.endswith((".obo", ".obo.gz")):
+        return "obo"
+    if name.endswith(".tsv"):
+        return "tsv"
+    if "medic" in name or name.startswith("ctd_diseases"):
+        return "medic"
+    raise InputError(f"{path}: cannot tell the KB format from the file name; pass --format {'|'.join(FORMATS)}")
+
+
+def read_kb(path: str | Path, format: str = "auto") -> ConceptTable:
+    """Read a KB in `format` (`medic`, `obo`, `tsv`, or `auto` by file name)."""
+    fmt = guess_format(path) if format == "auto" else format
+    readers = {"medic": read_medic, "obo": read_obo, "tsv": read_tsv}
+    if fmt not in readers:
+        raise InputError(f"KB format {format!r}: use one of {', '.join(FORMATS)} or auto")
+    return readers[fmt](path)
