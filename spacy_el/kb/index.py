@@ -1,0 +1,445 @@
+"""ConceptIndex: a FAISS index over the L2-normalised vectors of every KB name, plus the concept
+table that maps index rows back to concept ids, names and provenance.
+
+Inner product over unit vectors is cosine, so every FAISS index type built with
+`METRIC_INNER_PRODUCT` (`Flat`, `HNSW32`, `IVF1024,Flat`, `PCA128,SQ8`, `IVF1024,PQ64,RFlat`…)
+ranks names by cosine. A concept has many names, so `search` looks deeper than k names and keeps
+each concept's best name: callers get the top-k *concepts*.
+
+On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source) and
+`meta.json` (encoder fingerprint and dim, metric, counts, index type, search settings, alias
+files). It is written atomically and memory-mapped on load where FAISS allows it, so a pipeline
+holding a large KB loads fast and shares pages between processes.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+import faiss
+import numpy as np
+
+from spacy_el.ids import split_ids
+from spacy_el.io import InputError, atomic_dir, atomic_write
+from spacy_el.kb.table import ConceptTable
+
+INDEX_FILE = "index.faiss"
+TABLE_FILE = "table.tsv"
+META_FILE = "meta.json"
+FORMAT_VERSION = 1
+KB_SOURCE = "kb"
+#: How many names per wanted concept the first search pass fetches before collapsing.
+DEPTH_FACTOR = 8
+#: At most this many names train an IVF/PQ/PCA index (a seeded sample; FAISS subsamples anyway).
+MAX_TRAIN = 200_000
+
+
+class Candidate(NamedTuple):
+    """One linked concept: its id, the cosine of its best-matching name, that name, and where
+    the name came from ("kb" or the corpus file whose mention was added as an alias)."""
+
+    concept_id: str
+    score: float
+    name: str
+    source: str
+
+
+class ConceptIndex:
+    """FAISS index + concept table + metadata (see module docstring)."""
+
+    def __init__(self, table: ConceptTable, index: faiss.Index, meta: dict[str, Any], *,
+                 use_gpu: bool | str = "auto") -> None:
+        if index.ntotal != len(table):
+            raise InputError(f"concept index has {index.ntotal} vectors but its table {len(table)} rows; "
+                             "rebuild the index")
+        self.table = table
+        self.meta = meta
+        self.cpu_index = index
+        self.index, self.on_gpu = _maybe_gpu(index, use_gpu)
+        _apply_search_settings(self.index, meta["settings"])
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, table: ConceptTable, encoder, index_type: str = "Flat", *,
+              extra: ConceptTable | None = None, nprobe: int | None = None, ef_search: int | None = None,
+              refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
+              show_progress: bool = False) -> "ConceptIndex":
+        """Embed every name of `table` (plus `extra`, e.g. corpus mentions as aliases) with
+        `encoder` and index them. Duplicate (concept, name) rows are embedded once."""
+        table = _clean(table if extra is None else _concat(table, align_alias_ids(table, extra)))
+        t0 = time.perf_counter()
+        vectors = _embed(encoder, table.names, batch_size, show_progress)
+        embed_s = time.perf_counter() - t0
+        index = cls.from_vectors(table, vectors, index_type, encoder=encoder, nprobe=nprobe,
+                                 ef_search=ef_search, refine_k_factor=refine_k_factor, use_gpu=use_gpu)
+        total_s = time.perf_counter() - t0
+        index.meta["build"] |= {"batch_size": batch_size, "embed_seconds": round(embed_s, 2),
+                                "seconds": round(total_s, 2),
+                                "names_per_second": round(len(table) / max(total_s, 1e-9), 1)}
+        return index
+
+    @classmethod
+    def from_vectors(cls, table: ConceptTable, vectors: np.ndarray, index_type: str = "Flat", *,
+                     encoder=None, nprobe: int | None = None, ef_search: int | None = None,
+                     refine_k_factor: int | None = None, use_gpu: bool | str = "auto",
+                     seed: int = 0) -> "ConceptIndex":
+        """Index precomputed vectors (row i belongs to `table` row i). They are L2-normalised
+        here, so inner product is cosine whatever the caller passed."""
+        if len(table) == 0:
+            raise InputError("cannot build a concept index from an empty concept table (0 names): "
+                             "check that the KB file has rows and that --format matches it")
+        vectors = np.ascontiguousarray(vectors, dtype="float32")
+        if vectors.ndim != 2 or vectors.shape[0] != len(table):
+            raise InputError(f"expected one vector per table row ({len(table)}, dim), got {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise InputError("the name vectors contain NaN or infinite values; check the encoder")
+        vectors = vectors.copy()
+        faiss.normalize_L2(vectors)
+        dim = vectors.shape[1]
+        if encoder is not None and encoder.dim != dim:
+            raise InputError(f"vectors have dim {dim} but the encoder {encoder.dim}")
+        t0 = time.perf_counter()
+        try:
+            index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as err:
+            raise InputError(f"index_type={index_type!r} is not a valid FAISS index_factory string for "
+                             f"dim {dim} ({_faiss_msg(err)}); try 'Flat', 'HNSW32' or 'IVF256,PQ32,RFlat' "
+                             "(PQ's M must divide the dim)") from None
+        if not index.is_trained:
+            for sub in _sub_indexes(index):  # polysemous codes serve Hamming pre-filtering,
+                if hasattr(sub, "do_polysemous_training"):  # which we never use; it costs minutes
+                    sub.do_polysemous_training = False
+            rng = np.random.default_rng(seed)
+            sample = vectors if len(vectors) <= MAX_TRAIN else vectors[
+                np.sort(rng.choice(len(vectors), MAX_TRAIN, replace=False))]
+            try:
+                index.train(sample)
+            except RuntimeError as err:
+                raise InputError(f"index_type={index_type!r} cannot be trained on {len(sample)} names "
+                                 f"({_faiss_msg(err)}); use fewer IVF lists / PQ centroids "
+                                 "(IVF nlist ≈ sqrt(names)) or 'Flat' for a small KB") from None
+        index.add(vectors)
+        train_add_s = time.perf_counter() - t0
+        settings = _default_settings(index, nprobe, ef_search, refine_k_factor)
+        sources = Counter(table.sources)
+        meta = {
+            "format": FORMAT_VERSION,
+            "metric": "inner_product",
+            "normalized": True,
+            "dim": dim,
+            "index_type": index_type,
+            "n_names": len(table),
+            "n_concepts": table.n_concepts,
+            "sources": dict(sources),
+            "alias_files": sorted(s for s in sources if s != KB_SOURCE),
+            "encoder": _encoder_meta(encoder),
+            "settings": settings,
+            "build": {"faiss": faiss.__version__, "train_add_seconds": round(train_add_s, 2)},
+        }
+        return cls(table, index, meta, use_gpu=use_gpu)
+
+    def add_aliases(self, extra: ConceptTable, encoder, *, batch_size: int = 256,
+                    show_progress: bool = False) -> int:
+        """Add names (e.g. train-corpus mentions, with their file as `source`) to a built index
+        without rebuilding it; returns how many new rows were added."""
+        self.check_encoder(encoder, what="the encoder given to add_aliases")
+        seen = set(zip(self.table.ids, self.table.names))
+        extra = align_alias_ids(self.table, extra)
+        new = _clean(ConceptTable.from_rows(r for r in extra.rows() if (r[0], r[1]) not in seen),
+                     allow_empty=True)
+        if not len(new):
+            return 0
+        vectors = _embed(encoder, new.names, batch_size, show_progress)
+        faiss.normalize_L2(vectors)
+        if self.meta.get("mmapped"):  # a read-only memory map cannot grow: take a private copy
+            self.cpu_index = faiss.deserialize_index(faiss.serialize_index(self.cpu_index))
+            self.meta["mmapped"] = False
+            self.index, self.on_gpu = _maybe_gpu(self.cpu_index, self.on_gpu)
+            _apply_search_settings(self.index, self.meta["settings"])
+        self.index.add(vectors)
+        if self.on_gpu:
+            self.cpu_index = None  # the GPU copy is now the only complete one
+        for row in new.rows():
+            self.table.add(*row)
+        sources = Counter(self.table.sources)
+        self.meta |= {"n_names": len(self.table), "n_concepts": self.table.n_concepts,
+                      "sources": dict(sources), "alias_files": sorted(s for s in sources if s != KB_SOURCE)}
+        return len(new)
+
+    # ------------------------------------------------------------------ searching
+    @property
+    def dim(self) -> int:
+        return self.meta["dim"]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
+        """Top-k concepts per query vector, best first, each with its best name's cosine.
+        Queries whose first pass finds fewer than k distinct concepts are searched deeper."""
+        queries = np.array(vectors, dtype="float32", order="C", ndmin=2)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {queries.shape}")
+        faiss.normalize_L2(queries)  # cosine whatever the caller passed
+        results: list[list[Candidate]] = [[] for _ in range(len(queries))]
+        if k <= 0 or not len(queries):
+            return results
+        todo = np.arange(len(queries))
+        depth = min(len(self.table), max(k * DEPTH_FACTOR, 32))
+        while len(todo):
+            scores, rows = self.index.search(queries[todo], depth)
+            again = []
+            for qi, q_scores, q_rows in zip(todo, scores, rows):
+                results[qi] = self._collapse(q_scores, q_rows, k)
+                exhausted = q_rows[-1] < 0  # the index returned fewer names than asked for
+                if len(results[qi]) < k and not exhausted and depth < len(self.table):
+                    again.append(qi)
+            todo = np.array(again, dtype=int)
+            depth = min(len(self.table), depth * 4)
+        return results
+
+    def _collapse(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Candidate]:
+        best: dict[str, Candidate] = {}
+        table = self.table
+        for score, row in zip(scores.tolist(), rows.tolist()):
+            if row < 0:
+                break
+            cid = table.ids[row]
+            if cid not in best:
+                best[cid] = Candidate(cid, score, table.names[row], table.sources[row])
+                if len(best) == k:
+                    break
+        # refined / approximate indexes may return scores slightly out of order
+        return sorted(best.values(), key=lambda c: -c.score)
+
+    def check_encoder(self, encoder, what: str = "the encoder") -> None:
+        """Vectors from another encoder live in another space: refuse them with the fix."""
+        built = self.meta["encoder"]
+        fp, dim = getattr(encoder, "fingerprint", None), getattr(encoder, "dim", None)
+        where = self.meta.get("path", "this concept index")
+        if dim != self.dim or (built.get("fingerprint") and fp != built["fingerprint"]):
+            raise InputError(
+                f"{where} was built with encoder {built.get('name') or '?'} (fingerprint "
+                f"{built.get('fingerprint')}, dim {self.dim}), but {what} is "
+                f"{getattr(encoder, 'settings', None) and encoder.settings.base or '?'} (fingerprint {fp}, "
+                f"dim {dim}); rebuild the index with this encoder (`spacy-el build-index KB ENCODER_DIR "
+                "OUTPUT_DIR`) or use the encoder the index was built with")
+
+    # ------------------------------------------------------------------ disk
+    def save(self, path: str | Path) -> None:
+        """Write index.faiss + table.tsv + meta.json into `path` atomically (all or nothing)."""
+        cpu = self.cpu_index if self.cpu_index is not None else faiss.index_gpu_to_cpu(self.index)
+        meta = {k: v for k, v in self.meta.items() if k not in ("path", "mmapped")}
+        with atomic_dir(path) as tmp:
+            faiss.write_index(cpu, str(tmp / INDEX_FILE))
+            self.table.to_tsv(tmp / TABLE_FILE)
+            with atomic_write(tmp / META_FILE) as f:
+                json.dump(meta, f, indent=2)
+
+    @classmethod
+    def load(cls, path: str | Path, encoder=None, *, use_gpu: bool | str = "auto", mmap: bool = True,
+             nprobe: int | None = None, ef_search: int | None = None,
+             refine_k_factor: int | None = None) -> "ConceptIndex":
+        """Read an index directory; with `encoder`, check it is the one the index was built with.
+        Search settings given here override the saved ones."""
+        path = Path(path)
+        meta_path = path / META_FILE
+        if not meta_path.exists():
+            raise InputError(f"{path}: not a concept index directory (no {META_FILE}); "
+                             "build one with `spacy-el build-index KB ENCODER_DIR OUTPUT_DIR`")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_VERSION:
+            raise InputError(f"{meta_path}: index format {meta.get('format')!r}, this spacy-el reads "
+                             f"format {FORMAT_VERSION}; rebuild the index")
+        meta["path"] = str(path)
+        index, meta["mmapped"] = _read_index(path / INDEX_FILE, mmap)
+        table = ConceptTable.from_tsv(path / TABLE_FILE)
+        overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
+        meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
+        self = cls(table, index, meta, use_gpu=use_gpu)
+        if encoder is not None:
+            self.check_encoder(encoder)
+        return self
+
+
+# ---------------------------------------------------------------------- helpers
+def _concat(table: ConceptTable, extra: ConceptTable) -> ConceptTable:
+    return ConceptTable.from_rows([*table.rows(), *extra.rows()])
+
+
+def align_alias_ids(kb: ConceptTable, aliases: ConceptTable) -> ConceptTable:
+    """Spell each alias's concept id the way the KB does: a mention annotated `MESH:C567755`
+    joins the KB concept `MESH:C567755|OMIM:613097`, so both collapse to one concept. Ids
+    that span several KB concepts (or none) are kept as written."""
+    owner: dict[str, str] = {}
+    for cid in dict.fromkeys(kb.ids):
+        for part in split_ids(cid):
+            owner.setdefault(part, cid)
+    out = ConceptTable()
+    for cid, name, source in aliases.rows():
+        owners = {owner.get(part) for part in split_ids(cid)}
+        out.add(owners.pop() if len(owners) == 1 and None not in owners else cid, name, source)
+    return out
+
+
+def _clean(table: ConceptTable, allow_empty: bool = False) -> ConceptTable:
+    """One row per (concept, name), first source wins (the KB before corpus aliases); tabs and
+    newlines inside names become spaces so the table survives its TSV round trip."""
+    out, seen = ConceptTable(), set()
+    for cid, name, source in table.rows():
+        name = " ".join(name.split())
+        if name and (cid, name) not in seen:
+            seen.add((cid, name))
+            out.add(cid, name, source)
+    if not out and not allow_empty:
+        raise InputError("cannot build a concept index from an empty concept table (0 names): "
+                         "check that the KB file has rows and that --format matches it")
+    return out
+
+
+def _embed(encoder, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
+    return np.asarray(encoder.embed(list(texts), batch_size=batch_size, show_progress=show_progress),
+                      dtype="float32")
+
+
+def _encoder_meta(encoder) -> dict[str, Any]:
+    if encoder is None:
+        return {"fingerprint": None, "dim": None, "name": None}
+    settings = getattr(encoder, "settings", None)
+    return {"fingerprint": encoder.fingerprint, "dim": encoder.dim,
+            "name": getattr(settings, "base", None) or None}
+
+
+def _sub_indexes(index: faiss.Index) -> Iterator[faiss.Index]:
+    """The index and the indexes it wraps (pre-transforms, refine stages)."""
+    index = faiss.downcast_index(index)
+    yield index
+    for attr in ("index", "base_index"):
+        if (sub := getattr(index, attr, None)) is not None:
+            yield from _sub_indexes(sub)
+
+
+def _ivf_nlist(index: faiss.Index) -> int | None:
+    try:
+        return faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return None
+
+
+def _default_settings(index: faiss.Index, nprobe: int | None, ef_search: int | None,
+                      refine_k_factor: int | None) -> dict[str, Any]:
+    """Search settings that keep recall: FAISS's defaults (nprobe=1, no refine depth) do not."""
+    settings: dict[str, Any] = {}
+    nlist = _ivf_nlist(index)
+    if nlist is not None:
+        settings["nprobe"] = min(nlist, nprobe or max(8, nlist // 16))
+    if ef_search is not None or _has_param(index, "efSearch"):
+        settings["ef_search"] = ef_search or 128
+    if refine_k_factor is not None or _has_param(index, "k_factor_rf"):
+        settings["refine_k_factor"] = refine_k_factor or 4
+    return settings
+
+
+_PARAM_NAMES = {"nprobe": "nprobe", "ef_search": "efSearch", "refine_k_factor": "k_factor_rf"}
+
+
+def _has_param(index: faiss.Index, faiss_name: str) -> bool:
+    space = faiss.ParameterSpace()
+    space.initialize(index)
+    return any(space.parameter_ranges.at(i).name == faiss_name for i in range(space.parameter_ranges.size()))
+
+
+def _apply_search_settings(index: faiss.Index, settings: dict[str, Any]) -> None:
+    space = faiss.GpuParameterSpace() if _is_gpu(index) else faiss.ParameterSpace()
+    for key, value in settings.items():
+        try:
+            space.set_index_parameter(index, _PARAM_NAMES[key], value)
+        except (RuntimeError, KeyError):
+            raise InputError(f"search setting {key}={value!r} does not apply to this index type; "
+                             "drop it (nprobe: IVF types; ef_search: HNSW; refine_k_factor: RFlat)") from None
+
+
+def _is_gpu(index: faiss.Index) -> bool:
+    return "Gpu" in type(index).__name__
+
+
+def _maybe_gpu(index: faiss.Index, use_gpu: bool | str) -> tuple[faiss.Index, bool]:
+    """Move the index to every visible GPU when asked ("auto": when FAISS sees one); anything
+    that prevents it (faiss-cpu, no device, an index type without GPU support) falls back to
+    the CPU index, with a warning only if the GPU was requested explicitly."""
+    if isinstance(use_gpu, str):
+        if use_gpu.lower() not in ("auto", "true", "false"):
+            raise InputError(f"use_gpu={use_gpu!r}: use true, false or 'auto'")
+        use_gpu = "auto" if use_gpu.lower() == "auto" else use_gpu.lower() == "true"
+    if use_gpu is False:
+        return index, False
+    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if n_gpus == 0 or not hasattr(faiss, "index_cpu_to_all_gpus"):
+        if use_gpu is True:
+            warnings.warn("use_gpu=True but FAISS sees no GPU (faiss-cpu installed, or no CUDA device); "
+                          "searching on the CPU")
+        return index, False
+    try:
+        return faiss.index_cpu_to_all_gpus(index), True
+    except (RuntimeError, AttributeError) as err:
+        warnings.warn(f"could not move the FAISS index to the GPU ({_faiss_msg(err)}); searching on the CPU")
+        return index, False
+
+
+def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
+    """Memory-map when FAISS supports it for this index type, else read it into memory."""
+    if not path.exists():
+        raise InputError(f"{path}: missing; the index directory is incomplete, rebuild it")
+    if mmap:
+        try:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY), True
+        except RuntimeError:
+            pass
+    try:
+        return faiss.read_index(str(path)), False
+    except RuntimeError as err:
+        raise InputError(f"{path}: not a readable FAISS index ({_faiss_msg(err)}); rebuild the index") from None
+
+
+def _faiss_msg(err: BaseException) -> str:
+    """FAISS errors carry a C++ stack location; keep the human part."""
+    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return text.split(": ", 1)[-1] if "Error in" in text else text
+
+
+def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str = "tsv",
+                index_type: str = "Flat", add_mentions: Iterable[str | Path] = (),
+                nprobe: int | None = None, ef_search: int | None = None, refine_k_factor: int | None = None,
+                batch_size: int = 256, use_gpu: bool | str = "auto", show_progress: bool = False) -> ConceptIndex:
+    """KB file (+ annotated corpora whose mentions become aliases) → index directory `output`.
+    `encoder` is a SapEncoder or its path. Nothing is written unless the whole build succeeds."""
+    from spacy_el.kb.readers import read_kb
+    from spacy_el.sap.encoder import SapEncoder
+
+    if not hasattr(encoder, "embed"):
+        encoder = SapEncoder.load(encoder)
+    table = read_kb(kb, kb_format)
+    if not len(table):
+        raise InputError(f"{kb}: no concept names read (format {kb_format!r}); check the file and --format")
+    index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions),
+                               nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
+                               batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
+    index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
+    index.save(output)
+    return index
+
+
+def mention_alias_table(corpora: Iterable[str | Path]) -> ConceptTable | None:
+    """Distinct normalised mentions of annotated PubTator corpora as aliases of their gold
+    concepts; each row's source is its file name (provenance for candidates and meta.json)."""
+    from spacy_el.corpora.pubtator import mention_aliases, read_pubtator
+
+    paths = [Path(p) for p in corpora]
+    if not paths:
+        return None
+    return ConceptTable.from_rows((cid, text, path.name) for path in paths
+                                  for cid, text in mention_aliases(read_pubtator(path)))

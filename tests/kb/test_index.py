@@ -1,0 +1,253 @@
+"""ConceptIndex: exact search equals brute-force cosine, concepts collapse, disk round trip,
+compressed index types, encoder checks, and builds that fail leave nothing behind."""
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+from spacy_el.io import InputError
+from spacy_el.kb import index as index_mod
+from spacy_el.kb.index import Candidate, ConceptIndex, build_index
+from spacy_el.kb.table import ConceptTable
+
+NAMES = [
+    ("MESH:D003920", "diabetes mellitus"), ("MESH:D003920", "diabetes"),
+    ("MESH:D009369", "neoplasms"), ("MESH:D009369", "tumor"), ("MESH:D009369", "cancer"),
+    ("MESH:D006331", "heart diseases"), ("MESH:D006331", "cardiac disease"),
+    ("MESH:D001943", "breast neoplasms"), ("MESH:D001943", "breast cancer"),
+    ("OMIM:175100", "adenomatous polyposis coli"), ("OMIM:175100", "familial adenomatous polyposis"),
+]
+
+
+def random_kb(n_concepts: int, names_per: int, dim: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    table = ConceptTable.from_rows((f"C{c}", f"name {c}.{j}") for c in range(n_concepts) for j in range(names_per))
+    vectors = rng.standard_normal((len(table), dim)).astype("float32")
+    return table, vectors
+
+
+def brute_force(table: ConceptTable, vectors: np.ndarray, queries: np.ndarray, k: int):
+    """Reference: cosine of every name, best name per concept, top-k concepts."""
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    out = []
+    for row in q @ v.T:
+        best: dict[str, float] = {}
+        for i in np.argsort(-row, kind="stable"):
+            best.setdefault(table.ids[i], float(row[i]))
+        out.append(sorted(best.items(), key=lambda kv: -kv[1])[:k])
+    return out
+
+
+def test_flat_search_equals_brute_force_and_survives_disk(tmp_path):
+    table, vectors = random_kb(40, 3)
+    queries = np.random.default_rng(1).standard_normal((7, 16)).astype("float32")
+    index = ConceptIndex.from_vectors(table, vectors, "Flat", use_gpu=False)
+    expected = brute_force(table, vectors, queries, k=5)
+    for idx in (index, _round_trip(index, tmp_path / "idx")):
+        got = idx.search(queries, k=5)
+        assert [[c.concept_id for c in cands] for cands in got] == [[cid for cid, _ in e] for e in expected]
+        for cands, exp in zip(got, expected):
+            np.testing.assert_allclose([c.score for c in cands], [s for _, s in exp], rtol=1e-5, atol=1e-5)
+            assert all(isinstance(c, Candidate) and c.source == "kb" for c in cands)
+            assert all(table.names[table.ids.index(c.concept_id)].startswith("name ") for c in cands)
+
+
+def _round_trip(index: ConceptIndex, path) -> ConceptIndex:
+    index.save(path)
+    assert sorted(p.name for p in path.iterdir()) == ["index.faiss", "meta.json", "table.tsv"]
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["metric"] == "inner_product" and meta["n_names"] == len(index) and meta["dim"] == index.dim
+    return ConceptIndex.load(path, use_gpu=False)
+
+
+def test_many_names_of_one_concept_collapse_to_its_best():
+    """Concept C0 owns 100 names all near the query: the top-3 must still hold 3 concepts,
+    which needs a second, deeper search pass (the first fetches 32 names)."""
+    rng = np.random.default_rng(0)
+    query = rng.standard_normal(16).astype("float32")
+    near = query + 0.01 * rng.standard_normal((100, 16)).astype("float32")
+    far = rng.standard_normal((20, 16)).astype("float32")
+    table = ConceptTable.from_rows([("C0", f"c0 name {i}") for i in range(100)] +
+                                   [(f"C{i + 1}", f"other {i}") for i in range(20)])
+    vectors = np.concatenate([near, far])
+    index = ConceptIndex.from_vectors(table, vectors, "Flat", use_gpu=False)
+    got = index.search(query[None], k=3)[0]
+    assert [c.concept_id for c in got] == [cid for cid, _ in brute_force(table, vectors, query[None], 3)[0]]
+    assert len({c.concept_id for c in got}) == 3 and got[0].concept_id == "C0"
+    assert got[0].score == pytest.approx(max(s for s in (near @ query) / np.linalg.norm(near, axis=1)
+                                             / np.linalg.norm(query)), abs=1e-5)
+
+
+def test_k_larger_than_concepts_and_empty_queries():
+    table, vectors = random_kb(3, 2)
+    index = ConceptIndex.from_vectors(table, vectors, use_gpu=False)
+    assert len(index.search(vectors[:1], k=10)[0]) == 3
+    assert index.search(np.zeros((0, 16), dtype="float32"), k=5) == []
+
+
+@pytest.mark.parametrize("index_type", ["HNSW32", "IVF8,PQ8x4,RFlat", "IVF8,Flat", "PCA12,SQ8"])
+def test_compressed_index_types_find_the_indexed_names(index_type, tmp_path):
+    table, vectors = random_kb(300, 2, dim=16)
+    index = ConceptIndex.from_vectors(table, vectors, index_type, use_gpu=False)
+    loaded = _round_trip(index, tmp_path / "idx")
+    assert loaded.meta["settings"] == index.meta["settings"]
+    if "IVF" in index_type:
+        assert index.meta["settings"]["nprobe"] == 8  # not FAISS's recall-ruining default of 1
+    found = loaded.search(vectors[:50], k=5)
+    # exact re-ranking (RFlat) / HNSW / IVF with 8 of 8 lists find each indexed name itself;
+    # PCA to 12 of 16 dims + 8-bit scalars is lossy by design, so only ask for the top 5
+    if index_type.startswith("PCA"):
+        assert sum(table.ids[i] in [c.concept_id for c in cands] for i, cands in enumerate(found)) >= 45
+    else:
+        assert [cands[0].concept_id for cands in found] == table.ids[:50]
+
+
+def test_search_settings_are_checked_and_override_on_load(tmp_path):
+    table, vectors = random_kb(300, 2)
+    with pytest.raises(InputError, match="ef_search"):
+        ConceptIndex.from_vectors(table, vectors, "Flat", ef_search=64, use_gpu=False)
+    ConceptIndex.from_vectors(table, vectors, "IVF16,Flat", nprobe=2, use_gpu=False).save(tmp_path / "i")
+    assert ConceptIndex.load(tmp_path / "i").meta["settings"]["nprobe"] == 2
+    assert ConceptIndex.load(tmp_path / "i", nprobe=16).meta["settings"]["nprobe"] == 16
+    assert faiss.extract_index_ivf(ConceptIndex.load(tmp_path / "i", nprobe=16).index).nprobe == 16
+
+
+def test_bad_index_types_are_clear_errors():
+    table, vectors = random_kb(10, 2)
+    with pytest.raises(InputError, match="index_type='Bogus12'"):
+        ConceptIndex.from_vectors(table, vectors, "Bogus12", use_gpu=False)
+    with pytest.raises(InputError, match="cannot be trained on 20 names"):
+        ConceptIndex.from_vectors(table, vectors, "IVF64,Flat", use_gpu=False)
+
+
+def test_empty_kb_is_a_clear_error():
+    with pytest.raises(InputError, match="empty concept table"):
+        ConceptIndex.from_vectors(ConceptTable(), np.zeros((0, 8), dtype="float32"))
+
+
+def test_gpu_request_falls_back_on_cpu(monkeypatch):
+    table, vectors = random_kb(5, 2)
+    with pytest.warns(UserWarning, match="no GPU"):
+        index = ConceptIndex.from_vectors(table, vectors, use_gpu=True)
+    assert not index.on_gpu and index.search(vectors[:1], 1)[0][0].concept_id == "C0"
+
+    def no_gpu_copy(_index):
+        raise RuntimeError("Error in f() at x.cpp:1: this index type is not implemented on GPU")
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_gpu_copy, raising=False)
+    with pytest.warns(UserWarning, match="not implemented on GPU.*searching on the CPU"):
+        index = ConceptIndex.from_vectors(table, vectors, use_gpu="auto")
+    assert not index.on_gpu and index.search(vectors[:1], 1)[0][0].concept_id == "C0"
+
+
+def test_add_aliases_to_a_loaded_index_keeps_provenance(tmp_path):
+    table, vectors = random_kb(5, 2, dim=4)
+
+    class Encoder:  # vectors by lookup, so the test is about bookkeeping, not embeddings
+        dim, fingerprint = 4, "enc-1"
+
+        def embed(self, texts, batch_size=256, show_progress=False):
+            return np.eye(4, dtype="float32")[[len(t) % 4 for t in texts]]
+
+    ConceptIndex.from_vectors(table, vectors, encoder=Encoder()).save(tmp_path / "i")
+    index = ConceptIndex.load(tmp_path / "i", Encoder())
+    aliases = ConceptTable.from_rows([("C1", "name 1.0", "train.txt"), ("C2", "kidney stone", "train.txt")])
+    assert index.add_aliases(aliases, Encoder()) == 1  # the first is already a KB name
+    assert len(index) == 11 and index.meta["alias_files"] == ["train.txt"]
+    assert index.meta["sources"] == {"kb": 10, "train.txt": 1}
+    hit = index.search(np.eye(4, dtype="float32")[[len("kidney stone") % 4]], k=1)[0][0]
+    assert hit.score == pytest.approx(1.0) and hit.source in ("kb", "train.txt")
+    index.save(tmp_path / "i")
+    assert ConceptIndex.load(tmp_path / "i").table.sources.count("train.txt") == 1
+
+
+def test_alias_ids_take_the_kb_spelling_of_multi_id_concepts():
+    kb = ConceptTable.from_rows([("MESH:C567755|OMIM:613097", "tooth agenesis 6")])
+    aliases = ConceptTable.from_rows([("MESH:C567755", "sthag6", "t"), ("MESH:D000001", "x", "t")])
+    assert index_mod.align_alias_ids(kb, aliases).ids == ["MESH:C567755|OMIM:613097", "MESH:D000001"]
+
+
+# ---------------------------------------------------------------- with a real (tiny) encoder
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir):
+    from spacy_el.sap.encoder import SapEncoder
+
+    return SapEncoder.load(tiny_bert_dir, device="cpu")
+
+
+def test_build_with_encoder_links_each_name_to_its_concept(encoder, tmp_path):
+    table = ConceptTable.from_rows(NAMES)
+    index = ConceptIndex.build(table, encoder, "Flat", batch_size=4, use_gpu=False)
+    assert index.meta["encoder"]["fingerprint"] == encoder.fingerprint and index.dim == encoder.dim
+    index.save(tmp_path / "idx")
+    loaded = ConceptIndex.load(tmp_path / "idx", encoder)
+    hits = loaded.search(encoder.embed(table.names), k=3)
+    assert [h[0].concept_id for h in hits] == table.ids
+    assert all(h[0].score == pytest.approx(1.0, abs=1e-4) for h in hits)
+    # brute force over the same encoder's vectors
+    vecs = encoder.embed(table.names)
+    queries = encoder.embed(["sugar diabetes", "tumour of the breast"])
+    assert [[c.concept_id for c in h] for h in loaded.search(queries, 3)] == \
+        [[cid for cid, _ in e] for e in brute_force(table, vecs, queries, 3)]
+
+
+def test_other_encoder_is_refused_with_the_fix(encoder, tiny_bert_dir, tmp_path):
+    from spacy_el.sap.encoder import SapEncoder
+
+    ConceptIndex.build(ConceptTable.from_rows(NAMES), encoder, use_gpu=False).save(tmp_path / "idx")
+    other = SapEncoder.load(tiny_bert_dir, device="cpu", pooling="mean")
+    with pytest.raises(InputError, match=r"idx was built with encoder .*rebuild the index"):
+        ConceptIndex.load(tmp_path / "idx", other)
+
+
+def _write_kb(path, rows):
+    path.write_text("".join(f"{cid}\t{name}\n" for cid, name in rows), encoding="utf-8")
+    return path
+
+
+def test_interrupted_build_leaves_no_index_behind(encoder, tmp_path, monkeypatch):
+    kb = _write_kb(tmp_path / "kb.tsv", NAMES)
+    real_embed = type(encoder).embed
+
+    def embed_then_die(self, texts, *args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while names were embedded
+
+    monkeypatch.setattr(type(encoder), "embed", embed_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(kb, encoder, tmp_path / "out", use_gpu=False)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(type(encoder), "embed", real_embed)
+
+    # a finished index survives a later build that dies while writing
+    build_index(kb, encoder, tmp_path / "out", use_gpu=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    def write_dies(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ConceptTable, "to_tsv", write_dies)
+    with pytest.raises(OSError):
+        build_index(_write_kb(tmp_path / "kb2.tsv", NAMES[:4]), encoder, tmp_path / "out", use_gpu=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_malformed_kb_row_names_file_and_line(encoder, tmp_path):
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("MESH:D003920\tdiabetes\nMESH:D009369 tumor without a tab\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"kb\.tsv, line 2"):
+        build_index(kb, encoder, tmp_path / "out", kb_format="tsv", use_gpu=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_kb_file_is_a_clear_error(encoder, tmp_path):
+    kb = tmp_path / "empty.tsv"
+    kb.write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="empty"):
+        build_index(kb, encoder, tmp_path / "out", use_gpu=False)
+    assert not (tmp_path / "out").exists()
