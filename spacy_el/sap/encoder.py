@@ -116,7 +116,7 @@ class SapEncoder:
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved)
             model = AutoModel.from_pretrained(resolved)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise InputError(
                 f"encoder {name_or_path!r}: cannot load a Hugging Face model from it ({err}); "
                 "pass a local model directory or a hub name reachable from this machine"
@@ -191,7 +191,10 @@ class SapEncoder:
         if self._fast_model is None or self._fast_model[0] != version:
             from torch.ao.quantization import quantize_dynamic
 
-            fast = quantize_dynamic(copy.deepcopy(self.model).cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch deprecates quantized tensors in favour of torchao
+                warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+                fast = quantize_dynamic(copy.deepcopy(self.model).cpu().eval(), {torch.nn.Linear},
+                                        dtype=torch.qint8)
             self._fast_model = (version, fast)
         return self._fast_model[1]
 

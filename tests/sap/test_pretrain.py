@@ -1,0 +1,131 @@
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from spacy_el.io import InputError
+from spacy_el.sap.encoder import SapEncoder
+from spacy_el.sap.pairs import write_pairs
+from spacy_el.sap.pretrain import (CHECKPOINT, ENCODER, Example, PairLoss, TrainConfig, pretrain,
+                                   random_batches, train_encoder)
+
+PAIRS = [(f"C{i}", f"disease number {i} type {w}", f"{w} syndrome {i}") for i in range(40) for w in ("alpha", "beta")]
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    write_pairs(tmp_path / "pairs.tsv", PAIRS)
+    return tmp_path / "pairs.tsv"
+
+
+def full_loss(encoder: SapEncoder) -> float:
+    encoder.model.eval()
+    with torch.no_grad():
+        return float(PairLoss(TrainConfig())(encoder, [Example(*p) for p in PAIRS]))
+
+
+def test_few_steps_lower_the_loss(tiny_bert_dir, pairs_file, tmp_path):
+    before = full_loss(SapEncoder.load(tiny_bert_dir, pooling="mean"))
+    result = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16,
+                      config=TrainConfig(epochs=2, lr=5e-3, checkpoint_every=0),
+                      encoder_options={"pooling": "mean"}, show_progress=False)
+    assert result.steps == 10 and len(result.losses) == 10
+    trained = SapEncoder.load(result.encoder_dir)
+    assert trained.settings.pooling == "mean"
+    assert full_loss(trained) < 0.5 * before
+    assert (tmp_path / "run" / CHECKPOINT / "state.pt").exists()
+
+
+def test_max_steps(tiny_bert_dir, pairs_file, tmp_path):
+    result = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=8,
+                      config=TrainConfig(epochs=5, max_steps=3), show_progress=False)
+    assert result.steps == 3
+
+
+def _train(tiny_bert_dir, out, resume=False):
+    encoder = SapEncoder.load(tiny_bert_dir, pooling="mean")
+    factory = random_batches([Example(*p) for p in PAIRS], batch_size=16, seed=3)
+    config = TrainConfig(epochs=2, lr=1e-3, checkpoint_every=3, seed=3)
+    return encoder, train_encoder(encoder, factory, config, out, resume=resume, show_progress=False)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_bert_dir, tmp_path, monkeypatch):
+    straight, straight_result = _train(tiny_bert_dir, tmp_path / "straight")
+
+    calls = {"n": 0}
+    original = PairLoss.__call__
+
+    def crash_on_eighth_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # steps 1-7 ran, the last checkpoint is step 6 (in epoch 2)
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PairLoss, "__call__", crash_on_eighth_step)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_bert_dir, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / ENCODER).exists()
+    monkeypatch.setattr(PairLoss, "__call__", original)
+
+    resumed, resumed_result = _train(tiny_bert_dir, tmp_path / "resumed", resume=True)
+    assert resumed_result.steps == straight_result.steps == 10
+    assert resumed_result.losses == straight_result.losses
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert SapEncoder.load(tmp_path / "resumed" / ENCODER).fingerprint == straight.fingerprint
+
+
+def test_empty_batches_error(tiny_bert_dir, tmp_path):
+    encoder = SapEncoder.load(tiny_bert_dir)
+    with pytest.raises(InputError, match="no batches"):
+        train_encoder(encoder, lambda epoch, enc: [], TrainConfig(), tmp_path / "run", show_progress=False)
+
+
+def test_hard_negatives_join_the_batch(tiny_bert_dir):
+    encoder = SapEncoder.load(tiny_bert_dir, pooling="mean")
+    seen = []
+    encoder.model.register_forward_hook(lambda m, args, kw, out: seen.append(kw["input_ids"].shape[0]),
+                                        with_kwargs=True)
+    batch = [Example("C1", "a b", "c d", negatives=(("C2", "a b c"), ("C3", "d")))]
+    loss = PairLoss(TrainConfig())(encoder, batch)
+    assert seen == [4] and loss.requires_grad
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    encoder = SapEncoder.load(model_dir, pooling="mean", device="cpu")
+    factory = random_batches([Example(*p) for p in PAIRS], batch_size=8)
+    result = train_encoder(encoder, factory, TrainConfig(max_steps=3, lr=1e-3, checkpoint_every=2), out,
+                           show_progress=False)
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(f"{encoder.fingerprint}\t{result.steps}\t{result.losses[0]}\t{dist.get_backend()}\n")
+    dist.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes_on_gloo(tiny_bert_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    initial = SapEncoder.load(tiny_bert_dir, pooling="mean").fingerprint
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_bert_dir), str(out)), nprocs=2, join=True)
+    rows = [(out / f"rank{r}.txt").read_text().split("\t") for r in range(2)]
+    (fp0, steps0, loss0, backend), (fp1, steps1, loss1, _) = rows
+    assert backend.strip() == "gloo" and steps0 == steps1 == "3"
+    assert fp0 == fp1 != initial  # gradients were all-reduced: both replicas hold the same weights
+    assert loss0 != loss1  # ... trained on different shards of the data
+    saved = SapEncoder.load(out / ENCODER)
+    assert saved.fingerprint == fp0
+    np.testing.assert_allclose(np.linalg.norm(saved.embed(["x"]), axis=1), 1.0, atol=1e-5)
