@@ -64,28 +64,32 @@ def _load_ontology(path: str | Path):
         raise InputError(f"{path}: not a readable OBO/OWL ontology ({err})") from None
 
 
-def read_obo(path: str | Path) -> ConceptTable:
-    """An OBO ontology (gzip ok) via pronto: each non-obsolete term's name and EXACT synonyms."""
+def read_obo_with_xrefs(path: str | Path, prefixes: tuple[str, ...] = XREF_PREFIXES
+                        ) -> tuple[ConceptTable, dict[str, list[str]]]:
+    """One parse of an OBO ontology (gzip ok) via pronto: the concept table of `read_obo` and,
+    per non-obsolete term, its canonical MESH/OMIM cross-references (`MESH:D003924`,
+    `OMIM:601407`), so corpus ids annotated in MeSH/OMIM can be mapped onto ontology terms."""
     table = ConceptTable()
+    xrefs: dict[str, list[str]] = {}
     for term in _load_ontology(path).terms():
         if term.obsolete or not term.name:
             continue
         synonyms = sorted(s.description for s in term.synonyms if s.scope == "EXACT")
         _add_names(table, term.id, [term.name, *synonyms], "kb")
-    return _nonempty(table, path)
+        refs = {normalize_id(x.id) for x in term.xrefs if x.id.split(":", 1)[0].upper() in prefixes}
+        if refs:
+            xrefs[term.id] = sorted(refs)
+    return _nonempty(table, path), xrefs
+
+
+def read_obo(path: str | Path) -> ConceptTable:
+    """Each non-obsolete term's name (first) and EXACT synonyms; id `DOID:n` as in the file."""
+    return read_obo_with_xrefs(path)[0]
 
 
 def read_obo_xrefs(path: str | Path, prefixes: tuple[str, ...] = XREF_PREFIXES) -> dict[str, list[str]]:
-    """Non-obsolete term id → canonical MESH/OMIM cross-references (`MESH:D003924`, `OMIM:601407`),
-    so corpus ids annotated in MeSH/OMIM can be mapped onto ontology terms."""
-    out: dict[str, list[str]] = {}
-    for term in _load_ontology(path).terms():
-        if term.obsolete:
-            continue
-        refs = [normalize_id(x.id) for x in term.xrefs if x.id.split(":", 1)[0].upper() in prefixes]
-        if refs:
-            out[term.id] = sorted(set(refs))
-    return out
+    """Term id → canonical MESH/OMIM cross-references (see `read_obo_with_xrefs`)."""
+    return read_obo_with_xrefs(path, prefixes)[1]
 
 
 def read_tsv(path: str | Path) -> ConceptTable:

@@ -1,0 +1,118 @@
+import gzip
+
+import pytest
+
+from spacy_el.io import InputError
+from spacy_el.kb.readers import read_kb, read_medic, read_obo, read_obo_with_xrefs, read_obo_xrefs, read_tsv
+
+MEDIC = """C565588||Epidermolysis Bullosa With Diaphragmatic Hernia
+C567755|613097||Tooth Agenesis, Selective, 6|STHAG6|STHAG6
+145250||Hyperkalemic periodic paralysis|HYPP
+
+D003924||Diabetes Mellitus, Type 2|NIDDM
+"""
+
+OBO = """format-version: 1.2
+ontology: doid
+
+[Term]
+id: DOID:9352
+name: type 2 diabetes mellitus
+synonym: "NIDDM" EXACT []
+synonym: "type 2 diabetes" EXACT []
+synonym: "insulin resistance" RELATED []
+xref: MESH:D003924
+xref: OMIM:125853
+xref: NCI:C26747
+
+[Term]
+id: DOID:4
+name: disease
+xref: UMLS_CUI:C0012634
+
+[Term]
+id: DOID:1
+name: old term
+is_obsolete: true
+xref: MESH:D000001
+"""
+
+
+def test_medic(tmp_path):
+    path = tmp_path / "medic.txt"
+    path.write_text(MEDIC)
+    t = read_medic(path)
+    assert t.n_concepts == 4
+    two_ids = [n for i, n in zip(t.ids, t.names) if i == "MESH:C567755|OMIM:613097"]
+    assert two_ids == ["Tooth Agenesis, Selective, 6", "STHAG6"]  # duplicate name dropped
+    assert "OMIM:145250" in t.ids and "MESH:D003924" in t.ids
+    assert set(t.sources) == {"kb"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("D000001|Acne\n", "line 2: expected MEDIC"),
+    ("D000001||\n", "line 2: concept D000001 has no names"),
+    ("||Acne\n", "line 2: expected MEDIC"),
+])
+def test_medic_bad_rows(tmp_path, line, message):
+    path = tmp_path / "medic.txt"
+    path.write_text("D003924||Diabetes\n" + line)
+    with pytest.raises(InputError, match=message) as err:
+        read_medic(path)
+    assert str(path) in str(err.value)
+
+
+def test_empty_kb(tmp_path):
+    (tmp_path / "medic.txt").write_text("\n\n")
+    with pytest.raises(InputError, match="no concepts found"):
+        read_medic(tmp_path / "medic.txt")
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(InputError, match="no concepts found"):
+        read_tsv(tmp_path / "empty.tsv")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_obo(tmp_path, gz):
+    path = tmp_path / ("do.obo.gz" if gz else "do.obo")
+    path.write_bytes(gzip.compress(OBO.encode()) if gz else OBO.encode())
+    t = read_kb(path)  # format by suffix
+    assert sorted(zip(t.ids, t.names)) == [
+        ("DOID:4", "disease"), ("DOID:9352", "NIDDM"), ("DOID:9352", "type 2 diabetes"),
+        ("DOID:9352", "type 2 diabetes mellitus")]  # RELATED synonym and obsolete term left out
+    assert t.names[t.ids.index("DOID:9352")] == "type 2 diabetes mellitus"  # the name comes first
+    assert read_obo_xrefs(path) == {"DOID:9352": ["MESH:D003924", "OMIM:125853"]}
+
+
+def test_obo_unreadable(tmp_path):
+    (tmp_path / "bad.obo").write_text("[Term]\nid DOID 1 no colon\n")
+    with pytest.raises(InputError, match="bad.obo"):
+        read_obo(tmp_path / "bad.obo")
+    with pytest.raises(InputError, match="not found"):
+        read_obo(tmp_path / "missing.obo")
+
+
+def test_tsv_and_dispatch(tmp_path):
+    path = tmp_path / "kb.tsv"
+    path.write_text("D003924\tDiabetes Mellitus, Type 2\nOMIM:145250\tHYPP\tcorpus\n")
+    t = read_kb(path)
+    assert list(t.rows()) == [("MESH:D003924", "Diabetes Mellitus, Type 2", "kb"),
+                              ("OMIM:145250", "HYPP", "corpus")]
+    assert read_kb(path, "tsv").names == t.names
+    (tmp_path / "kb2.tsv").write_text("D1\n")
+    with pytest.raises(InputError, match="line 1"):
+        read_kb(tmp_path / "kb2.tsv")
+    with pytest.raises(InputError, match="--format"):
+        read_kb(tmp_path / "kb.dat")
+    with pytest.raises(InputError, match="use one of"):
+        read_kb(path, "csv")
+
+
+def test_real_medic_and_disease_ontology(shared_data):
+    medic = read_kb(shared_data / "dictionaries" / "medic_06Jul2012.txt")
+    assert medic.n_concepts == 11915 and len(medic) == 76237
+    assert "MESH:C567755|OMIM:613097" in medic.ids
+    do_path = shared_data / "kb" / "disease_ontology" / "doid.obo.gz"
+    do, xrefs = read_obo_with_xrefs(do_path)
+    assert do.n_concepts == 11501  # non-obsolete terms (SOURCES.md)
+    assert "DOID:9352" in do.ids and "NIDDM" in do.names
+    assert "MESH:D003924" in xrefs["DOID:9352"] and "OMIM:125853" in xrefs["DOID:9352"]
