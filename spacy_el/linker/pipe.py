@@ -1,0 +1,238 @@
+"""`sap_linker`: links every entity to KB concepts by embedding its text with a SapEncoder and
+searching a ConceptIndex. It runs after any NER (`bilstm_ner`, spaCy's `ner`, an `entity_ruler`).
+
+Per entity it sets
+- `ent.kb_id_` (through `token.ent_kb_id`): the best concept, or `nil_id` when its cosine is
+  below `threshold` (or the entity's label is not in `labels`, which leaves it untouched);
+- `ent._.kb_candidates`: `[Candidate(concept_id, score, name, source), …]`, best first, up to
+  `top_k` (a `Candidate` is a named tuple; `source` is "kb" or the corpus file an alias came from).
+
+Nothing is loaded when the component is created, because `spacy.load` of a packaged pipeline
+calls the factory with the config's paths, which need not exist on the target machine, and then
+`from_disk`. The encoder and index come, whichever happens first, from `from_disk` (the
+pipeline's own `encoder/` and `index/`), from `initialize(...)` (paths, or a KB file to build the
+index from), or from the config paths on first use.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.scorer import Scorer
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from spacy.util import ensure_path, minibatch, registry
+from spacy.util import from_disk as util_from_disk
+from spacy.util import to_disk as util_to_disk
+from spacy.vocab import Vocab
+
+from spacy_el.io import InputError
+
+if not Span.has_extension("kb_candidates"):
+    Span.set_extension("kb_candidates", default=None)
+
+NIL = "NIL"
+
+
+@Language.factory(
+    "sap_linker",
+    assigns=["token.ent_kb_id"],
+    default_config={
+        "encoder": None,
+        "index": None,
+        "top_k": 5,
+        "threshold": 0.0,
+        "nil_id": NIL,
+        "labels": [],
+        "batch_size": 256,
+        "cache_size": 50_000,
+        "resolve_abbreviations": False,
+        "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
+    },
+    default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
+)
+def make_sap_linker(
+    nlp: Language,
+    name: str,
+    encoder: Optional[str],
+    index: Optional[str],
+    top_k: int,
+    threshold: float,
+    nil_id: str,
+    labels: List[str],
+    batch_size: int,
+    cache_size: int,
+    resolve_abbreviations: bool,
+    scorer: Optional[Callable],
+) -> "SapEntityLinker":
+    """Create the linker (loads nothing yet: see the module docstring)."""
+    return SapEntityLinker(nlp.vocab, name, encoder=encoder, index=index, top_k=top_k, threshold=threshold,
+                           nil_id=nil_id, labels=labels, batch_size=batch_size, cache_size=cache_size,
+                           resolve_abbreviations=resolve_abbreviations, scorer=scorer)
+
+
+def score_linker(examples: Iterable[Example], *, nil_id: str = NIL, **kwargs: Any) -> Dict[str, Any]:
+    """spaCy's entity-level link scores (`nel_micro_p/r/f`, per type) with our NIL id."""
+    return Scorer.score_links(examples, negative_labels=[nil_id])
+
+
+@registry.scorers("spacy_el.linker_scorer.v1")
+def make_linker_scorer() -> Callable:
+    return score_linker
+
+
+class SapEntityLinker(Pipe):
+    """Links `doc.ents` to concepts (see the module docstring); not trainable here: the encoder
+    is trained by `spacy-el pretrain` / `finetune` and the index built by `build-index`."""
+
+    def __init__(self, vocab: Vocab, name: str = "sap_linker", *, encoder: Optional[str] = None,
+                 index: Optional[str] = None, top_k: int = 5, threshold: float = 0.0, nil_id: str = NIL,
+                 labels: Sequence[str] = (), batch_size: int = 256, cache_size: int = 50_000,
+                 resolve_abbreviations: bool = False, scorer: Optional[Callable] = score_linker) -> None:
+        if top_k < 1:
+            raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
+        if batch_size < 1:
+            raise InputError(f"[components.{name}] batch_size={batch_size}: use an integer >= 1")
+        self.vocab = vocab
+        self.name = name
+        self.cfg: Dict[str, Any] = {
+            "encoder": str(encoder) if encoder else None, "index": str(index) if index else None,
+            "top_k": top_k, "threshold": threshold, "nil_id": nil_id, "labels": list(labels),
+            "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
+        }
+        self.scorer = scorer
+        self._encoder = None
+        self._index = None
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # ------------------------------------------------------------------ the two parts
+    @property
+    def encoder(self):
+        """The SapEncoder, loaded from the config path on first use if nothing set it."""
+        if self._encoder is None:
+            if not self.cfg["encoder"]:
+                raise InputError(
+                    f"{self.name} has no encoder: set `encoder` in [components.{self.name}] or "
+                    f"[initialize.components.{self.name}], or load a saved pipeline that contains one")
+            from spacy_el.sap.encoder import SapEncoder
+
+            self._encoder = SapEncoder.load(self.cfg["encoder"])
+        return self._encoder
+
+    @property
+    def index(self):
+        """The ConceptIndex, loaded from the config path on first use (checked against the encoder)."""
+        if self._index is None:
+            if not self.cfg["index"]:
+                raise InputError(
+                    f"{self.name} has no concept index: set `index` in [components.{self.name}], give "
+                    f"`index` or `kb` in [initialize.components.{self.name}], or load a saved pipeline")
+            from spacy_el.kb.index import ConceptIndex
+
+            self._index = ConceptIndex.load(self.cfg["index"], self.encoder)
+        return self._index
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
+                   nlp: Optional[Language] = None, encoder: Any = None, index: Any = None,
+                   kb: Optional[str] = None, kb_format: str = "auto", index_type: str = "Flat",
+                   add_mentions: Optional[List[str]] = None, use_gpu: str = "auto") -> None:
+        """Set the encoder (path, hub name or SapEncoder) and the index: load one (path or
+        ConceptIndex), or build one from `kb` (+ `add_mentions`: annotated PubTator files whose
+        train mentions become aliases). Falls back to the config's paths."""
+        from spacy_el.kb.index import ConceptIndex, mention_alias_table
+        from spacy_el.sap.encoder import SapEncoder
+
+        if encoder is not None:
+            self._encoder = encoder if hasattr(encoder, "embed") else SapEncoder.load(encoder)
+            self.cfg["encoder"] = None if hasattr(encoder, "embed") else str(encoder)
+        enc = self.encoder
+        if kb is not None:
+            from spacy_el.kb.readers import read_kb
+
+            self._index = ConceptIndex.build(read_kb(kb, kb_format), enc, index_type,
+                                             extra=mention_alias_table(add_mentions or ()), use_gpu=use_gpu)
+        else:
+            if index is not None:
+                self._index = index if isinstance(index, ConceptIndex) else ConceptIndex.load(index, enc, use_gpu=use_gpu)
+                self.cfg["index"] = None if isinstance(index, ConceptIndex) else str(index)
+            self.index.check_encoder(enc)
+            if add_mentions:
+                self.index.add_aliases(mention_alias_table(add_mentions), enc)
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ linking
+    def __call__(self, doc: Doc) -> Doc:
+        self._link([doc])
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Link a batch of docs at once: each distinct mention text is embedded once."""
+        for docs in minibatch(stream, size=batch_size):
+            self._link(docs)
+            yield from docs
+
+    def _link(self, docs: Sequence[Doc]) -> None:
+        labels = set(self.cfg["labels"])
+        ents = [ent for doc in docs for ent in doc.ents if not labels or ent.label_ in labels]
+        if not ents:
+            return
+        texts = [self._query_text(ent) for ent in ents]
+        unique = list(dict.fromkeys(texts))
+        vectors = self._vectors(unique)
+        candidates = dict(zip(unique, self.index.search(vectors, k=self.cfg["top_k"])))
+        nil, threshold = self.cfg["nil_id"], self.cfg["threshold"]
+        for ent, text in zip(ents, texts):
+            cands = candidates[text]
+            kb_id = cands[0].concept_id if cands and cands[0].score >= threshold else nil
+            for token in ent:
+                token.ent_kb_id_ = kb_id
+            ent._.kb_candidates = cands  # keyed by the span's offsets, so doc.ents sees it
+
+    def _query_text(self, ent: Span) -> str:
+        """The entity's text, or the long form of an abbreviation defined in the doc."""
+        if self.cfg["resolve_abbreviations"] and Span.has_extension("long_form"):
+            long_form = ent._.long_form
+            if long_form is not None:
+                return getattr(long_form, "text", str(long_form))
+        return ent.text
+
+    def _vectors(self, texts: List[str]) -> np.ndarray:
+        """Mention vectors through an LRU cache (mentions repeat across documents)."""
+        missing = [t for t in texts if t not in self._cache]
+        fresh = dict(zip(missing, self.encoder.embed(missing, batch_size=self.cfg["batch_size"]))) if missing else {}
+        vectors = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
+        for text in texts:
+            if text in fresh:
+                self._cache[text] = fresh[text]
+            else:
+                self._cache.move_to_end(text)
+        while len(self._cache) > max(self.cfg["cache_size"], 0):
+            self._cache.popitem(last=False)
+        return vectors
+
+    # ------------------------------------------------------------------ disk
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
+        """`encoder/` (an HF directory) and `index/` (FAISS + table + meta): the pipeline
+        then carries everything it needs and loads without the original paths."""
+        util_to_disk(ensure_path(path), {"encoder": lambda p: self.encoder.save(p),
+                                         "index": lambda p: self.index.save(p)}, exclude)
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
+        from spacy_el.kb.index import ConceptIndex
+        from spacy_el.sap.encoder import SapEncoder
+
+        path = ensure_path(path)
+
+        def load_encoder(p: Path) -> None:
+            self._encoder = SapEncoder.load(p)
+
+        def load_index(p: Path) -> None:
+            self._index = ConceptIndex.load(p, self.encoder)
+
+        util_from_disk(path, {"encoder": load_encoder, "index": load_index}, exclude)
+        self._cache.clear()
+        return self

@@ -1,0 +1,225 @@
+"""sap_linker after an entity_ruler: links, candidates, NIL threshold, label filter, batching,
+cache, disk round trip (without the original paths), scorer, lazy loading, clear errors."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import spacy
+from spacy.training import Example
+
+from spacy_el.io import InputError
+from spacy_el.kb.index import Candidate, ConceptIndex
+from spacy_el.kb.table import ConceptTable
+
+NAMES = [
+    ("MESH:D003920", "diabetes mellitus"), ("MESH:D003920", "diabetes"),
+    ("MESH:D009369", "neoplasms"), ("MESH:D009369", "cancer"),
+    ("MESH:D006331", "heart diseases"), ("MESH:D006331", "cardiac disease"),
+    ("OMIM:175100", "adenomatous polyposis coli"), ("OMIM:175100", "familial adenomatous polyposis"),
+]
+PATTERNS = [{"label": "DISEASE", "pattern": p} for p in
+            ["diabetes", "cancer", "cardiac disease", "heart attack", "APC", "adenomatous polyposis coli"]] + \
+           [{"label": "GENE", "pattern": "BRCA1"}]
+TEXT = "Patients with diabetes and cancer, but no cardiac disease or heart attack, carried BRCA1."
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir):
+    from spacy_el.sap.encoder import SapEncoder
+
+    return SapEncoder.load(tiny_bert_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def index_dir(encoder, tmp_path_factory):
+    path = tmp_path_factory.mktemp("linker") / "index"
+    ConceptIndex.build(ConceptTable.from_rows(NAMES), encoder, use_gpu=False).save(path)
+    return path
+
+
+def make_nlp(tiny_bert_dir, index_dir, **config):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    nlp.add_pipe("sap_linker", config={"encoder": str(tiny_bert_dir), "index": str(index_dir), **config})
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def nlp(tiny_bert_dir, index_dir):
+    return make_nlp(tiny_bert_dir, index_dir)
+
+
+def links(doc):
+    return [(e.text, e.label_, e.kb_id_, e._.kb_candidates) for e in doc.ents]
+
+
+def test_every_entity_gets_its_concept_and_ranked_candidates(nlp):
+    doc = nlp(TEXT)
+    by_text = {e.text: e for e in doc.ents}
+    assert by_text["diabetes"].kb_id_ == "MESH:D003920" and by_text["cancer"].kb_id_ == "MESH:D009369"
+    assert by_text["cardiac disease"].kb_id_ == "MESH:D006331"
+    for ent in doc.ents:
+        cands = ent._.kb_candidates
+        assert 1 <= len(cands) <= 4 and all(isinstance(c, Candidate) for c in cands)
+        assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
+        assert len({c.concept_id for c in cands}) == len(cands)  # names collapsed to concepts
+        assert ent.kb_id_ == cands[0].concept_id
+    exact = by_text["diabetes"]._.kb_candidates[0]
+    assert exact.name == "diabetes" and exact.score == pytest.approx(1.0, abs=1e-4) and exact.source == "kb"
+    # the kb id reaches the tokens, as spaCy's own entity_linker does
+    assert {t.ent_kb_id_ for t in by_text["cardiac disease"]} == {"MESH:D006331"}
+
+
+def test_threshold_sends_weak_links_to_nil(tiny_bert_dir, index_dir):
+    doc = make_nlp(tiny_bert_dir, index_dir, threshold=1.5, nil_id="CUI-less")(TEXT)
+    assert {e.kb_id_ for e in doc.ents} == {"CUI-less"}
+    assert all(e._.kb_candidates for e in doc.ents)  # the candidates stay visible
+    # between the best non-exact match and the cosine 1 of exact names (a random tiny BERT
+    # puts all strings close together, so the cut is placed from the scores themselves)
+    scores = {e.text: e._.kb_candidates[0].score for e in doc.ents}
+    assert scores["heart attack"] < 1 - 1e-6
+    doc = make_nlp(tiny_bert_dir, index_dir, threshold=(scores["heart attack"] + 1) / 2)(TEXT)
+    kb_ids = {e.text: e.kb_id_ for e in doc.ents}
+    assert kb_ids["diabetes"] == "MESH:D003920"  # an exact name has cosine 1
+    assert kb_ids["heart attack"] == "NIL"  # no KB name is this string
+
+
+def test_label_filter_leaves_other_entities_alone(tiny_bert_dir, index_dir):
+    doc = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"], top_k=2)(TEXT)
+    gene = [e for e in doc.ents if e.label_ == "GENE"]
+    assert gene and gene[0].kb_id_ == "" and gene[0]._.kb_candidates is None
+    assert all(len(e._.kb_candidates) == 2 for e in doc.ents if e.label_ == "DISEASE")
+
+
+def test_empty_doc_and_doc_without_entities(nlp):
+    assert len(nlp("")) == 0
+    doc = nlp("Nothing to link here.")
+    assert not doc.ents
+    assert list(nlp.pipe(["", "No entities.", TEXT]))[2].ents
+
+
+def test_one_thousand_entities_in_one_doc_embed_each_string_once(tiny_bert_dir, index_dir, monkeypatch):
+    nlp = make_nlp(tiny_bert_dir, index_dir)
+    linker = nlp.get_pipe("sap_linker")
+    embedded = []
+    real = type(linker.encoder).embed
+
+    def spy(self, texts, *args, **kwargs):
+        embedded.append(list(texts))
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(type(linker.encoder), "embed", spy)
+    doc = nlp("diabetes and cancer ; " * 500)
+    assert len(doc.ents) == 1000
+    assert {e.kb_id_ for e in doc.ents} == {"MESH:D003920", "MESH:D009369"}
+    assert embedded == [["diabetes", "cancer"]]
+    nlp("cancer again")  # served by the LRU cache
+    assert embedded == [["diabetes", "cancer"]]
+
+
+def test_lru_cache_is_bounded(tiny_bert_dir, index_dir):
+    nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=2)
+    nlp(TEXT)
+    cache = nlp.get_pipe("sap_linker")._cache
+    assert len(cache) == 2 and list(cache) == ["heart attack", "BRCA1"]  # the most recent two
+    nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=0)
+    assert links(nlp(TEXT)) == links(make_nlp(tiny_bert_dir, index_dir)(TEXT))
+    assert not nlp.get_pipe("sap_linker")._cache
+
+
+def test_pipe_equals_one_doc_at_a_time(tiny_bert_dir, index_dir):
+    texts = [TEXT, "", "cancer of the heart", "APC and diabetes mellitus", TEXT.lower()]
+    one_by_one = [links(make_nlp(tiny_bert_dir, index_dir)(t)) for t in texts]
+    batched = [links(d) for d in make_nlp(tiny_bert_dir, index_dir).pipe(texts, batch_size=3)]
+    # batches pad differently, which moves float32 cosines by ~1e-7 (and the random tiny BERT puts
+    # every string within 1e-4 of every other), so scores are compared with a tolerance
+    assert [[e[:3] for e in d] for d in batched] == [[e[:3] for e in d] for d in one_by_one]
+    for doc_b, doc_1 in zip(batched, one_by_one):
+        for ent_b, ent_1 in zip(doc_b, doc_1):
+            assert {c.concept_id: pytest.approx(c.score, abs=1e-5) for c in ent_1[3]} == \
+                {c.concept_id: c.score for c in ent_b[3]}
+
+
+def test_to_disk_then_spacy_load_links_the_same_without_the_config_paths(tiny_bert_dir, index_dir, tmp_path):
+    enc_copy, idx_copy = tmp_path / "enc", tmp_path / "idx"
+    shutil.copytree(tiny_bert_dir, enc_copy)
+    shutil.copytree(index_dir, idx_copy)
+    nlp = make_nlp(enc_copy, idx_copy, top_k=3)
+    before = links(nlp(TEXT))
+    nlp.to_disk(tmp_path / "pipeline")
+    assert {p.name for p in (tmp_path / "pipeline" / "sap_linker").iterdir()} == {"encoder", "index"}
+    shutil.rmtree(enc_copy)
+    shutil.rmtree(idx_copy)  # the config still names these paths: they must not be needed
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert links(loaded(TEXT)) == before
+
+
+def test_factory_loads_nothing_until_used(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    nlp.add_pipe("sap_linker", config={"encoder": str(tmp_path / "nowhere"), "index": str(tmp_path / "nix")})
+    assert nlp("no entities here").ents == ()  # nothing to link, nothing loaded
+    with pytest.raises(InputError, match="nowhere"):
+        nlp(TEXT)
+    unconfigured = spacy.blank("en")
+    unconfigured.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    unconfigured.add_pipe("sap_linker")
+    with pytest.raises(InputError, match=r"no encoder.*\[components.sap_linker\]"):
+        unconfigured(TEXT)
+
+
+def test_initialize_builds_the_index_from_a_kb_file_with_mention_aliases(tiny_bert_dir, tmp_path):
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("".join(f"{c}\t{n}\n" for c, n in NAMES), encoding="utf-8")
+    train = tmp_path / "train.PubTator"
+    train.write_text("1|t|Heart attack.\n1|a|Nothing else.\n1\t0\t12\tHeart attack\tDisease\tD006331\n\n",
+                     encoding="utf-8")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    nlp.add_pipe("sap_linker")
+    nlp.config["initialize"]["components"]["entity_ruler"] = {"patterns": PATTERNS}
+    nlp.config["initialize"]["components"]["sap_linker"] = {
+        "encoder": str(tiny_bert_dir), "kb": str(kb), "kb_format": "tsv", "add_mentions": [str(train)]}
+    nlp.initialize()
+    linker = nlp.get_pipe("sap_linker")
+    assert linker.index.meta["alias_files"] == ["train.PubTator"] and len(linker.index) == len(NAMES) + 1
+    heart = [e for e in nlp(TEXT).ents if e.text == "heart attack"][0]
+    assert heart.kb_id_ == "MESH:D006331"
+    assert heart._.kb_candidates[0] == Candidate("MESH:D006331", pytest.approx(1.0, abs=1e-4),
+                                                 "heart attack", "train.PubTator")
+
+
+def test_index_from_another_encoder_is_refused(tiny_bert_dir, index_dir, tmp_path):
+    from spacy_el.sap.encoder import SapEncoder
+
+    SapEncoder.load(tiny_bert_dir, device="cpu", pooling="mean").save(tmp_path / "mean_encoder")
+    nlp = make_nlp(tmp_path / "mean_encoder", index_dir)
+    with pytest.raises(InputError, match="rebuild the index"):
+        nlp(TEXT)
+
+
+def test_scorer_reports_spacy_nel_scores(nlp):
+    gold = {"diabetes": "MESH:D003920", "cancer": "MESH:D009369", "cardiac disease": "MESH:D006331",
+            "heart attack": "MESH:D006331", "BRCA1": "NIL"}
+    predicted = nlp(TEXT)
+    reference = nlp.make_doc(TEXT)
+    reference.ents = [reference.char_span(e.start_char, e.end_char, label=e.label_, kb_id=gold[e.text])
+                      for e in predicted.ents]
+    scores = nlp.get_pipe("sap_linker").score([Example(predicted, reference)])
+    correct = sum(e.kb_id_ == gold[e.text] for e in predicted.ents if gold[e.text] != "NIL")
+    wrong = sum(e.kb_id_ != gold[e.text] for e in predicted.ents if gold[e.text] != "NIL")
+    assert scores["nel_micro_p"] == pytest.approx(correct / (correct + wrong + (predicted.ents[-1].kb_id_ != "NIL")))
+    assert "DISEASE" in scores["nel_f_per_type"] and 0 < scores["nel_micro_f"] <= 1
+
+
+def test_abbreviations_link_through_their_long_form(tiny_bert_dir, index_dir):
+    text = "Germline mutations of adenomatous polyposis coli (APC) cause polyps; APC carriers are screened."
+    plain = make_nlp(tiny_bert_dir, index_dir)
+    resolved = make_nlp(tiny_bert_dir, index_dir, resolve_abbreviations=True)
+    resolved.add_pipe("abbreviation_detector", first=True)
+    apc = [e for e in resolved(text).ents if e.text == "APC"]
+    assert len(apc) == 2 and all(e.kb_id_ == "OMIM:175100" for e in apc)
+    assert all(e._.kb_candidates[0].name == "adenomatous polyposis coli" for e in apc)
+    assert all(e._.kb_candidates[0].score == pytest.approx(1.0, abs=1e-4) for e in apc)
+    assert all(e._.kb_candidates[0].score < 1 - 1e-6 for e in plain(text).ents if e.text == "APC")
