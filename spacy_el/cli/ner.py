@@ -1,1 +1,46 @@
 """NER commands: vectors and corpus conversion (registered on the shared app)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from spacy_el.cli import app
+from spacy_el.io import InputError
+
+
+@app.command("init-vectors")
+def init_vectors_command(
+    output_dir: Path = typer.Argument(..., help="Pipeline directory to write (use as [initialize] vectors)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Keep only the N most frequent words"),
+    prune: Optional[int] = typer.Option(None, "--prune", help="Keep N vectors, map other words to the nearest"),
+    lang: str = typer.Option("en", "--lang", help="spaCy language code of the pipeline"),
+) -> None:
+    """Turn the packaged GloVe 6B 50d vectors into a spaCy vectors directory."""
+    from spacy_el.ner.vectors import init_glove_vectors
+
+    try:
+        path = init_glove_vectors(output_dir, limit=limit, prune=prune, lang=lang)
+    except InputError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Wrote GloVe vectors to {path}")
+
+
+@app.command("convert-ner")
+def convert_ner_command(
+    input_path: Path = typer.Argument(..., help="CoNLL (.txt) or TSV (.tsv) NER file"),
+    output_path: Path = typer.Argument(..., help="Output .spacy file"),
+    fmt: str = typer.Option("conll", "--format", help="conll (whitespace columns) or tsv (tab columns)"),
+    n_sents: int = typer.Option(10, "--n-sents", help="Sentences per doc (within a document)"),
+) -> None:
+    """Convert a CoNLL/TSV NER file (tag in the last column) to a spaCy DocBin."""
+    from spacy_el.ner.convert import convert_ner
+
+    try:
+        n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents)
+    except InputError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")

@@ -1,0 +1,59 @@
+"""`spacy train` with the bilstm_ner config (in-process, a few steps) and the init-vectors command."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import spacy
+from spacy.cli.train import train
+from spacy.tokens import DocBin
+from thinc.api import Config
+from typer.testing import CliRunner
+
+from spacy_el.cli import app
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_spacy_train_runs_with_repo_config(tmp_path, kit):
+    nlp = spacy.blank("en")
+    db = DocBin()
+    for text, spans in kit.TRAIN_DATA:
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label=label) for s, e, label in spans]
+        db.add(doc)
+    db.to_disk(tmp_path / "train.spacy")
+    overrides = {
+        "paths.train": str(tmp_path / "train.spacy"),
+        "paths.dev": str(tmp_path / "train.spacy"),
+        "components.bilstm_ner.model.include_static_vectors": False,
+        "components.bilstm_ner.model.embed_width": 16,
+        "components.bilstm_ner.model.hidden_width": 16,
+        "training.max_steps": 6,
+        "training.eval_frequency": 3,
+    }
+    train(REPO / "configs" / "ner_bilstm.cfg", tmp_path / "out", overrides=overrides)
+    trained = spacy.load(tmp_path / "out" / "model-best")
+    assert trained.pipe_names == ["bilstm_ner"]
+    assert trained.get_pipe("bilstm_ner").labels == ("LOC", "ORG", "PER")
+    trained("Barack Obama visited Paris .")
+
+
+def test_small_config_is_valid():
+    from spacy.util import load_model_from_config
+
+    for name in ("ner_bilstm.cfg", "ner_bilstm_small.cfg"):
+        config = Config().from_disk(REPO / "configs" / name)
+        nlp = load_model_from_config(config, auto_fill=True, validate=True)
+        assert nlp.pipe_names == ["bilstm_ner"]
+
+
+def test_init_vectors_cli(tmp_path):
+    out = tmp_path / "vectors"
+    result = CliRunner().invoke(app, ["init-vectors", str(out), "--limit", "500"])
+    assert result.exit_code == 0, result.output
+    nlp = spacy.load(out)
+    assert nlp.vocab.vectors.shape == (500, 50)
+    assert (nlp.vocab["the"].vector == nlp.vocab["The"].vector).all()
+    result = CliRunner().invoke(app, ["init-vectors", str(out), "--limit", "0"])
+    assert result.exit_code == 1 and "limit" in result.output
