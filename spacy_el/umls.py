@@ -330,7 +330,7 @@ def preprocess_umls(
     seed: int = 0,
     skip_bad_rows: bool = False,
     progress: bool = True,
-    sort_chunk_rows: int = 500_000,
+    sort_chunk_rows: int = 200_000,
 ) -> UmlsStats:
     """MRCONSO (+ MRSTY) → `concepts.tsv`, `pairs.tsv` (+ `semtypes.tsv`) in `output_dir`.
 
