@@ -313,7 +313,7 @@ def concept_pairs(cui: str, names: list[str], max_pairs: int, seed: int) -> list
     stays bounded. The RNG is seeded per concept from (seed, CUI): the sample of a concept does
     not depend on which other concepts were kept, and concepts with equally many names do not
     all get the same sampled positions."""
-    table = ConceptTable.from_rows((cui, n) for n in names)
+    table = ConceptTable(ids=[cui] * len(names), names=names, sources=["kb"] * len(names))
     return make_pairs(table, max_pairs_per_concept=max_pairs, seed=zlib.crc32(f"{seed}:{cui}".encode()))
 
 
