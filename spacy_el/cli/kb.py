@@ -1,1 +1,177 @@
-"""(commands registered on the shared app by this module)"""
+"""Concept index and linking commands: `build-index`, `link`, `evaluate-linking`, `query`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from spacy_el.cli import app
+from spacy_el.io import InputError
+
+
+def _fail(err: Exception) -> typer.Exit:
+    typer.echo(f"Error: {err}", err=True)
+    return typer.Exit(1)
+
+
+@app.command("build-index")
+def build_index_command(
+    kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id<TAB>name)"),
+    encoder_dir: str = typer.Argument(..., help="Encoder: a SapEncoder/HF directory or a hub name"),
+    output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, table.tsv, meta.json)"),
+    fmt: str = typer.Option("auto", "--format", help="medic, obo, tsv or auto (by file name)"),
+    index_type: str = typer.Option("Flat", "--index-type",
+                                   help="FAISS index_factory string: Flat, HNSW32, IVF1024,PQ64,RFlat, PCA256,SQ8…"),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF lists searched (default max(8, nlist/16))"),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search depth (default 128)"),
+    refine_k_factor: Optional[int] = typer.Option(None, "--refine-k-factor",
+                                                  help="RFlat: candidates re-ranked exactly per result (default 4)"),
+    add_mentions: List[Path] = typer.Option([], "--add-mentions",
+                                            help="PubTator TRAIN file whose mentions become aliases (repeatable)"),
+    batch_size: int = typer.Option(256, "--batch-size", help="Names per encoder batch"),
+    use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
+) -> None:
+    """Embed every KB name (plus train mentions as aliases) and write a FAISS concept index."""
+    from spacy_el.kb.index import build_index
+
+    try:
+        index = build_index(kb, encoder_dir, output_dir, kb_format=fmt, index_type=index_type,
+                            add_mentions=add_mentions, nprobe=nprobe, ef_search=ef_search,
+                            refine_k_factor=refine_k_factor, batch_size=batch_size, use_gpu=use_gpu,
+                            show_progress=True)
+    except InputError as err:
+        raise _fail(err) from None
+    meta = index.meta
+    typer.echo(f"Indexed {meta['n_names']} names of {meta['n_concepts']} concepts ({index_type}, "
+               f"{meta['build']['names_per_second']:.0f} names/s; sources {meta['sources']}) → {output_dir}")
+
+
+def _texts(text: Optional[str], file: Optional[Path]) -> list[str]:
+    from spacy_el.io import read_lines
+
+    if text is not None:
+        return [text]
+    lines = read_lines(file) if file is not None else enumerate(sys.stdin, start=1)
+    return [line.strip() for _, line in lines if line.strip()]
+
+
+@app.command("link")
+def link_command(
+    model: str = typer.Argument(..., help="Pipeline: installed package name or directory"),
+    text: Optional[str] = typer.Argument(None, help="Text to link (else --file, else stdin, one text per line)"),
+    file: Optional[Path] = typer.Option(None, "--file", help="Texts, one per line"),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a displaCy page of the links"),
+    out_format: str = typer.Option("jsonl", "--format", help="jsonl (one record per text) or table"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Find and link entities: JSONL of entities with id, name, score and candidates."""
+    import spacy
+
+    from spacy_el.linker.display import write_html
+    from spacy_el.linker.link import doc_record, records_table
+
+    if out_format not in ("jsonl", "table"):
+        raise _fail(InputError(f"--format {out_format!r}: use jsonl or table"))
+    try:
+        nlp = spacy.load(model)
+        docs = nlp.pipe(_texts(text, file), batch_size=batch_size)
+        if html is not None:  # the page needs every doc
+            docs = list(docs)
+            write_html(docs, html)
+        records = (doc_record(doc) for doc in docs)
+        if out_format == "table":
+            typer.echo(records_table(records))
+        else:
+            for record in records:
+                typer.echo(json.dumps(record, ensure_ascii=False))
+    except (InputError, OSError) as err:
+        raise _fail(err) from None
+
+
+@app.command("evaluate-linking")
+def evaluate_linking_command(
+    corpus: Path = typer.Argument(..., help="PubTator file with gold concept ids (e.g. a dev set)"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder directory or hub name"),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index directory (built with that encoder)"),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline",
+                                           help="Also score this pipeline end to end (nel_micro_p/r/f, ents_p/r/f)"),
+    types: List[str] = typer.Option([], "--types", help="Mention types to keep (repeatable; default all)"),
+    label: Optional[str] = typer.Option(None, "--label", help="NER label of the gold mentions (e.g. Disease)"),
+    gold_ents: bool = typer.Option(False, "--gold-ents", help="Pipeline: link the gold spans (skip NER)"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the scores as JSON"),
+) -> None:
+    """Acc@1/Acc@5 on PubTator mentions (SapBERT protocol) and, with --pipeline, end-to-end scores."""
+    from spacy_el.io import atomic_write
+    from spacy_el.kb.index import ConceptIndex
+    from spacy_el.linker.link import evaluate_linking, evaluate_pipeline
+    from spacy_el.sap.encoder import SapEncoder
+
+    if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
+        raise _fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
+    scores: dict = {}
+    try:
+        if encoder is not None:
+            enc = SapEncoder.load(encoder)
+            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc), types=types or None)
+        if pipeline is not None:
+            import spacy
+
+            scores["pipeline"] = evaluate_pipeline(spacy.load(pipeline), corpus, types=types or None,
+                                                   label=label, gold_ents=gold_ents)
+    except (InputError, OSError) as err:
+        raise _fail(err) from None
+    if output is not None:
+        with atomic_write(output) as f:
+            json.dump(scores, f, indent=2)
+    if "linking" in scores:
+        s = scores["linking"]
+        typer.echo(f"Acc@1 {s['acc@1']:.2f}  Acc@5 {s['acc@5']:.2f}  over {s['n']} mentions "
+                   f"({s['n_missing_from_kb']} with gold ids absent from the KB, {s['n_nil_skipped']} NIL skipped)")
+    if "pipeline" in scores:
+        s = scores["pipeline"]
+        ner = f"  ents_f {s['ents_f']:.3f}" if "ents_f" in s else ""
+        typer.echo(f"nel_micro_p {s['nel_micro_p']:.3f}  nel_micro_r {s['nel_micro_r']:.3f}  "
+                   f"nel_micro_f {s['nel_micro_f']:.3f}{ner}  ({s['n_docs']} docs)")
+
+
+@app.command("query")
+def query_command(
+    index: Path = typer.Argument(..., help="Index directory"),
+    encoder: str = typer.Argument(..., help="The encoder the index was built with"),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A second encoder to show side by side"),
+    compare_index: Optional[Path] = typer.Option(None, "--compare-index",
+                                                 help="Index of the second encoder (else built in memory)"),
+    top_k: int = typer.Option(5, "--top-k"),
+) -> None:
+    """Type names, see the top concepts (one line per query until EOF); with --compare, two encoders."""
+    from spacy_el.kb.index import ConceptIndex
+    from spacy_el.sap.encoder import SapEncoder
+
+    try:
+        enc = SapEncoder.load(encoder)
+        sides = [(encoder, enc, ConceptIndex.load(index, enc))]
+        if compare is not None:
+            other = SapEncoder.load(compare)
+            other_index = (ConceptIndex.load(compare_index, other) if compare_index is not None else
+                           ConceptIndex.build(sides[0][2].table, other, sides[0][2].meta["index_type"],
+                                              show_progress=True))
+            sides.append((compare, other, other_index))
+    except InputError as err:
+        raise _fail(err) from None
+    width = 60
+    while True:
+        try:
+            text = input("query> ").strip()
+        except EOFError:
+            break
+        if not text:
+            continue
+        columns = []
+        for name, enc_, idx in sides:
+            cands = idx.search(enc_.embed([text]), k=top_k)[0]
+            columns.append([name[-width:]] + [f"{c.score:.3f} {c.concept_id} {c.name}"[:width] for c in cands])
+        for row in zip(*[col + [""] * (top_k + 1 - len(col)) for col in columns]):
+            typer.echo(" | ".join(cell.ljust(width) for cell in row).rstrip())

@@ -271,19 +271,27 @@ def _concat(table: ConceptTable, extra: ConceptTable) -> ConceptTable:
     return ConceptTable.from_rows([*table.rows(), *extra.rows()])
 
 
+def id_owners(table: ConceptTable) -> dict[str, str]:
+    """Each single id → the concept id as the KB spells it (`MESH:C567755` → `MESH:C567755|OMIM:613097`)."""
+    owner: dict[str, str] = {}
+    for cid in dict.fromkeys(table.ids):
+        for part in split_ids(cid):
+            owner.setdefault(part, cid)
+    return owner
+
+
+def kb_spelling(owners: dict[str, str], concept_id: str) -> str:
+    """`concept_id` as the KB spells it when all its ids belong to one KB concept, else unchanged."""
+    found = {owners.get(part) for part in split_ids(concept_id)}
+    return found.pop() if len(found) == 1 and None not in found else concept_id
+
+
 def align_alias_ids(kb: ConceptTable, aliases: ConceptTable) -> ConceptTable:
     """Spell each alias's concept id the way the KB does: a mention annotated `MESH:C567755`
     joins the KB concept `MESH:C567755|OMIM:613097`, so both collapse to one concept. Ids
     that span several KB concepts (or none) are kept as written."""
-    owner: dict[str, str] = {}
-    for cid in dict.fromkeys(kb.ids):
-        for part in split_ids(cid):
-            owner.setdefault(part, cid)
-    out = ConceptTable()
-    for cid, name, source in aliases.rows():
-        owners = {owner.get(part) for part in split_ids(cid)}
-        out.add(owners.pop() if len(owners) == 1 and None not in owners else cid, name, source)
-    return out
+    owners = id_owners(kb)
+    return ConceptTable.from_rows((kb_spelling(owners, cid), name, source) for cid, name, source in aliases.rows())
 
 
 def _clean(table: ConceptTable, allow_empty: bool = False) -> ConceptTable:

@@ -1,0 +1,130 @@
+"""Linking as a library: link texts through a pipeline into records, evaluate an encoder + index
+on PubTator mentions (Acc@k, SapBERT protocol) and a pipeline end to end (spaCy's nel scores).
+The CLI commands in `spacy_el.cli.kb` are thin wrappers over these functions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from spacy.language import Language
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example
+
+from spacy_el.ids import ids_match
+from spacy_el.kb.index import id_owners, kb_spelling
+
+
+# ---------------------------------------------------------------------- linking texts
+def entity_record(ent) -> dict[str, Any]:
+    """One linked entity as plain JSON: offsets, label, id, best name and score, candidates."""
+    cands = ent._.kb_candidates or []
+    best = cands[0] if cands and cands[0].concept_id == ent.kb_id_ else None
+    return {
+        "start": ent.start_char, "end": ent.end_char, "text": ent.text, "label": ent.label_,
+        "id": ent.kb_id_, "name": best.name if best else None, "score": round(best.score, 4) if best else None,
+        "candidates": [{"id": c.concept_id, "name": c.name, "score": round(c.score, 4), "source": c.source}
+                       for c in cands],
+    }
+
+
+def doc_record(doc: Doc) -> dict[str, Any]:
+    """`{"text", "entities": [entity_record…]}`."""
+    return {"text": doc.text, "entities": [entity_record(e) for e in doc.ents]}
+
+
+def link_records(nlp: Language, texts: Iterable[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:
+    """One `doc_record` per text, through `nlp.pipe` (streams)."""
+    for doc in nlp.pipe(texts, batch_size=batch_size):
+        yield doc_record(doc)
+
+
+def records_table(records: Iterable[dict[str, Any]]) -> str:
+    """A plain-text table of the entities of `link_records` (one row per entity)."""
+    rows = [("doc", "entity", "label", "id", "name", "score")]
+    for i, rec in enumerate(records):
+        for e in rec["entities"]:
+            rows.append((str(i), e["text"], e["label"], e["id"], e["name"] or "",
+                         "" if e["score"] is None else f"{e['score']:.3f}"))
+    widths = [min(max(len(r[c]) for r in rows), 40) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell[:40].ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence[str] | None = None,
+                     batch_size: int = 256) -> dict[str, Any]:
+    """Acc@1/Acc@5 of encoder + index on a PubTator file's mentions, SapBERT's protocol
+    (composite mentions split into parts when their texts line up; any shared id counts).
+    Mentions whose gold ids are absent from the KB stay in the denominator and are counted."""
+    from spacy_el.corpora.pubtator import linking_queries, read_pubtator
+    from spacy_el.evaluate import accuracy_at_k, missing_from_kb
+
+    corpus = read_pubtator(corpus_path, types=types)
+    queries = linking_queries(corpus)
+    unique = list(dict.fromkeys(q.text for q in queries))
+    found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=5))) if unique else {}
+    ranked = [[c.concept_id for c in found[q.text]] for q in queries]
+    scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
+    return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
+                     "n_nil_skipped": corpus.n_nil, "n_docs": len(corpus.docs), "corpus": str(corpus_path)}
+
+
+def pubtator_docs(nlp: Language, corpus, *, with_ents: bool, label: str | None = None,
+                  ) -> list[tuple[Doc, list[tuple[int, int, str, str]]]]:
+    """One doc per PubTator document (tokenized only) and its gold mentions as
+    (start_char, end_char, label, gold id field), the label being `label` or the mention type;
+    `with_ents` also sets the gold spans as `doc.ents`, so a linker can run without NER cost.
+    Overlapping mentions keep the first."""
+    out = []
+    for pdoc in corpus.docs:
+        doc = nlp.make_doc(pdoc.text)
+        gold, spans, taken = [], [], set()
+        for m in sorted(pdoc.mentions, key=lambda m: (m.start, -m.end)):
+            span = doc.char_span(m.start, m.end, label=label or m.type, alignment_mode="expand")
+            if span is None or taken & set(range(span.start, span.end)):
+                continue
+            taken |= set(range(span.start, span.end))
+            spans.append(span)
+            gold.append((span.start_char, span.end_char, span.label_, "|".join(m.ids)))
+        if with_ents:
+            doc.ents = spans
+        out.append((doc, gold))
+    return out
+
+
+def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence[str] | None = None,
+                      label: str | None = None, linker: str = "sap_linker", gold_ents: bool = False,
+                      batch_size: int = 32) -> dict[str, Any]:
+    """End-to-end linking scores of a pipeline on a PubTator file: spaCy's `nel_micro_p/r/f`
+    (over predicted entities whose span equals a gold mention) and the NER's `ents_p/r/f`.
+    A gold id field with several ids (composite or joint) counts a prediction that shares any of
+    them as correct (SapBERT's protocol); gold single ids are spelt as the KB spells them.
+    With `gold_ents`, the gold spans are given to the pipeline and NER is skipped; `label` names
+    the NER label of every gold mention (e.g. "Disease" for NCBI's four disease types)."""
+    from spacy_el.corpora.pubtator import read_pubtator
+
+    corpus = read_pubtator(corpus_path, types=types)
+    owners = id_owners(nlp.get_pipe(linker).index.table)
+    pairs = pubtator_docs(nlp, corpus, with_ents=gold_ents, label=label)
+    disable = [name for name in nlp.pipe_names if name != linker] if gold_ents else []
+    with nlp.select_pipes(disable=disable):
+        predicted = list(nlp.pipe((doc for doc, _ in pairs), batch_size=batch_size))
+    examples = []
+    for pred, (_, gold) in zip(predicted, pairs):
+        by_offset = {(e.start_char, e.end_char): e.kb_id_ for e in pred.ents}
+        ref = nlp.make_doc(pred.text)
+        spans = []
+        for start, end, label, gold_id in gold:
+            kb_id = kb_spelling(owners, gold_id)
+            pred_id = by_offset.get((start, end))
+            if pred_id and ids_match(pred_id, gold_id):
+                kb_id = pred_id
+            spans.append(ref.char_span(start, end, label=label, kb_id=kb_id, alignment_mode="expand"))
+        ref.ents = spans
+        examples.append(Example(pred, ref))
+    nil = nlp.get_pipe(linker).cfg["nil_id"]
+    scores = Scorer.score_links(examples, negative_labels=[nil])
+    if not gold_ents:
+        scores |= Scorer.score_spans(examples, "ents")
+    return {k: v for k, v in scores.items() if not k.endswith("per_type")} | {
+        "n_docs": len(examples), "n_gold_mentions": sum(len(g) for _, g in pairs), "corpus": str(corpus_path)}

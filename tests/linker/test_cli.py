@@ -1,0 +1,91 @@
+"""Smoke tests of the index/linking commands through typer's CliRunner (tiny BERT encoder)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import spacy
+from typer.testing import CliRunner
+
+from spacy_el.cli import app
+
+KB = [("MESH:D003920", "diabetes mellitus"), ("MESH:D003920", "diabetes"),
+      ("MESH:D009369", "neoplasms"), ("MESH:D009369", "cancer"), ("MESH:D006331", "Heart Diseases")]
+PUBTATOR = ("1|t|Diabetes and cancer.\n1|a|Heart diseases too.\n"
+            "1\t0\t8\tDiabetes\tDisease\tD003920\n1\t13\t19\tcancer\tDisease\tD009369\n"
+            "1\t21\t35\tHeart diseases\tDisease\tD006331\n\n")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def built(tiny_bert_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    kb = tmp / "kb.tsv"
+    kb.write_text("".join(f"{c}\t{n}\n" for c, n in KB), encoding="utf-8")
+    (tmp / "train.PubTator").write_text(PUBTATOR, encoding="utf-8")
+    result = runner.invoke(app, ["build-index", str(kb), str(tiny_bert_dir), str(tmp / "index"), "--format", "tsv",
+                                 "--add-mentions", str(tmp / "train.PubTator"), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    return tmp
+
+
+def test_build_index_writes_an_index_with_alias_provenance(built):
+    meta = json.loads((built / "index" / "meta.json").read_text())
+    assert meta["alias_files"] == ["train.PubTator"] and meta["n_concepts"] == 3
+    assert meta["sources"] == {"kb": 5, "train.PubTator": 1}  # mentions are lowercased: only "heart diseases" is new
+    assert meta["build"]["kb"]["format"] == "tsv"
+
+
+def test_build_index_reports_bad_rows_by_file_and_line(tiny_bert_dir, tmp_path):
+    kb = tmp_path / "bad.tsv"
+    kb.write_text("MESH:D003920\tdiabetes\nno tab on this line\n", encoding="utf-8")
+    result = runner.invoke(app, ["build-index", str(kb), str(tiny_bert_dir), str(tmp_path / "out"), "--format", "tsv"])
+    assert result.exit_code == 1 and "bad.tsv, line 2" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(built, tiny_bert_dir):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "DISEASE", "pattern": p} for p in ("diabetes", "cancer")])
+    nlp.add_pipe("sap_linker", config={"encoder": str(tiny_bert_dir), "index": str(built / "index"), "top_k": 2})
+    nlp.to_disk(built / "pipeline")
+    return built / "pipeline"
+
+
+def test_link_prints_jsonl_and_writes_html(pipeline_dir, tmp_path):
+    result = runner.invoke(app, ["link", str(pipeline_dir), "Is diabetes a cancer?", "--html", str(tmp_path / "x.html")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    ents = {e["text"]: e for e in record["entities"]}
+    assert ents["diabetes"]["id"] == "MESH:D003920" and ents["diabetes"]["name"] == "diabetes"
+    assert len(ents["cancer"]["candidates"]) == 2 and ents["cancer"]["candidates"][0]["source"] == "kb"
+    page = (tmp_path / "x.html").read_text()
+    assert "DISEASE · MESH:D003920 diabetes" in page and "<html" in page.lower()
+
+
+def test_link_reads_stdin_and_prints_a_table(pipeline_dir):
+    result = runner.invoke(app, ["link", str(pipeline_dir), "--format", "table"], input="cancer here\n\nno entity\n")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].split()[:4] == ["doc", "entity", "label", "id"] and "MESH:D009369" in lines[1] and len(lines) == 2
+
+
+def test_evaluate_linking_acc_and_end_to_end(built, pipeline_dir, tiny_bert_dir, tmp_path):
+    result = runner.invoke(app, ["evaluate-linking", str(built / "train.PubTator"), "--encoder", str(tiny_bert_dir),
+                                 "--index", str(built / "index"), "--pipeline", str(pipeline_dir),
+                                 "--output", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "m.json").read_text())
+    assert scores["linking"]["n"] == 3 and scores["linking"]["n_missing_from_kb"] == 0
+    # "Heart diseases" and "Diabetes" differ from KB names only by case; the random tiny encoder
+    # is case-sensitive, so only the exact "cancer" is certain: Acc@5 covers all 3 concepts
+    assert scores["linking"]["acc@5"] == 100.0
+    assert 0.0 <= scores["pipeline"]["nel_micro_f"] <= 1.0 and "ents_f" in scores["pipeline"]
+
+
+def test_query_loop_until_eof(built, tiny_bert_dir):
+    result = runner.invoke(app, ["query", str(built / "index"), str(tiny_bert_dir), "--top-k", "2"],
+                           input="cancer\n\n")
+    assert result.exit_code == 0, result.output
+    assert "MESH:D009369 cancer" in result.output
