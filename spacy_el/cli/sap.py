@@ -40,6 +40,8 @@ def pretrain_command(
     epochs: int = typer.Option(1, "--epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
     batch_size: int = typer.Option(64, "--batch-size", help="Pairs per step (per process under torchrun)"),
+    batching: str = typer.Option("random", "--batching",
+                                 help="random (SapBERT) or neighbours (hard batches of look-alike concepts)"),
     lr: float = typer.Option(2e-5, "--lr"),
     warmup_steps: int = typer.Option(0, "--warmup-steps"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
@@ -59,8 +61,8 @@ def pretrain_command(
     options = {"device": device, "pooling": pooling, "max_length": max_length, "lowercase": lowercase,
                "num_threads": num_threads}
     try:
-        result = pretrain(pairs, output_dir, base=base, batch_size=batch_size, config=config, resume=resume,
-                          encoder_options=options)
+        result = pretrain(pairs, output_dir, base=base, batch_size=batch_size, batching=batching, config=config,
+                          resume=resume, encoder_options=options)
     except InputError as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -17,7 +17,8 @@ def test_make_pairs_then_pretrain(tmp_path, tiny_bert_dir):
     assert len(pairs) == 3 and ("MESH:C567755|OMIM:613097", "STHAG6", "STHAG6") in pairs
 
     res = runner.invoke(app, ["pretrain", str(out), str(tmp_path / "run"), "--base", str(tiny_bert_dir),
-                              "--max-steps", "2", "--batch-size", "2", "--pooling", "mean", "--num-threads", "1"])
+                              "--max-steps", "2", "--batch-size", "2", "--pooling", "mean", "--num-threads", "1",
+                              "--batching", "neighbours"])
     assert res.exit_code == 0, res.output
     assert "Trained 2 steps" in res.output
     assert SapEncoder.load(tmp_path / "run" / "encoder").settings.pooling == "mean"

@@ -8,8 +8,8 @@ import torch
 from spacy_el.io import InputError
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pairs import write_pairs
-from spacy_el.sap.pretrain import (CHECKPOINT, ENCODER, Example, PairLoss, TrainConfig, pretrain,
-                                   random_batches, train_encoder)
+from spacy_el.sap.pretrain import (CHECKPOINT, ENCODER, Example, PairLoss, TrainConfig, neighbour_batches,
+                                   pretrain, random_batches, train_encoder)
 
 PAIRS = [(f"C{i}", f"disease number {i} type {w}", f"{w} syndrome {i}") for i in range(40) for w in ("alpha", "beta")]
 
@@ -129,3 +129,33 @@ def test_ddp_two_cpu_processes_on_gloo(tiny_bert_dir, tmp_path):
     saved = SapEncoder.load(out / ENCODER)
     assert saved.fingerprint == fp0
     np.testing.assert_allclose(np.linalg.norm(saved.embed(["x"]), axis=1), 1.0, atol=1e-5)
+
+
+class _FixedVectors:
+    """Stands in for the encoder inside the batch factory: concept k's name → a chosen vector."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def embed(self, texts):
+        return np.stack([self.vectors[t.split()[0]] for t in texts]).astype(np.float32)
+
+
+def test_neighbour_batches_group_close_concepts():
+    rng = np.random.default_rng(0)
+    centres = {"A": np.eye(8)[0], "B": np.eye(8)[1]}
+    vectors = {}
+    examples = []
+    for k in range(8):
+        key = f"c{k}"
+        v = centres["A" if k % 2 else "B"] + 0.05 * rng.standard_normal(8)
+        vectors[key] = v / np.linalg.norm(v)
+        examples += [Example(key, f"{key} name {j}", f"{key} other {j}") for j in range(1 + k % 3)]
+    factory = neighbour_batches(examples, batch_size=4, seed=1)
+    batches = factory(0, _FixedVectors(vectors))
+    assert sorted(e for b in batches for e in b) == sorted(examples)  # every pair exactly once
+    assert all(len({e.label for e in b}) == len(b) <= 4 for b in batches)  # one pair per concept
+    first_round = batches[:2]
+    for b in first_round:  # the first round's batches are the two clusters
+        assert len({int(e.label[1:]) % 2 for e in b}) == 1
+    assert factory(0, _FixedVectors(vectors)) == batches
