@@ -44,7 +44,8 @@ def umls_command(
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo(
-        f"{stats.rows:,} rows read ({stats.bad_rows:,} bad rows skipped), {stats.rows_kept:,} kept → "
+        f"{stats.rows:,} rows read ({stats.bad_rows:,} bad rows skipped"
+        f"{f', {stats.mrsty_bad_rows:,} in MRSTY' if stats.mrsty_bad_rows else ''}), {stats.rows_kept:,} kept → "
         f"{stats.concepts:,} concepts, {stats.names:,} names, {stats.pairs:,} pairs"
     )
     for path in stats.outputs:
