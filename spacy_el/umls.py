@@ -26,7 +26,6 @@ import tempfile
 import zlib
 from array import array
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -45,6 +44,8 @@ N_MRSTY_COLS = 6
 #: SUPPRESS values that mark a name as suppressible (O obsolete, E editor, Y source-asserted).
 SUPPRESSIBLE = frozenset({"O", "E", "Y"})
 _CUI = re.compile(r"^C(\d+)$")
+#: NLM's semantic groups (v04), bundled; see spacy_el/data/README.md.
+SEMGROUPS = Path(__file__).parent / "data" / "SemGroups_v04.txt"
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,11 @@ def _rrf_rows(path: Path, n_cols: int, skip_bad_rows: bool, stats: UmlsStats
 
 def load_semgroups(path: str | Path | None = None) -> dict[str, set[str]]:
     """Semantic group abbreviation (`DISO`) → its TUIs, from `SemGroups_v04.txt` (bundled)."""
-    if path is None:
-        text = resources.files("spacy_el.data").joinpath("SemGroups_v04.txt").read_text("utf-8")
-        path = "SemGroups_v04.txt"
-    else:
-        text = Path(path).read_text("utf-8")
+    path = Path(path) if path is not None else SEMGROUPS
+    if not path.is_file():
+        raise InputError(f"{path}: semantic groups file not found (NLM's SemGroups.txt, "
+                         "`GROUP|Group name|TUI|Type name` per line)")
+    text = path.read_text("utf-8")
     groups: dict[str, set[str]] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
