@@ -10,4 +10,4 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` (imported for that side effect).
-from spacy_el.cli import data, kb, ner, sap  # noqa: E402,F401
+from spacy_el.cli import data, finetune, kb, ner, sap  # noqa: E402,F401

@@ -160,3 +160,20 @@ def test_no_trainable_mentions_is_a_clear_error(tiny_bert_dir, data, tmp_path):
     with pytest.raises(InputError, match="none of its 1 mentions"):
         finetune(bad, data["kb"], tiny_bert_dir, tmp_path / "run", kb_format="tsv", show_progress=False,
                  encoder_options=MEAN)
+
+
+def test_cli(tiny_bert_dir, data, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+
+    base = tmp_path / "base"
+    SapEncoder.load(tiny_bert_dir, pooling="mean").save(base)
+    args = ["finetune", str(data["train"]), str(data["kb"]), str(base), str(tmp_path / "run"), "--format", "tsv",
+            "--dev", str(data["dev"]), "--epochs", "1", "--batch-size", "8", "--negatives", "2", "--lr", "1e-3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 mentions with ids absent from the KB" in result.output and "Dev Acc@1: start" in result.output
+    assert (tmp_path / "run" / ENCODER / "sap_encoder.json").exists()
+    bad = CliRunner().invoke(app, args[:2] + [str(tmp_path / "missing.tsv")] + args[3:])
+    assert bad.exit_code == 1 and "missing.tsv" in bad.output and "Traceback" not in bad.output

@@ -1,0 +1,53 @@
+"""`finetune`: fine-tune an encoder on the annotated mentions of a PubTator corpus (issue 7)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from spacy_el.cli import app
+from spacy_el.io import InputError
+
+
+@app.command("finetune")
+def finetune_command(
+    train: Path = typer.Argument(..., help="PubTator file of annotated train mentions (e.g. NCBItrainset_corpus.txt)"),
+    kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (id<TAB>name)"),
+    encoder_dir: str = typer.Argument(..., help="Starting encoder: a SAP encoder dir, a base HF dir or hub name"),
+    output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/, the final encoder/, finetune.json"),
+    fmt: str = typer.Option("auto", "--format", help="KB format: medic, obo, tsv or auto (by file name)"),
+    types: List[str] = typer.Option([], "--types", help="Mention types to train on (repeatable; default all)"),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="PubTator dev file: Acc@1 early stopping, best kept"),
+    epochs: int = typer.Option(3, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Mentions per step (each with its negatives)"),
+    lr: float = typer.Option(2e-5, "--lr"),
+    negatives: int = typer.Option(5, "--negatives", help="Hard negatives per mention: its top-k wrong concepts"),
+    patience: int = typer.Option(1, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoint"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
+    num_threads: Optional[int] = typer.Option(None, "--num-threads", help="Torch CPU threads"),
+) -> None:
+    """Fine-tune on (mention, gold-concept name) pairs with refreshed hard negatives (BioSyn recipe)."""
+    from spacy_el.sap.finetune import finetune
+
+    try:
+        result = finetune(train, kb, encoder_dir, output_dir, kb_format=fmt, types=types or None, dev_pubtator=dev,
+                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, n_negatives=negatives,
+                          patience=patience, seed=seed, checkpoint_every=checkpoint_every, resume=resume,
+                          encoder_options={"device": device, "num_threads": num_threads})
+    except (InputError, OSError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
+    s = result.stats
+    typer.echo(f"Trained {result.train.steps} steps on {s.n_examples} distinct mentions "
+               f"({s.n_missing_from_kb} mentions with ids absent from the KB, {s.n_multi_concept} spanning "
+               f"several KB concepts, {s.n_nil} NIL: not trained on)")
+    if result.start_score is not None:
+        epochs_s = ", ".join(f"{x:.2f}" for x in result.train.scores)
+        kept = "the starting encoder (no epoch beat it)" if result.kept_start else "the best epoch"
+        typer.echo(f"Dev Acc@1: start {result.start_score:.2f}, per epoch {epochs_s}; kept {kept}")
+    typer.echo(f"Encoder: {result.encoder_dir}")
