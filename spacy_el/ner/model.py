@@ -42,7 +42,7 @@ def build_bilstm_tagger(
         the vocab's static vectors projected to the same width when `include_static_vectors`).
     hidden_width: LSTM units *per direction*; the encoder outputs 2 * hidden_width per token.
     depth: number of stacked BiLSTM layers (each runs on padded, length-masked batches).
-    nO: number of tags; left unset, the pipe sets it from its labels at `initialize`.
+    nO: number of tags; the pipe sets it from its labels at `initialize` (leave it null).
     The rate of the Dropout layers (after the embedding and after each BiLSTM layer) is the
     `[training] dropout` setting, as for every spaCy component.
     """

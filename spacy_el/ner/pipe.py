@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.scorer import get_ner_prf
@@ -107,14 +108,20 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         """Set the labels (given, or every entity type in the examples) and size the model."""
         validate_get_examples(get_examples, "BiLSTMEntityRecognizer.initialize")
         if labels is None:
-            found = {ent.label_ for eg in get_examples() for ent in eg.reference.ents}
-            labels = sorted(found)
-        for label in labels:
-            self.add_label(label)
-        if not self.labels:
+            labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+        labels = list(dict.fromkeys(labels))
+        bad = [label for label in labels if not isinstance(label, str) or not label]
+        if bad or not labels:
             raise ValueError(
-                "bilstm_ner: no entity labels; give training examples with entities or pass "
-                "labels=[...] to initialize ([initialize.components.bilstm_ner.labels])"
+                f"bilstm_ner: no usable entity labels ({bad!r}); give training examples with entities "
+                "or pass labels=['PER', ...] to initialize ([initialize.components.bilstm_ner.labels])"
+            )
+        output_layer = self.model.get_ref("output_layer")
+        n_tags = 1 + 2 * len(labels)
+        if output_layer.has_param("W") and output_layer.get_dim("nO") != n_tags:
+            raise ValueError(
+                f"bilstm_ner: the model was already initialized for {output_layer.get_dim('nO')} tags; "
+                f"{len(labels)} labels need {n_tags}: start from a fresh pipeline"
             )
         if self.model.attrs.get("include_static_vectors") and self.vocab.vectors.shape[0] == 0:
             raise ValueError(
@@ -122,14 +129,11 @@ class BiLSTMEntityRecognizer(TrainablePipe):
                 "no word vectors; set [initialize] vectors (e.g. --paths.vectors DIR from "
                 "`python -m spacy_el init-vectors DIR`) or set include_static_vectors = false"
             )
+        self.cfg["labels"] = labels  # re-initializing may rename labels, not change their number
+        for label in labels:
+            self.vocab.strings.add(label)
         doc_sample = [eg.reference for eg in islice(get_examples(), 10) if len(eg.reference)]
-        output_layer = self.model.get_ref("output_layer")
-        if output_layer.has_dim("nO") and output_layer.get_dim("nO") != len(self.tags):
-            raise ValueError(
-                f"bilstm_ner: model setting 'nO' is {output_layer.get_dim('nO')} but the "
-                f"{len(self.labels)} labels need {len(self.tags)} BIO tags; remove 'nO' from the config"
-            )
-        output_layer.set_dim("nO", len(self.tags))
+        output_layer.set_dim("nO", n_tags, force=True)  # also overrides a wrong config 'nO'
         self.model.initialize(X=doc_sample or None)
 
     # -- prediction ---------------------------------------------------------------------------
@@ -187,6 +191,20 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         """Gold tags aligned to the predicted tokens, BILUO → BIO; missing ('-'/None) and labels
         the model does not know become None so the loss ignores them."""
         known = set(self.labels)
+        x, y = example.predicted, example.reference
+        if len(x) == len(y) and (x.to_array(ORTH) == y.to_array(ORTH)).all():
+            # Same tokens (the usual case with converted corpora): read the gold IOB directly,
+            # skipping the much slower character alignment.
+            strings = self.vocab.strings
+            fast: List[Optional[str]] = []
+            for iob, ent_type in y.to_array([ENT_IOB, ENT_TYPE]).tolist():
+                if iob == 2:
+                    fast.append("O")
+                elif iob == 0 or strings[ent_type] not in known:
+                    fast.append(None)
+                else:
+                    fast.append(("B-" if iob == 3 else "I-") + strings[ent_type])
+            return fast
         out: List[Optional[str]] = []
         for tag in example.get_aligned_ner():
             if tag is None or tag == "-" or tag == "":

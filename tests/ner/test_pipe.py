@@ -88,6 +88,13 @@ def test_biluo_and_missing_gold(kit):
     doc = nlp.make_doc("John Smith and Mary went home")
     eg = Example.from_dict(doc, {"entities": ["B-PER", "L-PER", "-", "U-PER", "O", "O"]})
     assert ner._gold_bio(eg) == ["B-PER", "I-PER", None, "B-PER", "O", "O"]
+    # Different tokenization on the predicted side takes the aligned (slow) path: same answer.
+    predicted = Doc(nlp.vocab, words=["John", "Smith", "and", "Mary", "went", "home"])
+    reference = Doc(nlp.vocab, words=["John", "Smith", "and", "Mary", "went", "ho", "me"],
+                    spaces=[True, True, True, True, True, False, False],
+                    ents=["B-PER", "I-PER", "", "B-PER", "O", "O", "O"])
+    assert ner._gold_bio(Example(predicted, reference)) == ["B-PER", "I-PER", None, "B-PER", "O", "O"]
+    assert ner._gold_bio(Example(reference.copy(), reference))[:4] == ["B-PER", "I-PER", None, "B-PER"]
 
 
 def test_round_trips_give_identical_predictions(trained_nlp, tmp_path, kit):
@@ -171,9 +178,14 @@ def test_initialize_with_labels_and_without_any(kit):
     ner2 = nlp2.add_pipe("bilstm_ner", config={"model": kit.TINY_MODEL})
     ner2.initialize(lambda: examples, nlp=nlp2, labels=["PER", "MISC"])
     assert ner2.labels == ("PER", "MISC") and len(ner2.tags) == 5
+    ner2.initialize(lambda: examples, nlp=nlp2, labels=["MISC", "PER"])  # same size: fine
+    with pytest.raises(ValueError, match="already initialized for 5 tags"):
+        ner2.initialize(lambda: examples, nlp=nlp2, labels=["A", "B", "C"])
+    with pytest.raises(ValueError, match="after the model is initialized"):
+        ner2.add_label("D")
     nlp3 = spacy.blank("en")
     nlp3.add_pipe("bilstm_ner", config={"model": kit.TINY_MODEL})
-    with pytest.raises(ValueError, match="no entity labels"):
+    with pytest.raises(ValueError, match="no usable entity labels"):
         nlp3.initialize(lambda: kit.make_examples(nlp3, [("No entities here .", [])]))
 
 
