@@ -1,0 +1,283 @@
+"""Corpus-aware linking benchmark (issue 7): NCBI-disease dev and BC5CDR-disease dev against MEDIC,
+Acc@1/Acc@5 (SapBERT protocol), exact (`Flat`) search, all in one run, for
+
+- encoders: base MiniLM, SAP-MiniLM (the SAP benchmark's encoder, or a short pretraining run
+  here when none is given), and SAP + fine-tuned on train mentions (`spacy_el.sap.finetune`);
+- protocols: plain MEDIC, and MEDIC + the corpus's own train mentions as aliases
+  (`ConceptIndex.add_aliases`, SapBERT's evaluation dictionaries);
+- with and without abbreviation resolution: `abbreviation_detector` on the full PubTator text,
+  and a mention that is a defined short form is linked by its long form's text.
+
+Evaluation is `spacy_el.linker.link.evaluate_linking` (what `spacy-el evaluate-linking` runs);
+the abbreviation rows use the same functions (`linking_queries`, `index.search`,
+`accuracy_at_k`, `missing_from_kb`) with the query texts replaced. Dev mentions are never
+used for training, aliases or model selection.
+
+Compute (2 shared CPU cores): each encoder embeds the 76k MEDIC names once. To keep to one
+extra KB pass, the fine-tuned encoder is trained once on the union of both corpora's train
+mentions (NCBI all types, BC5CDR `Disease`; no PMID is shared with either dev set) for a fixed
+number of epochs (no held-out early stopping, which would cost one KB pass per epoch); its
+first epoch's hard negatives come from the SAP encoder's MEDIC index, which is reused.
+
+    python benchmarks/corpus_linking.py --out /tmp/corpus_bench [--sap-encoder DIR] [--write-results]
+
+Results of finished stages are kept in OUT/results.json; a restarted run skips them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, mention_aliases, read_pubtator
+from spacy_el.evaluate import accuracy_at_k, missing_from_kb
+from spacy_el.kb.index import ConceptIndex
+from spacy_el.kb.readers import read_medic
+from spacy_el.kb.table import ConceptTable
+from spacy_el.linker.link import evaluate_linking
+from spacy_el.models import minilm_dir
+from spacy_el.sap.encoder import SapEncoder
+
+HERE = Path(__file__).resolve().parent
+SECTION = "## Corpus-aware linking"
+DATA = HERE.parent.parent / "shared" / "data"
+CORPORA = {  # name: (train, dev, types)
+    "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
+                     DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None),
+    "BC5CDR-disease": (DATA / "bc5cdr" / "CDR_TrainingSet.PubTator.txt",
+                       DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt", ["Disease"]),
+}
+
+
+def alias_table(path: Path, types) -> ConceptTable:
+    """The corpus's distinct normalised train mentions (of the evaluated types) as aliases,
+    with the file name as their source, as `build-index --add-mentions` records them."""
+    return ConceptTable.from_rows((cid, text, path.name)
+                                  for cid, text in mention_aliases(read_pubtator(path, types=types)))
+
+
+def abbreviation_texts(corpus: PubTatorCorpus) -> tuple[list, list[str], int]:
+    """Linking queries and their texts with defined short forms replaced by their long forms
+    (abbreviation_detector over each document's full text), and how many were replaced."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("abbreviation_detector")
+    long_forms: dict[tuple[str, int, int], str] = {}
+    for pdoc, doc in zip(corpus.docs, nlp.pipe(d.text for d in corpus.docs)):
+        for short, long in doc._.abbreviations:
+            long_forms[(pdoc.pmid, short.start_char, short.end_char)] = long.text
+    queries = linking_queries(corpus)
+    texts = [q.text if q.is_part else long_forms.get((q.pmid, q.start, q.end), q.text) for q in queries]
+    return queries, texts, sum(t != q.text for q, t in zip(queries, texts))
+
+
+def score_texts(queries, texts: list[str], encoder: SapEncoder, index: ConceptIndex) -> dict:
+    """`evaluate_linking` with the query texts given (the same functions, in the same way)."""
+    unique = list(dict.fromkeys(texts))
+    found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=256), k=5)))
+    ranked = [[c.concept_id for c in found[t]] for t in texts]
+    return accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5)) | {
+        "n_missing_from_kb": len(missing_from_kb(queries, index.table.ids))}
+
+
+def evaluate_encoder(name: str, encoder: SapEncoder, plain: ConceptIndex, log) -> dict:
+    """All rows of one encoder: corpus × protocol × abbreviations."""
+    vectors = plain.cpu_index.reconstruct_n(0, plain.cpu_index.ntotal)
+    rows = {}
+    for corpus_name, (train, dev, types) in CORPORA.items():
+        with_aliases = ConceptIndex.from_vectors(plain.table, vectors, "Flat", encoder=encoder)
+        added = with_aliases.add_aliases(alias_table(train, types), encoder)
+        queries, abbr_texts, n_abbr = abbreviation_texts(read_pubtator(dev, types=types))
+        for protocol, index in (("MEDIC", plain), ("MEDIC + train mentions", with_aliases)):
+            base = evaluate_linking(dev, encoder, index, types=types)
+            abbr = score_texts(queries, abbr_texts, encoder, index)
+            rows[f"{corpus_name}|{protocol}"] = {"plain": base, "abbreviations": abbr, "n_abbreviations": n_abbr,
+                                                 "n_aliases_added": added if index is with_aliases else 0}
+            log(f"{name} {corpus_name} {protocol}: Acc@1 {base['acc@1']:.2f} (abbr {abbr['acc@1']:.2f}) "
+                f"Acc@5 {base['acc@5']:.2f} (abbr {abbr['acc@5']:.2f}); n={base['n']}, "
+                f"{base['n_missing_from_kb']} gold absent from KB, {n_abbr} short forms resolved")
+    return rows
+
+
+def joint_train_corpus() -> PubTatorCorpus:
+    """Both corpora's train documents (evaluated types only) as one corpus."""
+    parts = [read_pubtator(train, types=types) for train, _, types in CORPORA.values()]
+    return PubTatorCorpus(docs=[d for c in parts for d in c.docs], n_nil=sum(c.n_nil for c in parts),
+                          n_mentions=sum(c.n_mentions for c in parts),
+                          path="+".join(Path(c.path).name for c in parts))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/corpus_bench"))
+    ap.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")
+    ap.add_argument("--base", default=str(minilm_dir()), help="base encoder (local dir or hub name)")
+    ap.add_argument("--sap-encoder", type=Path, default=None,
+                    help="SAP-pretrained encoder dir (benchmarks/sap.py writes OUT/encoder); "
+                         "without it a short pretraining run (--pretrain-steps) makes one")
+    ap.add_argument("--pretrain-steps", type=int, default=50)
+    ap.add_argument("--ft-epochs", type=int, default=1)
+    ap.add_argument("--ft-batch-size", type=int, default=32)
+    ap.add_argument("--ft-lr", type=float, default=5e-5)
+    ap.add_argument("--ft-negatives", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write-results", action="store_true", help=f"replace `{SECTION}` in RESULTS.md")
+    ap.add_argument("--render", action="store_true", help="only print (and write) the table of OUT/results.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "results.json"
+    res = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}, "info": {}}
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def save() -> None:
+        state_path.write_text(json.dumps(res, indent=2))
+
+    if not args.render:
+        t_run = time.perf_counter()
+        medic = read_medic(args.medic)
+        opts = {"num_threads": args.threads}
+
+        def stage(key: str, encoder: SapEncoder, need_index: bool = False) -> ConceptIndex | None:
+            if key in res["stages"] and not need_index:
+                return None
+            t = time.perf_counter()
+            plain = ConceptIndex.build(medic, encoder, "Flat", batch_size=256)
+            kb_s = time.perf_counter() - t
+            log(f"{key}: MEDIC index ({len(plain)} names) in {kb_s:.0f}s")
+            if key not in res["stages"]:
+                res["stages"][key] = {"rows": evaluate_encoder(key, encoder, plain, log), "kb_seconds": kb_s,
+                                      "seconds": time.perf_counter() - t}
+                save()
+            return plain
+
+        base = SapEncoder.load(args.base, **opts)
+        stage("base MiniLM", base)
+
+        sap_dir = args.sap_encoder
+        if sap_dir is None:
+            from spacy_el.sap.pairs import make_pairs
+            from spacy_el.sap.pretrain import Example, TrainConfig, random_batches, train_encoder
+
+            sap_dir = args.out / "sap" / "encoder"
+            if not sap_dir.exists():
+                t = time.perf_counter()
+                examples = [Example(*p) for p in make_pairs(medic, max_pairs_per_concept=50, seed=0)]
+                train_encoder(SapEncoder.load(args.base, **opts), random_batches(examples, 64, 0),
+                              TrainConfig(max_steps=args.pretrain_steps, lr=5e-5, warmup_steps=10,
+                                          checkpoint_every=25), args.out / "sap", resume=True)
+                res["info"]["pretrain"] = {"steps": args.pretrain_steps, "batch_size": 64, "lr": 5e-5,
+                                           "seconds": time.perf_counter() - t}
+                save()
+            res["info"].setdefault("pretrain", {"encoder": str(sap_dir)})
+        else:
+            res["info"]["pretrain"] = {"encoder": str(sap_dir)}
+        sap = SapEncoder.load(sap_dir, **opts)
+        del base
+
+        from spacy_el.sap.finetune import finetune
+
+        ft_out = args.out / "finetuned"
+        ft_done = (ft_out / "finetune.json").exists()
+        sap_index = stage("SAP-MiniLM", sap, need_index=not ft_done)
+        if not ft_done:
+            t = time.perf_counter()
+            result = finetune(joint_train_corpus(), medic, sap_dir, ft_out, epochs=args.ft_epochs,
+                              batch_size=args.ft_batch_size, lr=args.ft_lr, n_negatives=args.ft_negatives,
+                              checkpoint_every=25, resume=True, kb_index=sap_index, encoder_options=opts)
+            res["info"]["finetune"] = {"steps": result.train.steps, "seconds": time.perf_counter() - t,
+                                       "stats": {k: v for k, v in vars(result.stats).items() if k != "missing_ids"},
+                                       "epochs": args.ft_epochs, "batch_size": args.ft_batch_size,
+                                       "lr": args.ft_lr, "negatives": args.ft_negatives,
+                                       "loss_first_last_20": [float(np.mean(result.train.losses[:20])),
+                                                              float(np.mean(result.train.losses[-20:]))]}
+            log(f"fine-tuned: {res['info']['finetune']}")
+            save()
+        del sap_index
+        stage("SAP + fine-tuned", SapEncoder.load(ft_out / "encoder", **opts))
+        res["info"]["run_seconds"] = res["info"].get("run_seconds", 0) + time.perf_counter() - t_run
+        res["info"]["date"] = dt.date.today().isoformat()
+        res["info"]["command"] = "python benchmarks/corpus_linking.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("write_results", "render", "out", "medic", "base") and v is not None)
+        save()
+    block = markdown(res, args)
+    print(block)
+    if args.write_results:
+        write_section(HERE / "RESULTS.md", block)
+
+
+def markdown(res: dict, args) -> str:
+    info = res["info"]
+    lines = [
+        SECTION, "",
+        f"`{info.get('command', 'python benchmarks/corpus_linking.py')}` — one run, "
+        f"{info.get('date', dt.date.today().isoformat())}; machine: 2-core CPU shared with other jobs "
+        f"(load 5–8 during the run), no GPU; {args.threads} torch threads; Python {platform.python_version()}; "
+        f"total {info.get('run_seconds', 0) / 60:.0f} min.",
+        "",
+        "Dev mentions against MEDIC (06Jul2012, 76k names of 11.9k concepts), exact `Flat` search, SapBERT "
+        "protocol (`evaluate_linking`, as `spacy-el evaluate-linking`). *+ train mentions*: the corpus's "
+        "distinct normalised train mentions added as aliases of their gold concepts. *abbr*: mentions that are "
+        "short forms defined in the abstract (`abbreviation_detector`) are linked by their long form.",
+        "",
+        "| encoder | corpus (dev) | dictionary | Acc@1 | Acc@5 | Acc@1 abbr | Acc@5 abbr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for enc, st in res["stages"].items():
+        for key, row in st["rows"].items():
+            corpus, protocol = key.split("|")
+            p, a = row["plain"], row["abbreviations"]
+            lines.append(f"| {enc} | {corpus} | {protocol} | {p['acc@1']:.2f} | {p['acc@5']:.2f} | "
+                         f"{a['acc@1']:.2f} | {a['acc@5']:.2f} |")
+    lines.append("")
+    any_rows = next(iter(res["stages"].values()), {"rows": {}})["rows"]
+    for key, row in any_rows.items():
+        corpus, protocol = key.split("|")
+        p = row["plain"]
+        lines.append(f"- {corpus}, {protocol}: {p['n']} queries, {p['n_missing_from_kb']} with gold ids absent "
+                     f"from the dictionary (kept in the denominator), {p['n_nil_skipped']} NIL skipped, "
+                     f"{row['n_abbreviations']} short forms resolved; aliases added: {row['n_aliases_added']}.")
+    pre, ft = info.get("pretrain", {}), info.get("finetune")
+    if "steps" in pre:
+        lines.append(f"- SAP-MiniLM: no SAP benchmark encoder was available; pretrained here on MEDIC pairs "
+                     f"for {pre['steps']} steps (batch 64, lr 5e-5), {pre['seconds'] / 60:.1f} min.")
+    elif pre:
+        lines.append(f"- SAP-MiniLM: the encoder of `benchmarks/sap.py` ({pre['encoder']}).")
+    if ft:
+        s = ft["stats"]
+        lines.append(
+            f"- Fine-tuning: one encoder on NCBI train (all types) + BC5CDR train (Disease), {s['n_examples']} "
+            f"distinct (mention, concept) examples ({s['n_missing_from_kb']} mentions with ids absent from MEDIC, "
+            f"{s['n_multi_concept']} spanning several concepts: not trained on); {ft['epochs']} epoch(s), batch "
+            f"{ft['batch_size']}, lr {ft['lr']}, {ft['negatives']} hard negatives per mention, {ft['steps']} steps, "
+            f"{ft['seconds'] / 60:.1f} min; loss {ft['loss_first_last_20'][0]:.3f} → "
+            f"{ft['loss_first_last_20'][1]:.3f} (mean of first/last 20 steps).")
+    for enc, st in res["stages"].items():
+        lines.append(f"- {enc}: MEDIC embedding {st['kb_seconds'] / 60:.1f} min, all its rows "
+                     f"{st['seconds'] / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
