@@ -92,13 +92,14 @@ class ConceptIndex:
         if len(table) == 0:
             raise InputError("cannot build a concept index from an empty concept table (0 names): "
                              "check that the KB file has rows and that --format matches it")
-        vectors = np.ascontiguousarray(vectors, dtype="float32")
+        vectors = np.array(vectors, dtype="float32", order="C")  # a copy: normalised in place below
         if vectors.ndim != 2 or vectors.shape[0] != len(table):
             raise InputError(f"expected one vector per table row ({len(table)}, dim), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise InputError("the name vectors contain NaN or infinite values; check the encoder")
-        vectors = vectors.copy()
         faiss.normalize_L2(vectors)
+        # tabs/newlines inside names would break the table's TSV round trip
+        table = ConceptTable(list(table.ids), [" ".join(n.split()) for n in table.names], list(table.sources))
         dim = vectors.shape[1]
         if encoder is not None and encoder.dim != dim:
             raise InputError(f"vectors have dim {dim} but the encoder {encoder.dim}")

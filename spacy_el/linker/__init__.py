@@ -1,1 +1,8 @@
-"""The `sap_linker` component."""
+"""The `sap_linker` component (`pipe.py`), linking/evaluation helpers (`link.py`) and displaCy
+rendering of links (`display.py`).
+
+After `sap_linker`, each linked entity has `ent.kb_id_` (best concept or the NIL id) and
+`ent._.kb_candidates`: `[Candidate(concept_id, score, name, source), …]` best first, where
+`score` is the cosine of the concept's best-matching name and `source` is "kb" or the corpus
+file a mention alias came from. The extension is registered when the component is imported.
+"""

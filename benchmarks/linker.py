@@ -1,0 +1,264 @@
+"""Linker benchmark: NCBI-disease dev Acc@1/@5 against MEDIC for a Flat index and compressed
+FAISS indexes (bytes per name, Acc@1 delta), index build names/s, cold pipeline load time,
+linking throughput through `nlp.pipe`, and scispaCy's TF-IDF linker on the same KB and mentions.
+
+    python benchmarks/linker.py --work /tmp/linker_bench [--sap-encoder DIR] [--write-results]
+
+- Acc@k: `spacy_el.linker.link.evaluate_linking` (the `evaluate-linking` code), SapBERT protocol.
+- Throughput: NCBI-disease dev + train abstracts as spaCy docs with the *gold* mention spans set
+  as `doc.ents` (NER cost excluded), linked by `sap_linker` through `nlp.pipe` with an empty
+  mention cache; unique mentions/s counts distinct mention strings (each embedded once).
+- Cold load: a fresh `python -c 'spacy.load(...)'` subprocess of a saved pipeline that carries the
+  encoder and the MEDIC index, imports included, then the first linked doc.
+- scispaCy: `benchmarks/linker_scispacy.py` in its own venv (`--scispacy-python`), built from
+  the same MEDIC names, run on the same unique mention strings.
+Embedded MEDIC vectors are kept in the work directory (one Flat index per encoder), so a rerun
+skips the slowest step and reports the build speed recorded when it was built.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import spacy
+import torch
+
+from spacy_el.corpora.pubtator import linking_queries, read_pubtator
+from spacy_el.kb.index import ConceptIndex
+from spacy_el.kb.readers import read_kb
+from spacy_el.linker.link import evaluate_linking, pubtator_docs
+from spacy_el.models import minilm_dir
+from spacy_el.sap.encoder import SapEncoder
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+SECTION = "## Linker"
+#: ≤ 128 bytes per name candidates first, then faster-but-bigger ones.
+INDEX_TYPES = ["HNSW32", "IVF256,PQ48,RFlat", "IVF256,PQ96", "PQ96", "PCA128,SQ8", "PCA256,SQ4"]
+
+
+class CachedEncoder:
+    """An encoder whose vectors for the benchmark's queries are computed once and reused by every
+    index type (same fingerprint and dim, so the index checks still apply)."""
+
+    def __init__(self, encoder: SapEncoder, texts: list[str]):
+        self.encoder, self.dim, self.fingerprint, self.settings = encoder, encoder.dim, encoder.fingerprint, encoder.settings
+        t0 = time.perf_counter()
+        self.vectors = dict(zip(texts, encoder.embed(texts)))
+        self.seconds = time.perf_counter() - t0
+
+    def embed(self, texts, batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def flat_index(label: str, encoder: SapEncoder, table, work: Path) -> ConceptIndex:
+    path = work / f"index_{label}_Flat"
+    if path.exists():
+        try:
+            return ConceptIndex.load(path, encoder, mmap=False)
+        except Exception as err:  # built by another encoder version: rebuild
+            print(f"rebuilding {path}: {err}", file=sys.stderr)
+    index = ConceptIndex.build(table, encoder, "Flat", batch_size=256, use_gpu=False, show_progress=True)
+    index.save(path)
+    return index
+
+
+def bytes_per_name(index: ConceptIndex, work: Path, label: str, index_type: str) -> tuple[float, Path]:
+    path = work / f"index_{label}_{index_type.replace(',', '_')}"
+    index.save(path)
+    return os.path.getsize(path / "index.faiss") / len(index), path
+
+
+def cold_load(pipeline: Path, text: str) -> dict:
+    code = ("import time; t0 = time.perf_counter(); import spacy; nlp = spacy.load(%r); t1 = time.perf_counter(); "
+            "doc = nlp(%r); t2 = time.perf_counter(); print(t1 - t0, t2 - t0, len(doc.ents))") % (str(pipeline), text)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    load_s, first_s, _ = out.stdout.split()
+    return {"load_s": float(load_s), "load_first_doc_s": float(first_s)}
+
+
+def throughput(nlp, pairs) -> dict:
+    """Link every gold span of the docs through nlp.pipe, cold cache; entities/s and unique/s."""
+    linker = nlp.get_pipe("sap_linker")
+    linker._cache.clear()
+    docs = [doc.copy() for doc, _ in pairs]
+    n_ents = sum(len(d.ents) for d in docs)
+    unique = len({e.text for d in docs for e in d.ents})
+    t0 = time.perf_counter()
+    list(nlp.pipe(docs, batch_size=64))
+    s = time.perf_counter() - t0
+    return {"docs": len(docs), "entities": n_ents, "unique_mentions": unique, "seconds": s,
+            "entities_per_s": n_ents / s, "unique_per_s": unique / s}
+
+
+def run_encoder(label: str, encoder_path: str, args, table, dev_texts: list[str], pairs) -> dict:
+    print(f"[{label}] loading encoder {encoder_path}", file=sys.stderr)
+    encoder = SapEncoder.load(encoder_path, device="cpu", num_threads=args.threads)
+    flat = flat_index(label, encoder, table, args.work)
+    build = flat.meta["build"]
+    cached = CachedEncoder(encoder, dev_texts)
+    rows = []
+    names = flat.cpu_index.reconstruct_n(0, len(flat))
+    base_acc = None
+    for index_type in ["Flat", *args.index_types]:
+        t0 = time.perf_counter()
+        index = flat if index_type == "Flat" else ConceptIndex.from_vectors(
+            flat.table, names, index_type, encoder=encoder, use_gpu=False)
+        train_s = time.perf_counter() - t0
+        size, path = bytes_per_name(index, args.work, label, index_type)
+        index = ConceptIndex.load(path, cached)
+        t0 = time.perf_counter()
+        scores = evaluate_linking(args.dev, cached, index)
+        search_s = time.perf_counter() - t0
+        base_acc = scores["acc@1"] if base_acc is None else base_acc
+        rows.append({"index_type": index_type, "bytes_per_name": size, "acc@1": scores["acc@1"],
+                     "acc@5": scores["acc@5"], "delta_acc@1": scores["acc@1"] - base_acc,
+                     "train_add_s": train_s, "search_ms_per_query": 1000 * search_s / len(dev_texts),
+                     "settings": index.meta["settings"], "n": scores["n"],
+                     "missing": scores["n_missing_from_kb"]})
+        print(f"[{label}] {rows[-1]}", file=sys.stderr)
+    # pipeline: blank tokenizer + sap_linker over the Flat MEDIC index, saved with its encoder + index
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sap_linker", config={"top_k": 5, "batch_size": 256})
+    nlp.get_pipe("sap_linker").initialize(encoder=encoder, index=args.work / f"index_{label}_Flat")
+    pipeline = args.work / f"pipeline_{label}"
+    nlp.to_disk(pipeline)
+    nlp = spacy.load(pipeline)
+    with nlp.select_pipes(enable=["sap_linker"]):
+        speed = throughput(nlp, pairs)
+    print(f"[{label}] throughput {speed}", file=sys.stderr)
+    return {"label": label, "encoder": encoder_path, "dim": encoder.dim, "pooling": encoder.settings.pooling,
+            "build": build, "query_embed_s": cached.seconds, "n_queries": len(dev_texts), "rows": rows,
+            "speed": speed, "cold": cold_load(pipeline, "Familial adenomatous polyposis is a cancer.")}
+
+
+def scispacy_peer(args, table, dev_texts: list[str], pairs) -> dict | None:
+    """Run benchmarks/linker_scispacy.py with scispaCy's venv python on the same KB and mentions."""
+    kb = args.work / "medic_scispacy.jsonl"
+    names: dict[str, list[str]] = {}
+    for cid, name, _ in table.rows():
+        names.setdefault(cid, []).append(name)
+    with kb.open("w") as f:
+        for cid, ns in names.items():
+            f.write(json.dumps({"concept_id": cid, "canonical_name": ns[0], "aliases": ns[1:]}) + "\n")
+    mentions = args.work / "mentions.json"
+    mentions.write_text(json.dumps({"dev": dev_texts, "docs": [[e.text for e in doc.ents] for doc, _ in pairs]}))
+    out = args.work / "scispacy.json"
+    cmd = [args.scispacy_python, str(HERE / "linker_scispacy.py"), "--kb", str(kb), "--mentions", str(mentions),
+           "--work", str(args.work / "scispacy_index"), "--out", str(out)]
+    print("running", " ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, text=True, capture_output=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
+    result = json.loads(out.read_text())
+    from spacy_el.evaluate import accuracy_at_k
+
+    queries = linking_queries(read_pubtator(args.dev))
+    ranked = [result["ranked"][q.text] for q in queries]
+    result["scores"] = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
+    return result
+
+
+def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str:
+    lines = [SECTION, "",
+             f"`python benchmarks/linker.py --work {args.work}" + (f" --sap-encoder {args.sap_encoder}" if args.sap_encoder else "")
+             + "` — " + f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
+             f"(load average at start {args.load_start:.1f}), no GPU; torch threads {torch.get_num_threads()}, "
+             f"faiss {faiss.__version__}; wall time {wall_s / 60:.1f} min.", "",
+             "KB: MEDIC 06Jul2012 (BioSyn's copy), "
+             f"{results[0]['rows'][0]['n']} NCBI-disease dev queries (SapBERT protocol; "
+             f"{results[0]['rows'][0]['missing']} with gold ids absent from MEDIC stay in the denominator).", ""]
+    for res in results:
+        b = res["build"]
+        lines += [f"### {res['label']} encoder (`{Path(res['encoder']).name}`, {res['pooling']} pooling, dim {res['dim']})", "",
+                  f"Index build (embedding every MEDIC name + FAISS): {b.get('names_per_second', float('nan')):.0f} names/s "
+                  f"({b.get('seconds', float('nan')):.0f} s in all, {b.get('embed_seconds', float('nan')):.0f} s of "
+                  "it embedding).", "",
+                  "| index type | bytes/name | Acc@1 | Acc@5 | ΔAcc@1 vs Flat | train+add s | search ms/query | settings |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in res["rows"]:
+            lines.append(f"| `{r['index_type']}` | {r['bytes_per_name']:.0f} | {r['acc@1']:.2f} | {r['acc@5']:.2f} | "
+                         f"{r['delta_acc@1']:+.2f} | {r['train_add_s']:.1f} | {r['search_ms_per_query']:.2f} | "
+                         f"{json.dumps(r['settings'])} |")
+        s, c = res["speed"], res["cold"]
+        lines += ["", f"Linking through `nlp.pipe` (gold spans of {s['docs']} NCBI-disease dev+train abstracts as "
+                      f"`doc.ents`, NER excluded, empty cache, Flat index): {s['entities']} entities / "
+                      f"{s['unique_mentions']} unique mention strings in {s['seconds']:.1f} s = "
+                      f"**{s['unique_per_s']:.0f} unique mentions/s**, {s['entities_per_s']:.0f} entities/s.",
+                  f"Cold load of the saved pipeline (encoder + MEDIC Flat index inside, fresh process, imports "
+                  f"included): **{c['load_s']:.2f} s** to `spacy.load`, {c['load_first_doc_s']:.2f} s to the first linked doc.", ""]
+    if peer:
+        sc = peer["scores"]
+        base = results[0]
+        lines += ["### scispaCy peer (same MEDIC names, same mentions)", "", peer["how"], "",
+                  "| linker | Acc@1 | Acc@5 | unique mentions/s | entities/s | build s |", "|---|---:|---:|---:|---:|---:|",
+                  f"| scispaCy TF-IDF char-3gram + {peer['knn']} | {sc['acc@1']:.2f} | {sc['acc@5']:.2f} | "
+                  f"{peer['unique_per_s']:.0f} | {peer['entities_per_s']:.0f} | {peer['build_s']:.0f} |"]
+        for res in results:
+            lines.append(f"| spacy-el {res['label']} + Flat | {res['rows'][0]['acc@1']:.2f} | {res['rows'][0]['acc@5']:.2f} | "
+                         f"{res['speed']['unique_per_s']:.0f} | {res['speed']['entities_per_s']:.0f} | "
+                         f"{res['build'].get('seconds', float('nan')):.0f} |")
+        lines.append("")
+        lines.append(f"Throughput ratio spacy-el {base['label']} / scispaCy (unique mentions/s): "
+                     f"{base['speed']['unique_per_s'] / peer['unique_per_s']:.2f}×.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(block: str) -> None:
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = text.find(SECTION + "\n")
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + block.rstrip() + "\n" + (text[end:] if end >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + block.rstrip() + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/linker_bench"))
+    ap.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")
+    ap.add_argument("--dev", type=Path, default=DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt")
+    ap.add_argument("--stream", type=Path, nargs="+", default=[DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt",
+                                                                DATA / "ncbi_disease" / "NCBItrainset_corpus.txt"])
+    ap.add_argument("--base-encoder", default=str(minilm_dir()))
+    ap.add_argument("--sap-encoder", default=None, help="a pretrained SapEncoder directory, if any")
+    ap.add_argument("--index-types", nargs="+", default=INDEX_TYPES)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scispacy-python", default="/work/venv-scispacy/bin/python")
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args()
+    args.load_start = os.getloadavg()[0]
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    table = read_kb(args.medic, "medic")
+    dev_texts = list(dict.fromkeys(q.text for q in linking_queries(read_pubtator(args.dev))))
+    nlp = spacy.blank("en")
+    pairs = [p for path in args.stream for p in pubtator_docs(nlp, read_pubtator(path), with_ents=True)]
+    results = [run_encoder("base MiniLM", args.base_encoder, args, table, dev_texts, pairs)]
+    if args.sap_encoder:
+        results.append(run_encoder("SAP MiniLM", args.sap_encoder, args, table, dev_texts, pairs))
+    peer = scispacy_peer(args, table, dev_texts, pairs) if args.scispacy_python else None
+    block = markdown(args, results, peer, time.perf_counter() - t0)
+    (args.work / "results.json").write_text(json.dumps({"results": results, "peer": peer}, indent=2, default=str))
+    print(block)
+    if args.write_results:
+        write_results(block)
+
+
+if __name__ == "__main__":
+    main()
