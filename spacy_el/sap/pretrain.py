@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -60,6 +61,9 @@ BatchFactory = Callable[[int, SapEncoder], Batches]
 class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None
+    #: Wall-clock budget of this session (a CPU budget); the run stops with a checkpoint, so
+    #: `resume` can continue it. Unlike `max_steps` the result then depends on machine speed.
+    max_minutes: float | None = None
     lr: float = 2e-5
     weight_decay: float = 0.01
     warmup_steps: int = 0
@@ -304,6 +308,7 @@ def train_encoder(
 
     bar = None
     stopped = False
+    deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
     with encoder._threads():
         while epoch < config.epochs and not stopped:
             if epoch_batches is None:
@@ -320,7 +325,7 @@ def train_encoder(
                 total = config.max_steps or config.epochs * len(local)
                 bar = tqdm(total=total, initial=step, desc="training", unit="step")
             while epoch_step < len(local):
-                if config.max_steps is not None and step >= config.max_steps:
+                if (config.max_steps is not None and step >= config.max_steps) or time.monotonic() > deadline:
                     stopped = True
                     break
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
