@@ -159,3 +159,13 @@ def test_neighbour_batches_group_close_concepts():
     for b in first_round:  # the first round's batches are the two clusters
         assert len({int(e.label[1:]) % 2 for e in b}) == 1
     assert factory(0, _FixedVectors(vectors)) == batches
+
+
+def test_time_budget_stops_with_a_checkpoint_and_resumes(tiny_bert_dir, pairs_file, tmp_path):
+    budget = TrainConfig(epochs=1, max_minutes=1e-9, checkpoint_every=0)
+    stopped = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16, config=budget,
+                       show_progress=False)
+    assert stopped.steps == 0 and (tmp_path / "run" / CHECKPOINT / "state.pt").exists()
+    done = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16,
+                    config=TrainConfig(epochs=1, checkpoint_every=0), resume=True, show_progress=False)
+    assert done.steps == 5
