@@ -167,6 +167,16 @@ def _dist_setup() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _out_of_time(deadline: float, world: int, device: torch.device) -> bool:
+    """Past the wall-clock budget; under DDP every rank stops when any rank is (no hang)."""
+    if deadline == math.inf:
+        return False
+    over = torch.tensor([float(time.monotonic() > deadline)], device=device)  # nccl needs CUDA tensors
+    if world > 1:
+        dist.all_reduce(over, op=dist.ReduceOp.MAX)
+    return bool(over.item())
+
+
 def _barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -325,7 +335,7 @@ def train_encoder(
                 total = config.max_steps or config.epochs * len(local)
                 bar = tqdm(total=total, initial=step, desc="training", unit="step")
             while epoch_step < len(local):
-                if (config.max_steps is not None and step >= config.max_steps) or time.monotonic() > deadline:
+                if (config.max_steps is not None and step >= config.max_steps) or _out_of_time(deadline, world, device):
                     stopped = True
                     break
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
