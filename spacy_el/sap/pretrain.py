@@ -335,7 +335,8 @@ def train_encoder(
                 total = config.max_steps or config.epochs * len(local)
                 bar = tqdm(total=total, initial=step, desc="training", unit="step")
             while epoch_step < len(local):
-                if (config.max_steps is not None and step >= config.max_steps) or _out_of_time(deadline, world, device):
+                at_max = config.max_steps is not None and step >= config.max_steps
+                if at_max or _out_of_time(deadline, world, device):
                     stopped = True
                     break
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
