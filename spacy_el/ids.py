@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-_MESH = re.compile(r"^(?:MESH:|MSH:)?([CD]\d{6,9})$", re.IGNORECASE)
+_MESH = re.compile(r"^(?:MESH:|MSH:)?([CD](?:\d{6}|\d{9}))$", re.IGNORECASE)
 _OMIM = re.compile(r"^(?:OMIM:|MIM:)?(\d{4,7})$", re.IGNORECASE)
 
 
