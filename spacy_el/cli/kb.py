@@ -22,7 +22,7 @@ def build_index_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id<TAB>name)"),
     encoder_dir: str = typer.Argument(..., help="Encoder: a SapEncoder/HF directory or a hub name"),
     output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, table.tsv, meta.json)"),
-    fmt: str = typer.Option("auto", "--format", help="medic, obo, tsv or auto (by file name)"),
+    fmt: str = typer.Option("auto", "--format", help="medic, obo, obo-xrefs (ids carry MESH/OMIM xrefs), tsv or auto (by file name)"),
     index_type: str = typer.Option("Flat", "--index-type",
                                    help="FAISS index_factory string: Flat, HNSW32, IVF1024,PQ64,RFlat, PCA256,SQ8…"),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF lists searched (default max(8, nlist/16))"),

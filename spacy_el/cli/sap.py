@@ -14,7 +14,7 @@ from spacy_el.io import InputError
 def make_pairs_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC (IDS||name|…), OBO (.obo/.obo.gz) or TSV (id<TAB>name)"),
     output: Path = typer.Argument(..., help="pairs.tsv to write (concept_id<TAB>name_a<TAB>name_b)"),
-    fmt: str = typer.Option("auto", "--format", help="medic, obo, tsv or auto (by file name)"),
+    fmt: str = typer.Option("auto", "--format", help="medic, obo, obo-xrefs (ids carry MESH/OMIM xrefs), tsv or auto (by file name)"),
     max_pairs: int = typer.Option(50, "--max-pairs", help="Synonym pairs per concept at most"),
     seed: int = typer.Option(0, "--seed", help="Seed of the pair sample"),
 ) -> None:

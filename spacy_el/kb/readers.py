@@ -11,7 +11,7 @@ from spacy_el.ids import normalize_id
 from spacy_el.io import InputError, read_lines
 from spacy_el.kb.table import ConceptTable
 
-FORMATS = ("medic", "obo", "tsv")
+FORMATS = ("medic", "obo", "obo-xrefs", "tsv")
 #: Cross-reference prefixes kept by `read_obo_xrefs` (the vocabularies the corpora annotate with).
 XREF_PREFIXES = ("MESH", "OMIM", "MIM")
 
@@ -87,6 +87,16 @@ def read_obo(path: str | Path) -> ConceptTable:
     return read_obo_with_xrefs(path)[0]
 
 
+def read_obo_folded(path: str | Path) -> ConceptTable:
+    """`read_obo`, with each term's MESH/OMIM cross-references folded into its concept id
+    (`DOID:9352|MESH:D003924|OMIM:125853`, the term id first), the way MEDIC spells a concept
+    with several ids: corpora annotated in MeSH/OMIM then match ontology terms, both when their
+    mentions are added as aliases and when links are scored (any shared id counts)."""
+    table, xrefs = read_obo_with_xrefs(path)
+    table.ids = ["|".join([cid, *xrefs.get(cid, [])]) for cid in table.ids]
+    return table
+
+
 def read_obo_xrefs(path: str | Path, prefixes: tuple[str, ...] = XREF_PREFIXES) -> dict[str, list[str]]:
     """Term id → canonical MESH/OMIM cross-references (see `read_obo_with_xrefs`)."""
     return read_obo_with_xrefs(path, prefixes)[1]
@@ -114,7 +124,7 @@ def guess_format(path: str | Path) -> str:
 def read_kb(path: str | Path, format: str = "auto") -> ConceptTable:
     """Read a KB in `format` (`medic`, `obo`, `tsv`, or `auto` by file name)."""
     fmt = guess_format(path) if format == "auto" else format
-    readers = {"medic": read_medic, "obo": read_obo, "tsv": read_tsv}
+    readers = {"medic": read_medic, "obo": read_obo, "obo-xrefs": read_obo_folded, "tsv": read_tsv}
     if fmt not in readers:
         raise InputError(f"KB format {format!r}: use one of {', '.join(FORMATS)} or auto")
     return readers[fmt](path)

@@ -81,6 +81,9 @@ def test_obo(tmp_path, gz):
         ("DOID:9352", "type 2 diabetes mellitus")]  # RELATED synonym and obsolete term left out
     assert t.names[t.ids.index("DOID:9352")] == "type 2 diabetes mellitus"  # the name comes first
     assert read_obo_xrefs(path) == {"DOID:9352": ["MESH:D003924", "OMIM:125853"]}
+    folded = read_kb(path, "obo-xrefs")
+    assert set(folded.ids) == {"DOID:4", "DOID:9352|MESH:D003924|OMIM:125853"}
+    assert folded.names == t.names
 
 
 def test_obo_unreadable(tmp_path):
