@@ -1,8 +1,9 @@
 """Corpus-aware linking benchmark (issue 7): NCBI-disease dev and BC5CDR-disease dev against MEDIC,
 Acc@1/Acc@5 (SapBERT protocol), exact (`Flat`) search, all in one run, for
 
-- encoders: base MiniLM, SAP-MiniLM (the SAP benchmark's encoder, or a short pretraining run
-  here when none is given), and SAP + fine-tuned on train mentions (`spacy_el.sap.finetune`);
+- encoders: base MiniLM, SAP-MiniLM (`--sap-encoder DIR`, e.g. the output of `benchmarks/sap.py`,
+  or `--pretrain-steps N` to pretrain here) and the fine-tuned encoder (`spacy_el.sap.finetune`,
+  started from SAP-MiniLM when there is one, else from base MiniLM);
 - protocols: plain MEDIC, and MEDIC + the corpus's own train mentions as aliases
   (`ConceptIndex.add_aliases`, SapBERT's evaluation dictionaries);
 - with and without abbreviation resolution: `abbreviation_detector` on the full PubTator text,
@@ -13,13 +14,14 @@ the abbreviation rows use the same functions (`linking_queries`, `index.search`,
 `accuracy_at_k`, `missing_from_kb`) with the query texts replaced. Dev mentions are never
 used for training, aliases or model selection.
 
-Compute (2 shared CPU cores): each encoder embeds the 76k MEDIC names once. To keep to one
-extra KB pass, the fine-tuned encoder is trained once on the union of both corpora's train
-mentions (NCBI all types, BC5CDR `Disease`; no PMID is shared with either dev set) for a fixed
-number of epochs (no held-out early stopping, which would cost one KB pass per epoch); its
-first epoch's hard negatives come from the SAP encoder's MEDIC index, which is reused.
+Compute (2 CPU cores shared with other jobs): one MEDIC pass (76k names) takes ~25 min and a
+training step of 128 texts ~14 s, so each encoder embeds MEDIC exactly once, and fine-tuning is
+one encoder trained on the union of both corpora's train mentions (NCBI all types, BC5CDR
+`Disease`; no PMID is shared with either dev set) for a fixed number of epochs (no held-out early
+stopping, which costs a KB pass per epoch), with hard negatives mined among the MEDIC concepts
+that are gold for some train mention (~8k names) instead of all 76k names.
 
-    python benchmarks/corpus_linking.py --out /tmp/corpus_bench [--sap-encoder DIR] [--write-results]
+    python benchmarks/corpus_linking.py --out /tmp/corpus_bench [--sap-encoder DIR | --pretrain-steps N] [--write-results]
 
 Results of finished stages are kept in OUT/results.json; a restarted run skips them.
 """
@@ -115,6 +117,38 @@ def joint_train_corpus() -> PubTatorCorpus:
                           path="+".join(Path(c.path).name for c in parts))
 
 
+def mining_kb(medic: ConceptTable, train: PubTatorCorpus) -> ConceptTable:
+    """The MEDIC concepts that are gold for some train mention (all their names): the space
+    fine-tuning mines hard negatives in. On this CPU a full MEDIC pass costs ~25 min per
+    refresh; these concepts are the ones corpus mentions get confused with most."""
+    from spacy_el.kb.index import id_owners
+
+    owners = id_owners(medic)
+    keep = {owners[i] for q in linking_queries(train) for i in q.gold if i in owners}
+    return ConceptTable.from_rows(row for row in medic.rows() if row[0] in keep)
+
+
+def sap_encoder(args, medic: ConceptTable, opts: dict, res: dict, save) -> Path:
+    """The given SAP encoder, or one pretrained here for `--pretrain-steps` on MEDIC pairs."""
+    if args.sap_encoder is not None:
+        res["info"]["pretrain"] = {"encoder": str(args.sap_encoder)}
+        return args.sap_encoder
+    from spacy_el.sap.pairs import make_pairs
+    from spacy_el.sap.pretrain import Example, TrainConfig, random_batches, train_encoder
+
+    sap_dir = args.out / "sap" / "encoder"
+    if not sap_dir.exists():
+        t = time.perf_counter()
+        examples = [Example(*p) for p in make_pairs(medic, max_pairs_per_concept=50, seed=0)]
+        train_encoder(SapEncoder.load(args.base, **opts), random_batches(examples, 64, 0),
+                      TrainConfig(max_steps=args.pretrain_steps, lr=5e-5, warmup_steps=10, checkpoint_every=25),
+                      args.out / "sap", resume=True)
+        res["info"]["pretrain"] = {"steps": args.pretrain_steps, "batch_size": 64, "lr": 5e-5,
+                                   "seconds": time.perf_counter() - t}
+        save()
+    return sap_dir
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/tmp/corpus_bench"))
@@ -123,7 +157,8 @@ def main() -> None:
     ap.add_argument("--sap-encoder", type=Path, default=None,
                     help="SAP-pretrained encoder dir (benchmarks/sap.py writes OUT/encoder); "
                          "without it a short pretraining run (--pretrain-steps) makes one")
-    ap.add_argument("--pretrain-steps", type=int, default=50)
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="without --sap-encoder: pretrain this many steps here (0: no SAP rows, fine-tune base)")
     ap.add_argument("--ft-epochs", type=int, default=1)
     ap.add_argument("--ft-batch-size", type=int, default=32)
     ap.add_argument("--ft-lr", type=float, default=5e-5)
@@ -148,9 +183,9 @@ def main() -> None:
         medic = read_medic(args.medic)
         opts = {"num_threads": args.threads}
 
-        def stage(key: str, encoder: SapEncoder, need_index: bool = False) -> ConceptIndex | None:
-            if key in res["stages"] and not need_index:
-                return None
+        def stage(key: str, encoder: SapEncoder) -> None:
+            if key in res["stages"]:
+                return
             t = time.perf_counter()
             plain = ConceptIndex.build(medic, encoder, "Flat", batch_size=256)
             kb_s = time.perf_counter() - t
@@ -159,52 +194,34 @@ def main() -> None:
                 res["stages"][key] = {"rows": evaluate_encoder(key, encoder, plain, log), "kb_seconds": kb_s,
                                       "seconds": time.perf_counter() - t}
                 save()
-            return plain
 
         base = SapEncoder.load(args.base, **opts)
         stage("base MiniLM", base)
-
-        sap_dir = args.sap_encoder
-        if sap_dir is None:
-            from spacy_el.sap.pairs import make_pairs
-            from spacy_el.sap.pretrain import Example, TrainConfig, random_batches, train_encoder
-
-            sap_dir = args.out / "sap" / "encoder"
-            if not sap_dir.exists():
-                t = time.perf_counter()
-                examples = [Example(*p) for p in make_pairs(medic, max_pairs_per_concept=50, seed=0)]
-                train_encoder(SapEncoder.load(args.base, **opts), random_batches(examples, 64, 0),
-                              TrainConfig(max_steps=args.pretrain_steps, lr=5e-5, warmup_steps=10,
-                                          checkpoint_every=25), args.out / "sap", resume=True)
-                res["info"]["pretrain"] = {"steps": args.pretrain_steps, "batch_size": 64, "lr": 5e-5,
-                                           "seconds": time.perf_counter() - t}
-                save()
-            res["info"].setdefault("pretrain", {"encoder": str(sap_dir)})
-        else:
-            res["info"]["pretrain"] = {"encoder": str(sap_dir)}
-        sap = SapEncoder.load(sap_dir, **opts)
         del base
+
+        start_dir, start_name = Path(args.base), "base"
+        if args.sap_encoder is not None or args.pretrain_steps > 0:
+            start_dir, start_name = sap_encoder(args, medic, opts, res, save), "SAP"
+            stage("SAP-MiniLM", SapEncoder.load(start_dir, **opts))
 
         from spacy_el.sap.finetune import finetune
 
         ft_out = args.out / "finetuned"
-        ft_done = (ft_out / "finetune.json").exists()
-        sap_index = stage("SAP-MiniLM", sap, need_index=not ft_done)
-        if not ft_done:
+        if not (ft_out / "finetune.json").exists():
             t = time.perf_counter()
-            result = finetune(joint_train_corpus(), medic, sap_dir, ft_out, epochs=args.ft_epochs,
+            train = joint_train_corpus()
+            result = finetune(train, mining_kb(medic, train), start_dir, ft_out, epochs=args.ft_epochs,
                               batch_size=args.ft_batch_size, lr=args.ft_lr, n_negatives=args.ft_negatives,
-                              checkpoint_every=25, resume=True, kb_index=sap_index, encoder_options=opts)
+                              checkpoint_every=20, resume=True, encoder_options=opts)
             res["info"]["finetune"] = {"steps": result.train.steps, "seconds": time.perf_counter() - t,
                                        "stats": {k: v for k, v in vars(result.stats).items() if k != "missing_ids"},
                                        "epochs": args.ft_epochs, "batch_size": args.ft_batch_size,
-                                       "lr": args.ft_lr, "negatives": args.ft_negatives,
+                                       "lr": args.ft_lr, "negatives": args.ft_negatives, "start": start_name,
                                        "loss_first_last_20": [float(np.mean(result.train.losses[:20])),
                                                               float(np.mean(result.train.losses[-20:]))]}
             log(f"fine-tuned: {res['info']['finetune']}")
             save()
-        del sap_index
-        stage("SAP + fine-tuned", SapEncoder.load(ft_out / "encoder", **opts))
+        stage(f"{res['info']['finetune']['start']} + fine-tuned", SapEncoder.load(ft_out / "encoder", **opts))
         res["info"]["run_seconds"] = res["info"].get("run_seconds", 0) + time.perf_counter() - t_run
         res["info"]["date"] = dt.date.today().isoformat()
         res["info"]["command"] = "python benchmarks/corpus_linking.py " + " ".join(
@@ -257,9 +274,11 @@ def markdown(res: dict, args) -> str:
     if ft:
         s = ft["stats"]
         lines.append(
-            f"- Fine-tuning: one encoder on NCBI train (all types) + BC5CDR train (Disease), {s['n_examples']} "
+            f"- Fine-tuning (from {ft['start']}): one encoder on NCBI train (all types) + BC5CDR train (Disease), "
+            f"{s['n_examples']} "
             f"distinct (mention, concept) examples ({s['n_missing_from_kb']} mentions with ids absent from MEDIC, "
-            f"{s['n_multi_concept']} spanning several concepts: not trained on); {ft['epochs']} epoch(s), batch "
+            f"{s['n_multi_concept']} spanning several concepts: not trained on); hard negatives mined among the "
+            f"MEDIC concepts that are gold for a train mention; {ft['epochs']} epoch(s), batch "
             f"{ft['batch_size']}, lr {ft['lr']}, {ft['negatives']} hard negatives per mention, {ft['steps']} steps, "
             f"{ft['seconds'] / 60:.1f} min; loss {ft['loss_first_last_20'][0]:.3f} → "
             f"{ft['loss_first_last_20'][1]:.3f} (mean of first/last 20 steps).")
