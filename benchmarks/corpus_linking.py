@@ -19,7 +19,7 @@ training step of 128 texts ~14 s, so each encoder embeds MEDIC exactly once, and
 one encoder trained on the union of both corpora's train mentions (NCBI all types, BC5CDR
 `Disease`; no PMID is shared with either dev set) for a fixed number of epochs (no held-out early
 stopping, which costs a KB pass per epoch), with hard negatives mined among the MEDIC concepts
-that are gold for some train mention (~8k names) instead of all 76k names.
+that are gold for some train mention (~15k names) instead of all 76k names.
 
     python benchmarks/corpus_linking.py --out /tmp/corpus_bench [--sap-encoder DIR | --pretrain-steps N] [--write-results]
 
@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="without --sap-encoder: pretrain this many steps here (0: no SAP rows, fine-tune base)")
     ap.add_argument("--ft-epochs", type=int, default=1)
+    ap.add_argument("--ft-max-steps", type=int, default=None, help="stop fine-tuning after this many steps")
     ap.add_argument("--ft-batch-size", type=int, default=32)
     ap.add_argument("--ft-lr", type=float, default=5e-5)
     ap.add_argument("--ft-negatives", type=int, default=3)
@@ -212,10 +213,11 @@ def main() -> None:
             train = joint_train_corpus()
             result = finetune(train, mining_kb(medic, train), start_dir, ft_out, epochs=args.ft_epochs,
                               batch_size=args.ft_batch_size, lr=args.ft_lr, n_negatives=args.ft_negatives,
-                              checkpoint_every=20, resume=True, encoder_options=opts)
+                              max_steps=args.ft_max_steps, checkpoint_every=20, resume=True, encoder_options=opts)
             res["info"]["finetune"] = {"steps": result.train.steps, "seconds": time.perf_counter() - t,
                                        "stats": {k: v for k, v in vars(result.stats).items() if k != "missing_ids"},
-                                       "epochs": args.ft_epochs, "batch_size": args.ft_batch_size,
+                                       "epochs": args.ft_epochs, "max_steps": args.ft_max_steps,
+                                       "batch_size": args.ft_batch_size,
                                        "lr": args.ft_lr, "negatives": args.ft_negatives, "start": start_name,
                                        "loss_first_last_20": [float(np.mean(result.train.losses[:20])),
                                                               float(np.mean(result.train.losses[-20:]))]}
@@ -273,12 +275,14 @@ def markdown(res: dict, args) -> str:
         lines.append(f"- SAP-MiniLM: the encoder of `benchmarks/sap.py` ({pre['encoder']}).")
     if ft:
         s = ft["stats"]
+        cap = f" (capped at {ft['max_steps']} steps)" if ft.get("max_steps") else ""
         lines.append(
             f"- Fine-tuning (from {ft['start']}): one encoder on NCBI train (all types) + BC5CDR train (Disease), "
             f"{s['n_examples']} "
             f"distinct (mention, concept) examples ({s['n_missing_from_kb']} mentions with ids absent from MEDIC, "
             f"{s['n_multi_concept']} spanning several concepts: not trained on); hard negatives mined among the "
-            f"MEDIC concepts that are gold for a train mention; {ft['epochs']} epoch(s), batch "
+            f"MEDIC concepts that are gold for a train mention; {ft['epochs']} epoch(s)"
+            f"{cap}, batch "
             f"{ft['batch_size']}, lr {ft['lr']}, {ft['negatives']} hard negatives per mention, {ft['steps']} steps, "
             f"{ft['seconds'] / 60:.1f} min; loss {ft['loss_first_last_20'][0]:.3f} → "
             f"{ft['loss_first_last_20'][1]:.3f} (mean of first/last 20 steps).")
