@@ -177,3 +177,21 @@ def test_cli(tiny_bert_dir, data, tmp_path):
     assert (tmp_path / "run" / ENCODER / "sap_encoder.json").exists()
     bad = CliRunner().invoke(app, args[:2] + [str(tmp_path / "missing.tsv")] + args[3:])
     assert bad.exit_code == 1 and "missing.tsv" in bad.output and "Traceback" not in bad.output
+
+
+def test_kb_index_of_the_start_encoder_is_reused(tiny_bert_dir, data, tmp_path, monkeypatch):
+    from spacy_el.kb.index import ConceptIndex
+
+    kb = read_kb(data["kb"], "tsv")
+    start_index = ConceptIndex.build(kb, SapEncoder.load(tiny_bert_dir, pooling="mean"))
+    builds = []
+    original = ConceptIndex.build.__func__
+    monkeypatch.setattr(ConceptIndex, "build",
+                        classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
+    run = dict(kb_format="tsv", epochs=1, batch_size=8, n_negatives=2, checkpoint_every=0, show_progress=False)
+    finetune(data["train"], kb, tiny_bert_dir, tmp_path / "a", kb_index=start_index, encoder_options=MEAN, **run)
+    assert builds == []  # the first epoch mined in the given index
+    other = ConceptIndex.build(kb, SapEncoder.load(tiny_bert_dir, pooling="cls"))
+    builds.clear()
+    finetune(data["train"], kb, tiny_bert_dir, tmp_path / "b", kb_index=other, encoder_options=MEAN, **run)
+    assert builds == [1]  # another encoder's index is not used
