@@ -286,6 +286,8 @@ def markdown(res: dict, args) -> str:
             f"{ft['batch_size']}, lr {ft['lr']}, {ft['negatives']} hard negatives per mention, {ft['steps']} steps, "
             f"{ft['seconds'] / 60:.1f} min; loss {ft['loss_first_last_20'][0]:.3f} → "
             f"{ft['loss_first_last_20'][1]:.3f} (mean of first/last 20 steps).")
+    if info.get("note"):
+        lines.append(f"- Note: {info['note']}")
     for enc, st in res["stages"].items():
         lines.append(f"- {enc}: MEDIC embedding {st['kb_seconds'] / 60:.1f} min, all its rows "
                      f"{st['seconds'] / 60:.1f} min.")
