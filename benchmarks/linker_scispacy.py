@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import spacy
+from scispacy.candidate_generation import LinkerPaths
 from scispacy.linking import EntityLinker
 from scispacy.linking_utils import KnowledgeBase
 from spacy.tokens import Doc, Span
@@ -35,10 +36,14 @@ def main() -> None:
     mentions = json.loads(args.mentions.read_text())
 
     kb = KnowledgeBase(str(args.kb))
+    # scispaCy reuses a built index from its directory; keep the first build's time beside it
+    timing = args.work / "build_seconds.json"
+    cached = LinkerPaths.from_directory(args.work).is_locally_cached() and timing.exists()
     t0 = time.perf_counter()
     linker = EntityLinker.from_kb(kb, ann_index_out_dir=str(args.work), filter_for_definitions=False,
                                   threshold=0.0, max_entities_per_mention=5, resolve_abbreviations=False)
-    build_s = time.perf_counter() - t0
+    build_s = json.loads(timing.read_text()) if cached else time.perf_counter() - t0
+    timing.write_text(json.dumps(build_s))
 
     # Acc@k: the linker's own ranking (best alias similarity per concept) on the dev mentions
     ranked = {}
@@ -55,17 +60,17 @@ def main() -> None:
         docs.append(doc)
     n_ents = sum(len(d.ents) for d in docs)
     unique = len({e.text for d in docs for e in d.ents})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for doc in docs:
         linker(doc)
-    s = time.perf_counter() - t0
+    s, cpu = time.perf_counter() - t0, time.process_time() - c0
     args.out.write_text(json.dumps({
         "how": "scispaCy " + __import__("scispacy").__version__ + " `EntityLinker.from_kb` (installed in its own "
                "venv): char-3gram TF-IDF (min_df=10) + nmslib HNSW (M=100, efConstruction=2000, efSearch=200), "
                "k=30 neighbours, candidates ranked by best alias similarity; linking one doc at a time as its "
                "component does (no cross-doc deduplication).",
         "knn": "nmslib HNSW", "build_s": build_s, "ranked": ranked, "entities": n_ents, "unique_mentions": unique,
-        "seconds": s, "entities_per_s": n_ents / s, "unique_per_s": unique / s}))
+        "seconds": s, "cpu_seconds": cpu, "unique_per_cpu_s": unique / cpu, "entities_per_s": n_ents / s, "unique_per_s": unique / s}))
 
 
 if __name__ == "__main__":
