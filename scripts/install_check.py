@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
 import json, sys, spacy, spacy_el
-from spacy_el.linker.display import render_html
+from spacy_el.linker.display import write_html
 nlp = spacy.load(sys.argv[1])
 doc = nlp(open(sys.argv[2], encoding="utf8").read())
-render_html([doc], sys.argv[3])
+write_html([doc], sys.argv[3])
 print(json.dumps({"spacy_el": spacy_el.__file__, "links": [
     [e.start_char, e.end_char, e.text, e.label_, e.kb_id_,
      [[c[0], round(float(c[1]), 4), c[2]] for c in (e._.kb_candidates or [])]]
@@ -49,6 +49,7 @@ def main() -> int:
     ap.add_argument("--pipeline", type=Path, required=True, help="the pipeline directory it was packaged from")
     ap.add_argument("--text", type=Path, required=True)
     ap.add_argument("--html", type=Path, required=True)
+    ap.add_argument("--min-links", type=int, default=1, help="fail when fewer entities are linked")
     args = ap.parse_args()
 
     wheels = sorted((args.package_dir / "dist").glob("*.whl"))
@@ -75,6 +76,8 @@ def main() -> int:
     for start, end, text, label, kb_id, cands in result["links"]:
         top = f"{cands[0][2]!r} ({cands[0][1]:.3f})" if cands else "-"
         print(f"{start:5d} {end:5d}  {label:10s} {kb_id:28s} {text!r} → {top}")
+    if len(installed) < args.min_links:
+        sys.exit(f"the installed pipeline linked {len(installed)} entities, fewer than --min-links {args.min_links}")
     if installed != expected:
         sys.exit(f"installed pipeline links differ from {args.pipeline}:\n{installed}\n!=\n{expected}")
     print(f"OK: {package_name} installed from {pipeline_wheel.name} gives the same {len(installed)} links; "

@@ -1,0 +1,30 @@
+"""The `demo` workflow of project.yml, end to end on a reduced size: a tiny random BERT instead of
+MiniLM, a few pretraining steps and a short NER training. Every step runs for real, up to the
+wheel installed into a fresh venv that must give the same links as the assembled pipeline."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SKIP = shutil.ignore_patterns(".git", ".venv", "training", "corpus", "packages", "metrics", "display",
+                              "__pycache__", "*.egg-info", "build", "dist")
+
+
+def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
+    project = tmp_path / "project"
+    shutil.copytree(REPO, project, ignore=SKIP)
+    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "ner_max_steps": "200"}
+    cmd = [sys.executable, "-m", "spacy", "project", "run", "demo", str(project)]
+    cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
+    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "OK: en_disease_el_demo installed" in proc.stdout
+    linking = json.loads((project / "metrics" / "linking.json").read_text())["linking"]
+    assert linking["n"] == 787 and linking["n_missing_from_kb"] < 50  # DO xrefs cover NCBI's MeSH/OMIM ids
+    assert "<mark" in (project / "display" / "demo.html").read_text()
+    assert list((project / "packages" / "en_disease_el_demo-0.1.0" / "dist").glob("*.whl"))
+
