@@ -193,7 +193,8 @@ def scispacy_peer(args, table, dev_texts: list[str], pairs) -> dict | None:
 
 def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str:
     lines = [SECTION, "",
-             f"`python benchmarks/linker.py --work {args.work}" + (f" --sap-encoder {args.sap_encoder}" if args.sap_encoder else "")
+             f"`python benchmarks/linker.py --work {args.work} --index-types {' '.join(args.index_types)}"
+             + (f" --sap-encoder {args.sap_encoder}" if args.sap_encoder else "")
              + "` — " + f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
              f"(load average at start {args.load_start:.1f}), no GPU; torch threads {torch.get_num_threads()}, "
