@@ -30,6 +30,8 @@ from spacy_el.models import resolve_model
 
 SETTINGS_FILE = "sap_encoder.json"
 POOLINGS = ("cls", "mean")
+#: The settings that change vectors, hence the fingerprint.
+_VECTOR_SETTINGS = ("pooling", "max_length", "lowercase", "quantize")
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,12 @@ class SapEncoder:
                 f"encoder {name_or_path!r}: cannot load a Hugging Face model from it ({err}); "
                 "pass a local model directory or a hub name reachable from this machine"
             ) from None
-        return cls(model, tokenizer, settings, resolve_device(device), num_threads)
+        encoder = cls(model, tokenizer, settings, resolve_device(device), num_threads)
+        if saved.get("fingerprint") and all(saved.get(k) == getattr(settings, k) for k in _VECTOR_SETTINGS):
+            # The weights on disk are the ones fingerprinted at save time: trust the record
+            # instead of re-hashing every tensor, which dominated a packaged pipeline's cold load.
+            encoder._fingerprint = (encoder._weights_version(), saved["fingerprint"])
+        return encoder
 
     def save(self, path: str | Path) -> None:
         """Write a plain HF directory (model + tokenizer) plus `sap_encoder.json`, atomically."""
@@ -150,7 +157,7 @@ class SapEncoder:
         if self._fingerprint is None or self._fingerprint[0] != version:
             h = hashlib.blake2b(digest_size=16)
             s = self.settings
-            h.update(json.dumps([s.pooling, s.max_length, s.lowercase, s.quantize]).encode())
+            h.update(json.dumps([getattr(s, k) for k in _VECTOR_SETTINGS]).encode())
             for key, tensor in sorted(self.model.state_dict().items()):
                 h.update(key.encode())
                 h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
