@@ -33,7 +33,7 @@ def convert_ner_command(
     input_path: Path = typer.Argument(..., help="CoNLL (.txt) or TSV (.tsv) NER file"),
     output_path: Path = typer.Argument(..., help="Output .spacy file"),
     fmt: str = typer.Option("conll", "--format", help="conll (whitespace columns) or tsv (tab columns)"),
-    n_sents: int = typer.Option(10, "--n-sents", help="Sentences per doc (within a document)"),
+    n_sents: int = typer.Option(1, "--n-sents", help="Sentences per doc, within a document (1 trains fastest)"),
 ) -> None:
     """Convert a CoNLL/TSV NER file (tag in the last column) to a spaCy DocBin."""
     from spacy_el.ner.convert import convert_ner

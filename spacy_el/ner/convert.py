@@ -66,7 +66,7 @@ def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]
         yield doc
 
 
-def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: int = 10) -> List[Doc]:
+def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: int = 1) -> List[Doc]:
     """spaCy docs of up to `n_sents` consecutive sentences (never crossing a document
     boundary), with sentence starts and entities set."""
     if n_sents < 1:
@@ -84,7 +84,7 @@ def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: i
     return docs
 
 
-def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 10) -> Tuple[int, int, int]:
+def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1) -> Tuple[int, int, int]:
     """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities)."""
     docs = conll_to_docs(input_path, Vocab(), fmt, n_sents)
     data = DocBin(docs=docs, store_user_data=False).to_bytes()

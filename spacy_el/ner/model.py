@@ -6,7 +6,6 @@ from typing import List, Optional, Union
 from spacy.ml.models.tok2vec import MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-import torch
 from thinc.api import (
     ArgsKwargs,
     Dropout,
@@ -21,6 +20,7 @@ from thinc.api import (
     zero_init,
 )
 from thinc.types import Floats2d, Padded
+import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
