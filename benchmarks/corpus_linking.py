@@ -242,7 +242,7 @@ def markdown(res: dict, args) -> str:
         SECTION, "",
         f"`{info.get('command', 'python benchmarks/corpus_linking.py')}` — one run, "
         f"{info.get('date', dt.date.today().isoformat())}; machine: 2-core CPU shared with other jobs "
-        f"(load 5–8 during the run), no GPU; {args.threads} torch threads; Python {platform.python_version()}; "
+        f"(see the note on load), no GPU; {args.threads} torch threads; Python {platform.python_version()}; "
         f"total {info.get('run_seconds', 0) / 60:.0f} min.",
         "",
         "Dev mentions against MEDIC (06Jul2012, 76k names of 11.9k concepts), exact `Flat` search, SapBERT "
@@ -286,8 +286,9 @@ def markdown(res: dict, args) -> str:
             f"{ft['batch_size']}, lr {ft['lr']}, {ft['negatives']} hard negatives per mention, {ft['steps']} steps, "
             f"{ft['seconds'] / 60:.1f} min; loss {ft['loss_first_last_20'][0]:.3f} → "
             f"{ft['loss_first_last_20'][1]:.3f} (mean of first/last 20 steps).")
-    if info.get("note"):
-        lines.append(f"- Note: {info['note']}")
+    for key in ("outcome", "note"):
+        if info.get(key):
+            lines.append(f"- {key.capitalize()}: {info[key]}")
     for enc, st in res["stages"].items():
         lines.append(f"- {enc}: MEDIC embedding {st['kb_seconds'] / 60:.1f} min, all its rows "
                      f"{st['seconds'] / 60:.1f} min.")
