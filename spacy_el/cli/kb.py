@@ -31,6 +31,8 @@ def build_index_command(
                                                   help="RFlat: candidates re-ranked exactly per result (default 4)"),
     add_mentions: List[Path] = typer.Option([], "--add-mentions",
                                             help="PubTator TRAIN file whose mentions become aliases (repeatable)"),
+    mention_types: List[str] = typer.Option([], "--mention-types",
+                                            help="With --add-mentions: keep only these mention types, e.g. Disease"),
     batch_size: int = typer.Option(256, "--batch-size", help="Names per encoder batch"),
     use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
 ) -> None:
@@ -39,7 +41,7 @@ def build_index_command(
 
     try:
         index = build_index(kb, encoder_dir, output_dir, kb_format=fmt, index_type=index_type,
-                            add_mentions=add_mentions, nprobe=nprobe, ef_search=ef_search,
+                            add_mentions=add_mentions, mention_types=mention_types or None, nprobe=nprobe, ef_search=ef_search,
                             refine_k_factor=refine_k_factor, batch_size=batch_size, use_gpu=use_gpu,
                             show_progress=True)
     except InputError as err:

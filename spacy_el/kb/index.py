@@ -422,7 +422,7 @@ def _faiss_msg(err: BaseException) -> str:
 
 def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str = "tsv",
                 index_type: str = "Flat", add_mentions: Iterable[str | Path] = (),
-                nprobe: int | None = None, ef_search: int | None = None, refine_k_factor: int | None = None,
+                mention_types: Iterable[str] | None = None, nprobe: int | None = None, ef_search: int | None = None, refine_k_factor: int | None = None,
                 batch_size: int = 256, use_gpu: bool | str = "auto", show_progress: bool = False) -> ConceptIndex:
     """KB file (+ annotated corpora whose mentions become aliases) → index directory `output`.
     `encoder` is a SapEncoder or its path. Nothing is written unless the whole build succeeds."""
@@ -434,7 +434,7 @@ def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str =
     table = read_kb(kb, kb_format)
     if not len(table):
         raise InputError(f"{kb}: no concept names read (format {kb_format!r}); check the file and --format")
-    index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions),
+    index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions, mention_types),
                                nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
                                batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
     index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
@@ -442,13 +442,15 @@ def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str =
     return index
 
 
-def mention_alias_table(corpora: Iterable[str | Path]) -> ConceptTable | None:
+def mention_alias_table(corpora: Iterable[str | Path], types: Iterable[str] | None = None
+                        ) -> ConceptTable | None:
     """Distinct normalised mentions of annotated PubTator corpora as aliases of their gold
-    concepts; each row's source is its file name (provenance for candidates and meta.json)."""
+    concepts; each row's source is its file name (provenance for candidates and meta.json).
+    `types` keeps only those mention types (BC5CDR's chemicals do not belong in a disease KB)."""
     from spacy_el.corpora.pubtator import mention_aliases, read_pubtator
 
     paths = [Path(p) for p in corpora]
     if not paths:
         return None
     return ConceptTable.from_rows((cid, text, path.name) for path in paths
-                                  for cid, text in mention_aliases(read_pubtator(path)))
+                                  for cid, text in mention_aliases(read_pubtator(path, types)))

@@ -139,7 +139,8 @@ class SapEntityLinker(Pipe):
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None, encoder: Any = None, index: Any = None,
                    kb: Optional[str] = None, kb_format: str = "auto", index_type: str = "Flat",
-                   add_mentions: Optional[List[str]] = None, use_gpu: str = "auto") -> None:
+                   add_mentions: Optional[List[str]] = None, mention_types: Optional[List[str]] = None,
+                   use_gpu: str = "auto") -> None:
         """Set the encoder (path, hub name or SapEncoder) and the index: load one (path or
         ConceptIndex), or build one from `kb` (+ `add_mentions`: annotated PubTator files whose
         train mentions become aliases). Falls back to the config's paths."""
@@ -154,14 +155,15 @@ class SapEntityLinker(Pipe):
             from spacy_el.kb.readers import read_kb
 
             self._index = ConceptIndex.build(read_kb(kb, kb_format), enc, index_type,
-                                             extra=mention_alias_table(add_mentions or ()), use_gpu=use_gpu)
+                                             extra=mention_alias_table(add_mentions or (), mention_types),
+                                             use_gpu=use_gpu)
         else:
             if index is not None:
                 self._index = index if isinstance(index, ConceptIndex) else ConceptIndex.load(index, enc, use_gpu=use_gpu)
                 self.cfg["index"] = None if isinstance(index, ConceptIndex) else str(index)
             self.index.check_encoder(enc)
             if add_mentions:
-                self.index.add_aliases(mention_alias_table(add_mentions), enc)
+                self.index.add_aliases(mention_alias_table(add_mentions, mention_types), enc)
         self._cache.clear()
 
     # ------------------------------------------------------------------ linking

@@ -251,3 +251,16 @@ def test_empty_kb_file_is_a_clear_error(encoder, tmp_path):
     with pytest.raises(InputError, match="empty"):
         build_index(kb, encoder, tmp_path / "out", use_gpu=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_mention_aliases_keep_only_the_requested_types(tmp_path):
+    from spacy_el.kb.index import mention_alias_table
+
+    corpus = tmp_path / "cdr.PubTator"
+    corpus.write_text("1|t|Cisplatin nephrotoxicity.\n1|a|x\n"
+                      "1\t0\t9\tCisplatin\tChemical\tD002945\n"
+                      "1\t10\t24\tnephrotoxicity\tDisease\tD007674\n\n", encoding="utf-8")
+    every = mention_alias_table([corpus])
+    diseases = mention_alias_table([corpus], ["Disease"])
+    assert sorted(every.names) == ["cisplatin", "nephrotoxicity"]
+    assert diseases.names == ["nephrotoxicity"] and diseases.ids == ["MESH:D007674"]
