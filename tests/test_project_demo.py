@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import spacy
+from spacy.tokens import Span
+
 REPO = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(".git", ".venv", "training", "corpus", "packages", "metrics", "display",
                               "__pycache__", "*.egg-info", "build", "dist")
@@ -17,7 +20,10 @@ SKIP = shutil.ignore_patterns(".git", ".venv", "training", "corpus", "packages",
 def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     project = tmp_path / "project"
     shutil.copytree(REPO, project, ignore=SKIP)
-    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "ner_max_steps": "200"}
+    # A 200-step tagger may find no entity in the sample (hence min_links 0); linking itself is
+    # checked below on the assembled pipeline with a given span.
+    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "ner_max_steps": "200",
+                 "min_links": "0"}
     cmd = [sys.executable, "-m", "spacy", "project", "run", "demo", str(project)]
     cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
     proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
@@ -25,6 +31,13 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     assert "OK: en_disease_el_demo installed" in proc.stdout
     linking = json.loads((project / "metrics" / "linking.json").read_text())["linking"]
     assert linking["n"] == 787 and linking["n_missing_from_kb"] < 50  # DO xrefs cover NCBI's MeSH/OMIM ids
-    assert "<mark" in (project / "display" / "demo.html").read_text()
+    assert (project / "display" / "demo.html").read_text().startswith("<!DOCTYPE html>")
+    nlp = spacy.load(project / "training" / "pipeline")
+    assert nlp.pipe_names == ["bilstm_ner", "sap_linker"]
+    doc = nlp.make_doc("Familial adenomatous polyposis is inherited.")
+    doc.ents = [Span(doc, 0, 3, label="Disease")]
+    doc = nlp.get_pipe("sap_linker")(doc)
+    (ent,) = doc.ents
+    assert ent.kb_id_.startswith("DOID:") and ent._.kb_candidates[0].concept_id == ent.kb_id_
     assert list((project / "packages" / "en_disease_el_demo-0.1.0" / "dist").glob("*.whl"))
 
