@@ -9,5 +9,12 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+def fail(err: Exception) -> typer.Exit:
+    """Bad input ends a command with its one-line message (file, line or setting) and exit code 1."""
+    typer.echo(f"Error: {err}", err=True)
+    return typer.Exit(1)
+
+
 # Each module registers its commands on `app` (imported for that side effect).
 from spacy_el.cli import data, finetune, kb, ner, sap  # noqa: E402,F401

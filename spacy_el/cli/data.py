@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from spacy_el.cli import app
+from spacy_el.cli import app, fail
 from spacy_el.io import InputError
 
 
@@ -41,8 +41,7 @@ def umls_command(
         stats = preprocess_umls(meta, output_dir, mrsty=mrsty, filt=filt, max_pairs=max_pairs,
                                 seed=seed, skip_bad_rows=skip_bad_rows)
     except InputError as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1)
+        raise fail(err) from None
     typer.echo(
         f"{stats.rows:,} rows read ({stats.bad_rows:,} bad rows skipped"
         f"{f', {stats.mrsty_bad_rows:,} in MRSTY' if stats.mrsty_bad_rows else ''}), {stats.rows_kept:,} kept → "

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from spacy_el.cli import app
+from spacy_el.cli import app, fail
 from spacy_el.io import InputError
 
 
@@ -40,8 +40,7 @@ def finetune_command(
                           patience=patience, seed=seed, checkpoint_every=checkpoint_every, resume=resume,
                           encoder_options={"device": device, "num_threads": num_threads})
     except (InputError, OSError) as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(err) from None
     s = result.stats
     typer.echo(f"Trained {result.train.steps} steps on {s.n_examples} distinct mentions "
                f"({s.n_missing_from_kb} mentions with ids absent from the KB, {s.n_multi_concept} spanning "

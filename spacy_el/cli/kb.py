@@ -8,13 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from spacy_el.cli import app
+from spacy_el.cli import app, fail
 from spacy_el.io import InputError
-
-
-def _fail(err: Exception) -> typer.Exit:
-    typer.echo(f"Error: {err}", err=True)
-    return typer.Exit(1)
 
 
 @app.command("build-index")
@@ -45,7 +40,7 @@ def build_index_command(
                             refine_k_factor=refine_k_factor, batch_size=batch_size, use_gpu=use_gpu,
                             show_progress=True)
     except InputError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     meta = index.meta
     typer.echo(f"Indexed {meta['n_names']} names of {meta['n_concepts']} concepts ({index_type}, "
                f"{meta['build']['names_per_second']:.0f} names/s; sources {meta['sources']}) → {output_dir}")
@@ -76,7 +71,7 @@ def link_command(
     from spacy_el.linker.link import doc_record, records_table
 
     if out_format not in ("jsonl", "table"):
-        raise _fail(InputError(f"--format {out_format!r}: use jsonl or table"))
+        raise fail(InputError(f"--format {out_format!r}: use jsonl or table"))
     try:
         nlp = spacy.load(model)
         docs = nlp.pipe(_texts(text, file), batch_size=batch_size)
@@ -90,7 +85,7 @@ def link_command(
             for record in records:
                 typer.echo(json.dumps(record, ensure_ascii=False))
     except (InputError, OSError) as err:
-        raise _fail(err) from None
+        raise fail(err) from None
 
 
 @app.command("evaluate-linking")
@@ -112,7 +107,7 @@ def evaluate_linking_command(
     from spacy_el.sap.encoder import SapEncoder
 
     if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
-        raise _fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
+        raise fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
     scores: dict = {}
     try:
         if encoder is not None:
@@ -124,7 +119,7 @@ def evaluate_linking_command(
             scores["pipeline"] = evaluate_pipeline(spacy.load(pipeline), corpus, types=types or None,
                                                    label=label, gold_ents=gold_ents)
     except (InputError, OSError) as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if output is not None:
         with atomic_write(output) as f:
             json.dump(scores, f, indent=2)
@@ -162,7 +157,7 @@ def query_command(
                                               show_progress=True))
             sides.append((compare, other, other_index))
     except InputError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     width = 60
     while True:
         try:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from spacy_el.cli import app
+from spacy_el.cli import app, fail
 from spacy_el.io import InputError
 
 
@@ -23,8 +23,7 @@ def init_vectors_command(
     try:
         path = init_glove_vectors(output_dir, limit=limit, prune=prune, lang=lang)
     except InputError as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(err) from None
     typer.echo(f"Wrote GloVe vectors to {path}")
 
 
@@ -41,6 +40,5 @@ def convert_ner_command(
     try:
         n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents)
     except InputError as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from spacy_el.cli import app
+from spacy_el.cli import app, fail
 from spacy_el.io import InputError
 
 
@@ -27,8 +27,7 @@ def make_pairs_command(
         pairs = make_pairs(table, max_pairs_per_concept=max_pairs, seed=seed)
         write_pairs(output, pairs)
     except InputError as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(err) from None
     typer.echo(f"Wrote {len(pairs)} pairs for {table.n_concepts} concepts ({len(table)} names) to {output}")
 
 
@@ -64,7 +63,6 @@ def pretrain_command(
         result = pretrain(pairs, output_dir, base=base, batch_size=batch_size, batching=batching, config=config,
                           resume=resume, encoder_options=options)
     except InputError as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(err) from None
     last = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
     typer.echo(f"Trained {result.steps} steps (mean loss of the last 50: {last:.4f}); encoder: {result.encoder_dir}")
