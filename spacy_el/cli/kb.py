@@ -104,14 +104,14 @@ def evaluate_linking_command(
     from spacy_el.io import atomic_write
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.linker.link import evaluate_linking, evaluate_pipeline
-    from spacy_el.sap.encoder import SapEncoder
+    from spacy_el.sap.encoder import load_encoder
 
     if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
         raise fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
     scores: dict = {}
     try:
         if encoder is not None:
-            enc = SapEncoder.load(encoder)
+            enc = load_encoder(encoder)
             scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc), types=types or None)
         if pipeline is not None:
             import spacy
@@ -145,13 +145,13 @@ def query_command(
 ) -> None:
     """Type names, see the top concepts (one line per query until EOF); with --compare, two encoders."""
     from spacy_el.kb.index import ConceptIndex
-    from spacy_el.sap.encoder import SapEncoder
+    from spacy_el.sap.encoder import load_encoder
 
     try:
-        enc = SapEncoder.load(encoder)
+        enc = load_encoder(encoder)
         sides = [(encoder, enc, ConceptIndex.load(index, enc))]
         if compare is not None:
-            other = SapEncoder.load(compare)
+            other = load_encoder(compare)
             other_index = (ConceptIndex.load(compare_index, other) if compare_index is not None else
                            ConceptIndex.build(sides[0][2].table, other, sides[0][2].meta["index_type"],
                                               show_progress=True))

@@ -66,3 +66,22 @@ def pretrain_command(
         raise fail(err) from None
     last = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
     typer.echo(f"Trained {result.steps} steps (mean loss of the last 50: {last:.4f}); encoder: {result.encoder_dir}")
+
+
+@app.command("export-onnx")
+def export_onnx_command(
+    encoder_dir: str = typer.Argument(..., help="Encoder to export: a SAP encoder dir, an HF dir or hub name"),
+    output_dir: Path = typer.Argument(..., help="ONNX encoder directory to write (model.onnx, tokenizer.json, …)"),
+    quantize: bool = typer.Option(False, "--quantize/--no-quantize",
+                                  help="int8 weights (about 2x faster on CPU; the index must be built with it)"),
+) -> None:
+    """Export an encoder for serving with ONNX Runtime: faster and lighter to load than torch."""
+    from spacy_el.sap.encoder import SapEncoder
+    from spacy_el.sap.onnx import OnnxEncoder
+
+    try:
+        onnx = OnnxEncoder.export(SapEncoder.load(encoder_dir, device="cpu"), output_dir, quantize=quantize)
+    except (InputError, OSError) as err:
+        raise fail(err) from None
+    typer.echo(f"Exported {encoder_dir} ({'int8' if quantize else 'fp32'}, fingerprint {onnx.fingerprint}) → "
+               f"{output_dir}")

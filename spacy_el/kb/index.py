@@ -427,10 +427,10 @@ def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str =
     """KB file (+ annotated corpora whose mentions become aliases) → index directory `output`.
     `encoder` is a SapEncoder or its path. Nothing is written unless the whole build succeeds."""
     from spacy_el.kb.readers import read_kb
-    from spacy_el.sap.encoder import SapEncoder
+    from spacy_el.sap.encoder import load_encoder
 
     if not hasattr(encoder, "embed"):
-        encoder = SapEncoder.load(encoder)
+        encoder = load_encoder(encoder)
     table = read_kb(kb, kb_format)
     if not len(table):
         raise InputError(f"{kb}: no concept names read (format {kb_format!r}); check the file and --format")

@@ -112,15 +112,16 @@ class SapEntityLinker(Pipe):
     # ------------------------------------------------------------------ the two parts
     @property
     def encoder(self):
-        """The SapEncoder, loaded from the config path on first use if nothing set it."""
+        """The encoder (SapEncoder, or OnnxEncoder for an `export-onnx` directory), loaded from the
+        config path on first use if nothing set it."""
         if self._encoder is None:
             if not self.cfg["encoder"]:
                 raise InputError(
                     f"{self.name} has no encoder: set `encoder` in [components.{self.name}] or "
                     f"[initialize.components.{self.name}], or load a saved pipeline that contains one")
-            from spacy_el.sap.encoder import SapEncoder
+            from spacy_el.sap.encoder import load_encoder
 
-            self._encoder = SapEncoder.load(self.cfg["encoder"])
+            self._encoder = load_encoder(self.cfg["encoder"])
         return self._encoder
 
     @property
@@ -145,10 +146,10 @@ class SapEntityLinker(Pipe):
         ConceptIndex), or build one from `kb` (+ `add_mentions`: annotated PubTator files whose
         train mentions become aliases). Falls back to the config's paths."""
         from spacy_el.kb.index import ConceptIndex, mention_alias_table
-        from spacy_el.sap.encoder import SapEncoder
+        from spacy_el.sap.encoder import load_encoder
 
         if encoder is not None:
-            self._encoder = encoder if hasattr(encoder, "embed") else SapEncoder.load(encoder)
+            self._encoder = encoder if hasattr(encoder, "embed") else load_encoder(encoder)
             self.cfg["encoder"] = None if hasattr(encoder, "embed") else str(encoder)
         enc = self.encoder
         if kb is not None:
@@ -218,23 +219,23 @@ class SapEntityLinker(Pipe):
 
     # ------------------------------------------------------------------ disk
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
-        """`encoder/` (an HF directory) and `index/` (FAISS + table + meta): the pipeline
+        """`encoder/` (an HF directory, or an ONNX export) and `index/` (FAISS + table + meta): the pipeline
         then carries everything it needs and loads without the original paths."""
         util_to_disk(ensure_path(path), {"encoder": lambda p: self.encoder.save(p),
                                          "index": lambda p: self.index.save(p)}, exclude)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
         from spacy_el.kb.index import ConceptIndex
-        from spacy_el.sap.encoder import SapEncoder
+        from spacy_el.sap.encoder import load_encoder
 
         path = ensure_path(path)
 
-        def load_encoder(p: Path) -> None:
-            self._encoder = SapEncoder.load(p)
+        def read_encoder(p: Path) -> None:
+            self._encoder = load_encoder(p)
 
         def load_index(p: Path) -> None:
             self._index = ConceptIndex.load(p, self.encoder)
 
-        util_from_disk(path, {"encoder": load_encoder, "index": load_index}, exclude)
+        util_from_disk(path, {"encoder": read_encoder, "index": load_index}, exclude)
         self._cache.clear()
         return self

@@ -252,3 +252,19 @@ class SapEncoder:
         finally:
             model.train(was_training)
         return out
+
+
+def load_encoder(name_or_path: str | Path, **options):
+    """A SapEncoder, or an OnnxEncoder when the directory is an ONNX export (`export-onnx`).
+    Options an ONNX encoder cannot change (pooling, quantize…) are refused, not ignored."""
+    path = Path(name_or_path)
+    settings = path / SETTINGS_FILE
+    if path.is_dir() and settings.exists() and json.loads(settings.read_text()).get("runtime") == "onnx":
+        from spacy_el.sap.onnx import OnnxEncoder
+
+        fixed = {k: v for k, v in options.items() if k not in ("device", "num_threads") and v is not None}
+        if fixed:
+            raise InputError(f"{path} is an ONNX export: its {', '.join(sorted(fixed))} are fixed at export time; "
+                             "export again from the torch encoder to change them")
+        return OnnxEncoder.load(path, **{k: v for k, v in options.items() if v is not None})
+    return SapEncoder.load(name_or_path, **options)
