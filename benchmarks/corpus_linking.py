@@ -9,9 +9,8 @@ Acc@1/Acc@5 (SapBERT protocol), exact (`Flat`) search, all in one run, for
 - with and without abbreviation resolution: `abbreviation_detector` on the full PubTator text,
   and a mention that is a defined short form is linked by its long form's text.
 
-Evaluation is `spacy_el.linker.link.evaluate_linking` (what `spacy-el evaluate-linking` runs);
-the abbreviation rows use the same functions (`linking_queries`, `index.search`,
-`accuracy_at_k`, `missing_from_kb`) with the query texts replaced. Dev mentions are never
+Evaluation is `spacy_el.linker.link.evaluate_linking` (what `spacy-el evaluate-linking
+[--resolve-abbreviations]` runs). Dev mentions are never
 used for training, aliases or model selection.
 
 Compute (2 CPU cores shared with other jobs): one MEDIC pass (76k names) takes ~25 min and a
@@ -39,7 +38,6 @@ import numpy as np
 import torch
 
 from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, mention_aliases, read_pubtator
-from spacy_el.evaluate import accuracy_at_k, missing_from_kb
 from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.readers import read_medic
 from spacy_el.kb.table import ConceptTable
@@ -65,31 +63,6 @@ def alias_table(path: Path, types) -> ConceptTable:
                                   for cid, text in mention_aliases(read_pubtator(path, types=types)))
 
 
-def abbreviation_texts(corpus: PubTatorCorpus) -> tuple[list, list[str], int]:
-    """Linking queries and their texts with defined short forms replaced by their long forms
-    (abbreviation_detector over each document's full text), and how many were replaced."""
-    import spacy
-
-    nlp = spacy.blank("en")
-    nlp.add_pipe("abbreviation_detector")
-    long_forms: dict[tuple[str, int, int], str] = {}
-    for pdoc, doc in zip(corpus.docs, nlp.pipe(d.text for d in corpus.docs)):
-        for short, long in doc._.abbreviations:
-            long_forms[(pdoc.pmid, short.start_char, short.end_char)] = long.text
-    queries = linking_queries(corpus)
-    texts = [q.text if q.is_part else long_forms.get((q.pmid, q.start, q.end), q.text) for q in queries]
-    return queries, texts, sum(t != q.text for q, t in zip(queries, texts))
-
-
-def score_texts(queries, texts: list[str], encoder: SapEncoder, index: ConceptIndex) -> dict:
-    """`evaluate_linking` with the query texts given (the same functions, in the same way)."""
-    unique = list(dict.fromkeys(texts))
-    found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=256), k=5)))
-    ranked = [[c.concept_id for c in found[t]] for t in texts]
-    return accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5)) | {
-        "n_missing_from_kb": len(missing_from_kb(queries, index.table.ids))}
-
-
 def evaluate_encoder(name: str, encoder: SapEncoder, plain: ConceptIndex, log) -> dict:
     """All rows of one encoder: corpus × protocol × abbreviations."""
     vectors = plain.cpu_index.reconstruct_n(0, plain.cpu_index.ntotal)
@@ -97,10 +70,10 @@ def evaluate_encoder(name: str, encoder: SapEncoder, plain: ConceptIndex, log) -
     for corpus_name, (train, dev, types) in CORPORA.items():
         with_aliases = ConceptIndex.from_vectors(plain.table, vectors, "Flat", encoder=encoder)
         added = with_aliases.add_aliases(alias_table(train, types), encoder)
-        queries, abbr_texts, n_abbr = abbreviation_texts(read_pubtator(dev, types=types))
         for protocol, index in (("MEDIC", plain), ("MEDIC + train mentions", with_aliases)):
             base = evaluate_linking(dev, encoder, index, types=types)
-            abbr = score_texts(queries, abbr_texts, encoder, index)
+            abbr = evaluate_linking(dev, encoder, index, types=types, resolve_abbreviations=True)
+            n_abbr = abbr["n_abbreviations_resolved"]
             rows[f"{corpus_name}|{protocol}"] = {"plain": base, "abbreviations": abbr, "n_abbreviations": n_abbr,
                                                  "n_aliases_added": added if index is with_aliases else 0}
             log(f"{name} {corpus_name} {protocol}: Acc@1 {base['acc@1']:.2f} (abbr {abbr['acc@1']:.2f}) "

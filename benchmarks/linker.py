@@ -5,11 +5,13 @@ linking throughput through `nlp.pipe`, and scispaCy's TF-IDF linker on the same 
     python benchmarks/linker.py --work /tmp/linker_bench [--sap-encoder DIR] [--write-results]
 
 - Acc@k: `spacy_el.linker.link.evaluate_linking` (the `evaluate-linking` code), SapBERT protocol.
+- Encoders: base MiniLM in torch (fp32), the same exported to ONNX Runtime with int8 weights
+  (`spacy-el export-onnx --quantize`, the serving runtime), and `--sap-encoder`'s int8 export.
 - Throughput: NCBI-disease dev + train abstracts as spaCy docs with the *gold* mention spans set
   as `doc.ents` (NER cost excluded), linked by `sap_linker` through `nlp.pipe` with an empty
   mention cache; unique mentions/s counts distinct mention strings (each embedded once).
-- Cold load: a fresh `python -c 'spacy.load(...)'` subprocess of a saved pipeline that carries the
-  encoder and the MEDIC index, imports included, then the first linked doc.
+- Cold load: fresh `python -c 'spacy.load(...)'` subprocesses of a saved pipeline that carries the
+  encoder and the MEDIC index: `import spacy`, `spacy.load`, and the first linked entity, timed apart.
 - scispaCy: `benchmarks/linker_scispacy.py` in its own venv (`--scispacy-python`), built from
   the same MEDIC names, run on the same unique mention strings.
 Embedded MEDIC vectors are kept in the work directory (one Flat index per encoder), so a rerun
@@ -38,6 +40,7 @@ from spacy_el.kb.readers import read_kb
 from spacy_el.linker.link import evaluate_linking, pubtator_docs
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
+from spacy_el.sap.onnx import OnnxEncoder
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
@@ -67,9 +70,18 @@ def flat_index(label: str, encoder: SapEncoder, table, work: Path) -> ConceptInd
             return ConceptIndex.load(path, encoder, mmap=False)
         except Exception as err:  # built by another encoder version: rebuild
             print(f"rebuilding {path}: {err}", file=sys.stderr)
-    index = ConceptIndex.build(table, encoder, "Flat", batch_size=256, use_gpu=False, show_progress=True)
+    index = ConceptIndex.build(table, encoder, "Flat", batch_size=64, use_gpu=False, show_progress=True)
     index.save(path)
     return index
+
+
+def onnx_encoder(encoder: SapEncoder, path: Path, threads: int) -> OnnxEncoder:
+    """The encoder exported to ONNX with int8 weights (reused from an earlier run when the
+    source fingerprint matches)."""
+    meta = path / "sap_encoder.json"
+    if not (meta.exists() and json.loads(meta.read_text()).get("source_fingerprint") == encoder.fingerprint):
+        OnnxEncoder.export(encoder, path, quantize=True)
+    return OnnxEncoder.load(path, device="cpu", num_threads=threads)
 
 
 def bytes_per_name(index: ConceptIndex, work: Path, label: str, index_type: str) -> tuple[float, Path]:
@@ -79,29 +91,33 @@ def bytes_per_name(index: ConceptIndex, work: Path, label: str, index_type: str)
 
 
 COLD = """
-import resource, time
+import resource, sys, time
 t0 = time.perf_counter()
 import spacy
 t1 = time.perf_counter()
-import transformers
-t2 = time.perf_counter()
 nlp = spacy.load(PIPELINE)
+t2 = time.perf_counter()
+doc = nlp.make_doc(TEXT)
+doc.ents = [doc.char_span(0, 30, label="Disease")]
+doc = nlp.get_pipe("sap_linker")(doc)
+assert doc.ents[0].kb_id_
 t3 = time.perf_counter()
-doc = nlp(TEXT)
-t4 = time.perf_counter()
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print(t1 - t0, t2 - t1, t3 - t0, t4 - t0, ru.ru_utime + ru.ru_stime)
+print(t1 - t0, t2 - t1, t3 - t0, ru.ru_utime + ru.ru_stime, int("transformers" in sys.modules))
 """
 
 
-def cold_load(pipeline: Path, text: str) -> dict:
-    """A fresh interpreter: import spacy (torch comes with thinc), import transformers,
-    spacy.load (encoder weights + fingerprint check + memory-mapped index), first linked doc."""
+def cold_load(pipeline: Path, text: str, repeats: int = 3) -> dict:
+    """A fresh interpreter each time: `import spacy` (torch comes with thinc), `spacy.load`
+    (encoder + memory-mapped index), first linked doc. The median of `repeats` runs."""
     code = COLD.replace("PIPELINE", repr(str(pipeline))).replace("TEXT", repr(text))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    spacy_s, transformers_s, load_s, first_s, cpu_s = map(float, out.stdout.split())
-    return {"import_spacy_s": spacy_s, "import_transformers_s": transformers_s, "load_s": load_s,
-            "load_first_doc_s": first_s, "cpu_s": cpu_s}
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        runs.append(list(map(float, out.stdout.split())))
+    spacy_s, load_s, first_s, cpu_s, transformers = np.median(np.array(runs), axis=0)
+    return {"import_spacy_s": spacy_s, "load_s": load_s, "first_doc_total_s": first_s, "cpu_s": cpu_s,
+            "imports_transformers": bool(transformers), "repeats": repeats}
 
 
 def throughput(nlp, pairs) -> dict:
@@ -119,25 +135,26 @@ def throughput(nlp, pairs) -> dict:
             "entities_per_s": n_ents / s, "unique_per_s": unique / s, "unique_per_cpu_s": unique / cpu}
 
 
-def run_encoder(label: str, encoder_path: str, args, table, dev_texts: list[str], pairs) -> dict:
-    print(f"[{label}] loading encoder {encoder_path}", file=sys.stderr)
-    encoder = SapEncoder.load(encoder_path, device="cpu", num_threads=args.threads)
+def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -> dict:
+    """Acc@k per index type, then pipelines (Flat and `--pipeline-index`) saved, reloaded and
+    timed: throughput through nlp.pipe and a cold load of the fast one."""
     flat = flat_index(label, encoder, table, args.work)
     build = flat.meta["build"]
     cached = CachedEncoder(encoder, dev_texts)
     rows = []
     names = flat.cpu_index.reconstruct_n(0, len(flat))
     base_acc = None
+    paths = {"Flat": args.work / f"index_{label}_Flat"}
     for index_type in ["Flat", *args.index_types]:
         t0 = time.perf_counter()
         index = flat if index_type == "Flat" else ConceptIndex.from_vectors(
             flat.table, names, index_type, encoder=encoder, use_gpu=False)
         train_s = time.perf_counter() - t0
-        size, path = bytes_per_name(index, args.work, label, index_type)
+        size, paths[index_type] = bytes_per_name(index, args.work, label, index_type)
         # the defaults, then a deeper search where the type has a depth setting
         deeper = [{"nprobe": 64}] if "IVF" in index_type else [{"ef_search": 512}] if "HNSW" in index_type else []
         for overrides in [{}, *deeper]:
-            index = ConceptIndex.load(path, cached, **overrides)
+            index = ConceptIndex.load(paths[index_type], cached, **overrides)
             t0 = time.perf_counter()
             scores = evaluate_linking(args.dev, cached, index)
             search_s = time.perf_counter() - t0
@@ -148,19 +165,26 @@ def run_encoder(label: str, encoder_path: str, args, table, dev_texts: list[str]
                          "settings": index.meta["settings"], "n": scores["n"],
                          "missing": scores["n_missing_from_kb"]})
             print(f"[{label}] {rows[-1]}", file=sys.stderr)
-    # pipeline: blank tokenizer + sap_linker over the Flat MEDIC index, saved with its encoder + index
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sap_linker", config={"top_k": 5, "batch_size": 256})
-    nlp.get_pipe("sap_linker").initialize(encoder=encoder, index=args.work / f"index_{label}_Flat")
-    pipeline = args.work / f"pipeline_{label}"
-    nlp.to_disk(pipeline)
-    nlp = spacy.load(pipeline)
-    with nlp.select_pipes(enable=["sap_linker"]):
-        speed = throughput(nlp, pairs)
-    print(f"[{label}] throughput {speed}", file=sys.stderr)
-    return {"label": label, "encoder": encoder_path, "dim": encoder.dim, "pooling": encoder.settings.pooling,
-            "build": build, "query_embed_s": cached.seconds, "n_queries": len(dev_texts), "rows": rows,
-            "speed": speed, "cold": cold_load(pipeline, "Familial adenomatous polyposis is a cancer.")}
+    speed, cold = {}, None
+    for index_type in dict.fromkeys(["Flat", args.pipeline_index]):
+        if index_type not in paths:
+            continue
+        # a blank tokenizer + sap_linker, saved with its encoder and index inside, then reloaded
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sap_linker", config={"top_k": 5, "batch_size": args.batch_size})
+        nlp.get_pipe("sap_linker").initialize(encoder=encoder, index=paths[index_type])
+        pipeline = args.work / f"pipeline_{label}_{index_type.replace(',', '_')}".replace(" ", "_")
+        nlp.to_disk(pipeline)
+        nlp = spacy.load(pipeline)
+        with nlp.select_pipes(enable=["sap_linker"]):
+            speed[index_type] = max((throughput(nlp, pairs) for _ in range(2)), key=lambda r: r["unique_per_s"])
+        print(f"[{label}] throughput {index_type} {speed[index_type]}", file=sys.stderr)
+        cold = cold_load(pipeline, "Familial adenomatous polyposis is a cancer.")
+        cold["index_type"] = index_type
+    return {"label": label, "encoder": str(getattr(encoder, "directory", None) or encoder.settings.base),
+            "runtime": getattr(encoder, "runtime", "torch"), "quantize": encoder.settings.quantize,
+            "dim": encoder.dim, "pooling": encoder.settings.pooling, "build": build,
+            "query_embed_s": cached.seconds, "n_queries": len(dev_texts), "rows": rows, "speed": speed, "cold": cold}
 
 
 def scispacy_peer(args, table, dev_texts: list[str], pairs) -> dict | None:
@@ -193,18 +217,22 @@ def scispacy_peer(args, table, dev_texts: list[str], pairs) -> dict | None:
 
 def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str:
     lines = [SECTION, "",
-             f"`python benchmarks/linker.py --work {args.work} --index-types {' '.join(args.index_types)}"
+             f"`python benchmarks/linker.py --work {args.work} --index-types {' '.join(args.index_types)} "
+             f"--pipeline-index {args.pipeline_index}"
              + (f" --sap-encoder {args.sap_encoder}" if args.sap_encoder else "")
              + "` — " + f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
-             f"(load average at start {args.load_start:.1f}), no GPU; torch threads {torch.get_num_threads()}, "
-             f"faiss {faiss.__version__}; wall time {wall_s / 60:.1f} min.", "",
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU (CPU figures only); "
+             f"load average {args.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; torch threads "
+             f"{torch.get_num_threads()}, ONNX Runtime threads {args.threads}, faiss {faiss.__version__}; "
+             f"wall time {wall_s / 60:.1f} min.", "",
              "KB: MEDIC 06Jul2012 (BioSyn's copy), "
              f"{results[0]['rows'][0]['n']} NCBI-disease dev queries (SapBERT protocol; "
              f"{results[0]['rows'][0]['missing']} with gold ids absent from MEDIC stay in the denominator).", ""]
     for res in results:
         b = res["build"]
-        lines += [f"### {res['label']} encoder (`{Path(res['encoder']).name}`, {res['pooling']} pooling, dim {res['dim']})", "",
+        runtime = "ONNX Runtime, int8 weights" if res["runtime"] == "onnx" and res["quantize"] else \
+            "ONNX Runtime, fp32" if res["runtime"] == "onnx" else "torch, fp32"
+        lines += [f"### {res['label']} ({runtime}; {res['pooling']} pooling, dim {res['dim']})", "",
                   f"Index build (embedding every MEDIC name + FAISS): {b.get('names_per_second', float('nan')):.0f} names/s "
                   f"({b.get('seconds', float('nan')):.0f} s in all, {b.get('embed_seconds', float('nan')):.0f} s of "
                   "it embedding).", "",
@@ -214,33 +242,40 @@ def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str
             lines.append(f"| `{r['index_type']}` | {r['bytes_per_name']:.0f} | {r['acc@1']:.2f} | {r['acc@5']:.2f} | "
                          f"{r['delta_acc@1']:+.2f} | {r['train_add_s']:.1f} | {r['search_ms_per_query']:.2f} | "
                          f"{json.dumps(r['settings'])} |")
-        s, c = res["speed"], res["cold"]
-        lines += ["", f"Linking through `nlp.pipe` (gold spans of {s['docs']} NCBI-disease dev+train abstracts as "
-                      f"`doc.ents`, NER excluded, empty cache, Flat index): {s['entities']} entities / "
-                      f"{s['unique_mentions']} unique mention strings in {s['seconds']:.1f} s wall = "
-                      f"**{s['unique_per_s']:.0f} unique mentions/s**, {s['entities_per_s']:.0f} entities/s "
-                      f"({s['cpu_seconds']:.1f} CPU s: {s['unique_per_cpu_s']:.0f} unique mentions per CPU second).",
-                  f"Cold load of the saved pipeline (encoder + MEDIC Flat index inside, fresh process): "
-                  f"**{c['load_s']:.2f} s** to `spacy.load` ({c['import_spacy_s']:.2f} s of it `import spacy`, which "
-                  f"imports torch through thinc, + {c['import_transformers_s']:.2f} s `import transformers`), "
-                  f"{c['load_first_doc_s']:.2f} s to the first linked doc, {c['cpu_s']:.2f} CPU s.", ""]
+        lines += ["", "Linking through `nlp.pipe` (gold spans of NCBI-disease dev+train abstracts as `doc.ents`, NER "
+                      "excluded, empty mention cache, best of 2 passes):", "",
+                  "| pipeline index | docs | entities | unique mentions | wall s | **unique mentions/s** | entities/s | "
+                  "unique mentions per CPU s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for index_type, sp in res["speed"].items():
+            lines.append(f"| `{index_type}` | {sp['docs']} | {sp['entities']} | {sp['unique_mentions']} | "
+                         f"{sp['seconds']:.2f} | **{sp['unique_per_s']:.0f}** | {sp['entities_per_s']:.0f} | "
+                         f"{sp['unique_per_cpu_s']:.0f} |")
+        c = res["cold"]
+        lines += ["", f"Cold load of the saved pipeline (`{c['index_type']}` MEDIC index and the encoder inside; a fresh "
+                      f"process, median of {c['repeats']}): `import spacy` {c['import_spacy_s']:.2f} s (torch comes with "
+                      f"thinc), then **`spacy.load` {c['load_s']:.2f} s**; {c['first_doc_total_s']:.2f} s from process "
+                      f"start to the first linked entity ({c['cpu_s']:.2f} CPU s); transformers imported: "
+                      f"{'yes' if c['imports_transformers'] else 'no'}.", ""]
     if peer:
         sc = peer["scores"]
-        base = results[0]
-        lines += ["### scispaCy peer (same MEDIC names, same mentions)", "", peer["how"], "",
-                  f"scispaCy: {peer['unique_mentions']} unique mentions in {peer['seconds']:.1f} s wall, "
-                  f"{peer.get('cpu_seconds', float('nan')):.1f} CPU s.", "",
-                  "| linker | Acc@1 | Acc@5 | unique mentions/s | entities/s | build s |", "|---|---:|---:|---:|---:|---:|",
+        lines += ["### scispaCy peer (same MEDIC names, same mentions, same run)", "", peer["how"], "",
+                  "| linker | Acc@1 | Acc@5 | unique mentions/s | entities/s | unique mentions per CPU s | index build s |",
+                  "|---|---:|---:|---:|---:|---:|---:|",
                   f"| scispaCy TF-IDF char-3gram + {peer['knn']} | {sc['acc@1']:.2f} | {sc['acc@5']:.2f} | "
-                  f"{peer['unique_per_s']:.0f} | {peer['entities_per_s']:.0f} | {peer['build_s']:.0f} |"]
+                  f"{peer['unique_per_s']:.0f} | {peer['entities_per_s']:.0f} | {peer['unique_per_cpu_s']:.0f} | "
+                  f"{peer['build_s']:.0f} |"]
+        best = None
         for res in results:
-            lines.append(f"| spacy-el {res['label']} + Flat | {res['rows'][0]['acc@1']:.2f} | {res['rows'][0]['acc@5']:.2f} | "
-                         f"{res['speed']['unique_per_s']:.0f} | {res['speed']['entities_per_s']:.0f} | "
-                         f"{res['build'].get('seconds', float('nan')):.0f} |")
-        lines.append("")
-        lines.append(f"Throughput ratio spacy-el {base['label']} / scispaCy (unique mentions/s): "
-                     f"{base['speed']['unique_per_s'] / peer['unique_per_s']:.2f}×.")
-        lines.append("")
+            for index_type, sp in res["speed"].items():
+                acc = next(r for r in res["rows"] if r["index_type"] == index_type)
+                lines.append(f"| spacy-el {res['label']} + `{index_type}` | {acc['acc@1']:.2f} | {acc['acc@5']:.2f} | "
+                             f"{sp['unique_per_s']:.0f} | {sp['entities_per_s']:.0f} | {sp['unique_per_cpu_s']:.0f} | "
+                             f"{res['build'].get('seconds', float('nan')):.0f} |")
+                if best is None or sp["unique_per_s"] > best[2]["unique_per_s"]:
+                    best = (res["label"], index_type, sp)
+        lines += ["", f"Throughput ratio, fastest spacy-el ({best[0]} + `{best[1]}`) / scispaCy: "
+                      f"{best[2]['unique_per_s'] / peer['unique_per_s']:.2f}× in unique mentions/s, "
+                      f"{best[2]['unique_per_cpu_s'] / peer['unique_per_cpu_s']:.2f}× per CPU second.", ""]
     return "\n".join(lines)
 
 
@@ -267,6 +302,8 @@ def main() -> None:
     ap.add_argument("--sap-encoder", default=None, help="a pretrained SapEncoder directory, if any")
     ap.add_argument("--index-types", nargs="+", default=INDEX_TYPES)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pipeline-index", default="IVF256,PQ96", help="the fast index type the pipeline is timed with")
+    ap.add_argument("--batch-size", type=int, default=64, help="the linker's encoder batch size")
     ap.add_argument("--scispacy-python", default="/work/venv-scispacy/bin/python")
     ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args()
@@ -277,9 +314,14 @@ def main() -> None:
     dev_texts = list(dict.fromkeys(q.text for q in linking_queries(read_pubtator(args.dev))))
     nlp = spacy.blank("en")
     pairs = [p for path in args.stream for p in pubtator_docs(nlp, read_pubtator(path), with_ents=True)]
-    results = [run_encoder("base MiniLM", args.base_encoder, args, table, dev_texts, pairs)]
+    base = SapEncoder.load(args.base_encoder, device="cpu", num_threads=args.threads)
+    results = [run_encoder("base MiniLM", base, args, table, dev_texts, pairs)]
+    results.append(run_encoder("base MiniLM int8", onnx_encoder(base, args.work / "onnx_int8", args.threads),
+                               args, table, dev_texts, pairs))
     if args.sap_encoder:
-        results.append(run_encoder("SAP MiniLM", args.sap_encoder, args, table, dev_texts, pairs))
+        sap = SapEncoder.load(args.sap_encoder, device="cpu", num_threads=args.threads)
+        results.append(run_encoder("SAP MiniLM int8", onnx_encoder(sap, args.work / "onnx_sap_int8", args.threads),
+                                   args, table, dev_texts, pairs))
     peer = scispacy_peer(args, table, dev_texts, pairs) if args.scispacy_python else None
     block = markdown(args, results, peer, time.perf_counter() - t0)
     (args.work / "results.json").write_text(json.dumps({"results": results, "peer": peer}, indent=2, default=str))

@@ -24,6 +24,8 @@ def finetune_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Mentions per step (each with its negatives)"),
     lr: float = typer.Option(2e-5, "--lr"),
     negatives: int = typer.Option(5, "--negatives", help="Hard negatives per mention: its top-k wrong concepts"),
+    loss: str = typer.Option("multi_similarity", "--loss",
+                             help="multi_similarity (SapBERT's, as pretrain) or ntxent (softmax over the batch)"),
     patience: int = typer.Option(1, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
     seed: int = typer.Option(0, "--seed"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
@@ -36,7 +38,7 @@ def finetune_command(
 
     try:
         result = finetune(train, kb, encoder_dir, output_dir, kb_format=fmt, types=types or None, dev_pubtator=dev,
-                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, n_negatives=negatives,
+                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, n_negatives=negatives, loss=loss,
                           patience=patience, seed=seed, checkpoint_every=checkpoint_every, resume=resume,
                           encoder_options={"device": device, "num_threads": num_threads})
     except (InputError, OSError) as err:

@@ -99,6 +99,8 @@ def evaluate_linking_command(
     label: Optional[str] = typer.Option(None, "--label", help="NER label of the gold mentions (e.g. Disease)"),
     gold_ents: bool = typer.Option(False, "--gold-ents", help="Pipeline: link the gold spans (skip NER)"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the scores as JSON"),
+    abbreviations: bool = typer.Option(False, "--resolve-abbreviations",
+                                       help="Acc@k: link short forms defined in the abstract by their long form"),
 ) -> None:
     """Acc@1/Acc@5 on PubTator mentions (SapBERT protocol) and, with --pipeline, end-to-end scores."""
     from spacy_el.io import atomic_write
@@ -112,7 +114,8 @@ def evaluate_linking_command(
     try:
         if encoder is not None:
             enc = load_encoder(encoder)
-            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc), types=types or None)
+            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc), types=types or None,
+                                                 resolve_abbreviations=abbreviations)
         if pipeline is not None:
             import spacy
 

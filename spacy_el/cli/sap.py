@@ -42,6 +42,7 @@ def pretrain_command(
     batching: str = typer.Option("random", "--batching",
                                  help="random (SapBERT) or neighbours (hard batches of look-alike concepts)"),
     lr: float = typer.Option(2e-5, "--lr"),
+    loss: str = typer.Option("multi_similarity", "--loss", help="multi_similarity (SapBERT) or ntxent"),
     warmup_steps: int = typer.Option(0, "--warmup-steps"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoint"),
@@ -55,11 +56,11 @@ def pretrain_command(
     """Self-alignment pretraining (multi-similarity loss, online-mined pairs); resumable; torchrun-ready."""
     from spacy_el.sap.pretrain import TrainConfig, pretrain
 
-    config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps,
-                         seed=seed, checkpoint_every=checkpoint_every)
     options = {"device": device, "pooling": pooling, "max_length": max_length, "lowercase": lowercase,
                "num_threads": num_threads}
     try:
+        config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps,
+                             seed=seed, checkpoint_every=checkpoint_every, loss=loss)
         result = pretrain(pairs, output_dir, base=base, batch_size=batch_size, batching=batching, config=config,
                           resume=resume, encoder_options=options)
     except InputError as err:

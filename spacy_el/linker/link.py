@@ -52,21 +52,42 @@ def records_table(records: Iterable[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence[str] | None = None,
-                     batch_size: int = 256) -> dict[str, Any]:
+                     batch_size: int = 256, resolve_abbreviations: bool = False) -> dict[str, Any]:
     """Acc@1/Acc@5 of encoder + index on a PubTator file's mentions, SapBERT's protocol
     (composite mentions split into parts when their texts line up; any shared id counts).
-    Mentions whose gold ids are absent from the KB stay in the denominator and are counted."""
+    Mentions whose gold ids are absent from the KB stay in the denominator and are counted.
+    `resolve_abbreviations`: a mention that is a short form defined in its abstract
+    (`abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do."""
     from spacy_el.corpora.pubtator import linking_queries, read_pubtator
     from spacy_el.evaluate import accuracy_at_k, missing_from_kb
 
     corpus = read_pubtator(corpus_path, types=types)
     queries = linking_queries(corpus)
-    unique = list(dict.fromkeys(q.text for q in queries))
+    texts = [q.text for q in queries]
+    if resolve_abbreviations:
+        long_forms = abbreviation_long_forms(corpus)
+        texts = [t if q.is_part else long_forms.get((q.pmid, q.start, q.end), t) for q, t in zip(queries, texts)]
+    unique = list(dict.fromkeys(texts))
     found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=5))) if unique else {}
-    ranked = [[c.concept_id for c in found[q.text]] for q in queries]
+    ranked = [[c.concept_id for c in found[t]] for t in texts]
     scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
     return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
-                     "n_nil_skipped": corpus.n_nil, "n_docs": len(corpus.docs), "corpus": str(corpus_path)}
+                     "n_nil_skipped": corpus.n_nil, "n_docs": len(corpus.docs), "corpus": str(corpus_path),
+                     "n_abbreviations_resolved": sum(t != q.text for q, t in zip(queries, texts))}
+
+
+def abbreviation_long_forms(corpus) -> dict[tuple[str, int, int], str]:
+    """(pmid, start, end) of every short form `abbreviation_detector` finds in a PubTator
+    corpus's documents → the text of its long form."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("abbreviation_detector")
+    long_forms: dict[tuple[str, int, int], str] = {}
+    for pdoc, doc in zip(corpus.docs, nlp.pipe(d.text for d in corpus.docs)):
+        for short, long in doc._.abbreviations:
+            long_forms[(pdoc.pmid, short.start_char, short.end_char)] = long.text
+    return long_forms
 
 
 def pubtator_docs(nlp: Language, corpus, *, with_ents: bool, label: str | None = None,

@@ -200,6 +200,7 @@ def finetune(
     batch_size: int = 64,
     lr: float = 2e-5,
     n_negatives: int = 5,
+    loss: str = "multi_similarity",
     seed: int = 0,
     resume: bool = False,
     checkpoint_every: int = 500,
@@ -233,7 +234,7 @@ def finetune(
     if dev_pubtator is not None:
         evaluate = dev_accuracy(_corpus(dev_pubtator, types), vectors, embed_batch_size)
         start_score = evaluate(encoder)
-    config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, seed=seed,
+    config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, seed=seed, loss=loss,
                          checkpoint_every=checkpoint_every, patience=patience)
     factory = hard_negative_batches(examples, vectors, batch_size, n_negatives, seed)
     result = train_encoder(encoder, factory, config, output_dir, resume=resume, evaluate=evaluate,
@@ -246,6 +247,6 @@ def finetune(
         json.dump({"start_encoder": str(encoder_dir), "train": str(train.path), "steps": result.steps,
                    "dev_acc@1_start": start_score, "dev_acc@1_per_epoch": result.scores,
                    "kept_start": kept_start, "mentions": asdict(stats),
-                   "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_negatives": n_negatives,
+                   "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_negatives": n_negatives, "loss": loss,
                                 "seed": seed, "patience": patience, "max_steps": max_steps}}, f, indent=2)
     return out

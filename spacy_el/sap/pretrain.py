@@ -39,6 +39,7 @@ from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pairs import read_pairs
 
 CHECKPOINT = "checkpoint"
+LOSSES = ("multi_similarity", "ntxent")
 ENCODER = "encoder"
 
 
@@ -70,6 +71,11 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     checkpoint_every: int = 500
+    #: "multi_similarity" (SapBERT: MultiSimilarityLoss over TripletMarginMiner's hard pairs) or
+    #: "ntxent" (NTXentLoss over all pairs, the softmax objective sentence encoders such as MiniLM
+    #: were trained with; gentler when fine-tuning one on a few thousand mentions).
+    loss: str = "multi_similarity"
+    ntxent_temperature: float = 0.05
     #: MultiSimilarityLoss / TripletMarginMiner settings (SapBERT's values).
     ms_alpha: float = 1.0
     ms_beta: float = 60.0
@@ -77,6 +83,10 @@ class TrainConfig:
     miner_margin: float = 0.2
     #: With `evaluate`: stop after this many epochs without a better score.
     patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"loss={self.loss!r}: use one of {', '.join(LOSSES)}")
 
 
 @dataclass
@@ -184,13 +194,18 @@ def _barrier(world: int) -> None:
 
 # ---------------------------------------------------------------------------- loss
 class PairLoss:
-    """Online-mined multi-similarity loss over a batch of examples."""
+    """The loss of a batch of examples: multi-similarity over mined hard pairs, or NT-Xent over
+    all pairs (`TrainConfig.loss`)."""
 
     def __init__(self, config: TrainConfig) -> None:
         from pytorch_metric_learning import losses, miners
 
-        self.loss = losses.MultiSimilarityLoss(alpha=config.ms_alpha, beta=config.ms_beta, base=config.ms_base)
-        self.miner = miners.TripletMarginMiner(margin=config.miner_margin, type_of_triplets="all")
+        if config.loss == "multi_similarity":
+            self.loss = losses.MultiSimilarityLoss(alpha=config.ms_alpha, beta=config.ms_beta, base=config.ms_base)
+            self.miner = miners.TripletMarginMiner(margin=config.miner_margin, type_of_triplets="all")
+        else:
+            self.loss = losses.NTXentLoss(temperature=config.ntxent_temperature)
+            self.miner = None
 
     def __call__(self, encoder: SapEncoder, batch: Sequence[Example], model: torch.nn.Module | None = None
                  ) -> torch.Tensor:
@@ -203,7 +218,7 @@ class PairLoss:
         ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
         labels = torch.tensor([ids[n] for n in names], device=encoder.device)
         emb = encoder.encode_for_training(texts, model=model).float()
-        return self.loss(emb, labels, self.miner(emb, labels))
+        return self.loss(emb, labels, self.miner(emb, labels) if self.miner is not None else None)
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -169,3 +169,21 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes(tiny_bert_dir, pairs_fi
     done = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16,
                     config=TrainConfig(epochs=1, checkpoint_every=0), resume=True, show_progress=False)
     assert done.steps == 5
+
+
+def test_ntxent_loss_trains_too_and_unknown_losses_are_refused(tiny_bert_dir, pairs_file, tmp_path):
+    ntxent = TrainConfig(loss="ntxent")
+    start = SapEncoder.load(tiny_bert_dir, pooling="mean")
+    start.model.eval()
+    with torch.no_grad():
+        before = float(PairLoss(ntxent)(start, [Example(*p) for p in PAIRS]))
+    result = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16,
+                      config=TrainConfig(epochs=2, lr=5e-3, checkpoint_every=0, loss="ntxent"),
+                      encoder_options={"pooling": "mean"}, show_progress=False)
+    trained = SapEncoder.load(result.encoder_dir)
+    trained.model.eval()
+    with torch.no_grad():
+        after = float(PairLoss(ntxent)(trained, [Example(*p) for p in PAIRS]))
+    assert after < 0.8 * before
+    with pytest.raises(InputError, match="loss='triplet'"):
+        TrainConfig(loss="triplet")
