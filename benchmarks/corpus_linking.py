@@ -13,12 +13,11 @@ Evaluation is `spacy_el.linker.link.evaluate_linking` (what `spacy-el evaluate-l
 [--resolve-abbreviations]` runs). Dev mentions are never
 used for training, aliases or model selection.
 
-Compute (2 CPU cores shared with other jobs): one MEDIC pass (76k names) takes ~25 min and a
-training step of 128 texts ~14 s, so each encoder embeds MEDIC exactly once, and fine-tuning is
-one encoder trained on the union of both corpora's train mentions (NCBI all types, BC5CDR
-`Disease`; no PMID is shared with either dev set) for a fixed number of epochs (no held-out early
-stopping, which costs a KB pass per epoch), with hard negatives mined among the MEDIC concepts
-that are gold for some train mention (~15k names) instead of all 76k names.
+Fine-tuning trains one encoder on the union of both corpora's train mentions (NCBI all types,
+BC5CDR `Disease`; no PMID is shared with either dev set) for a fixed number of epochs (no
+early stopping on the dev sets the table reports), with hard negatives refreshed each epoch over
+all of MEDIC. On a quiet 2-core CPU one MEDIC pass (76k names, torch fp32) takes ~3 min and an
+epoch of fine-tuning ~2.5 min.
 
     python benchmarks/corpus_linking.py --out /tmp/corpus_bench [--sap-encoder DIR | --pretrain-steps N] [--write-results]
 
@@ -90,17 +89,6 @@ def joint_train_corpus() -> PubTatorCorpus:
                           path="+".join(Path(c.path).name for c in parts))
 
 
-def mining_kb(medic: ConceptTable, train: PubTatorCorpus) -> ConceptTable:
-    """The MEDIC concepts that are gold for some train mention (all their names): the space
-    fine-tuning mines hard negatives in. On this CPU a full MEDIC pass costs ~25 min per
-    refresh; these concepts are the ones corpus mentions get confused with most."""
-    from spacy_el.kb.index import id_owners
-
-    owners = id_owners(medic)
-    keep = {owners[i] for q in linking_queries(train) for i in q.gold if i in owners}
-    return ConceptTable.from_rows(row for row in medic.rows() if row[0] in keep)
-
-
 def sap_encoder(args, medic: ConceptTable, opts: dict, res: dict, save) -> Path:
     """The given SAP encoder, or one pretrained here for `--pretrain-steps` on MEDIC pairs."""
     if args.sap_encoder is not None:
@@ -114,9 +102,11 @@ def sap_encoder(args, medic: ConceptTable, opts: dict, res: dict, save) -> Path:
         t = time.perf_counter()
         examples = [Example(*p) for p in make_pairs(medic, max_pairs_per_concept=50, seed=0)]
         train_encoder(SapEncoder.load(args.base, **opts), random_batches(examples, 64, 0),
-                      TrainConfig(max_steps=args.pretrain_steps, lr=5e-5, warmup_steps=10, checkpoint_every=25),
+                      TrainConfig(max_steps=args.pretrain_steps, lr=args.pretrain_lr, warmup_steps=10,
+                                  checkpoint_every=25, loss=args.loss),
                       args.out / "sap", resume=True)
-        res["info"]["pretrain"] = {"steps": args.pretrain_steps, "batch_size": 64, "lr": 5e-5,
+        res["info"]["pretrain"] = {"steps": args.pretrain_steps, "batch_size": 64, "lr": args.pretrain_lr,
+                                   "loss": args.loss,
                                    "seconds": time.perf_counter() - t}
         save()
     return sap_dir
@@ -132,6 +122,8 @@ def main() -> None:
                          "without it a short pretraining run (--pretrain-steps) makes one")
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="without --sap-encoder: pretrain this many steps here (0: no SAP rows, fine-tune base)")
+    ap.add_argument("--pretrain-lr", type=float, default=2e-5)
+    ap.add_argument("--loss", default="ntxent", help="pretraining and fine-tuning loss: ntxent or multi_similarity")
     ap.add_argument("--ft-epochs", type=int, default=1)
     ap.add_argument("--ft-max-steps", type=int, default=None, help="stop fine-tuning after this many steps")
     ap.add_argument("--ft-batch-size", type=int, default=32)
@@ -184,7 +176,7 @@ def main() -> None:
         if not (ft_out / "finetune.json").exists():
             t = time.perf_counter()
             train = joint_train_corpus()
-            result = finetune(train, mining_kb(medic, train), start_dir, ft_out, epochs=args.ft_epochs,
+            result = finetune(train, medic, start_dir, ft_out, epochs=args.ft_epochs, loss=args.loss,
                               batch_size=args.ft_batch_size, lr=args.ft_lr, n_negatives=args.ft_negatives,
                               max_steps=args.ft_max_steps, checkpoint_every=20, resume=True, encoder_options=opts)
             res["info"]["finetune"] = {"steps": result.train.steps, "seconds": time.perf_counter() - t,
@@ -192,6 +184,7 @@ def main() -> None:
                                        "epochs": args.ft_epochs, "max_steps": args.ft_max_steps,
                                        "batch_size": args.ft_batch_size,
                                        "lr": args.ft_lr, "negatives": args.ft_negatives, "start": start_name,
+                                       "loss": args.loss,
                                        "loss_first_last_20": [float(np.mean(result.train.losses[:20])),
                                                               float(np.mean(result.train.losses[-20:]))]}
             log(f"fine-tuned: {res['info']['finetune']}")
@@ -214,8 +207,8 @@ def markdown(res: dict, args) -> str:
     lines = [
         SECTION, "",
         f"`{info.get('command', 'python benchmarks/corpus_linking.py')}` — one run, "
-        f"{info.get('date', dt.date.today().isoformat())}; machine: 2-core CPU shared with other jobs "
-        f"(see the note on load), no GPU; {args.threads} torch threads; Python {platform.python_version()}; "
+        f"{info.get('date', dt.date.today().isoformat())}; machine: 2-core CPU "
+        f"(load average in the notes), no GPU; {args.threads} torch threads; Python {platform.python_version()}; "
         f"total {info.get('run_seconds', 0) / 60:.0f} min.",
         "",
         "Dev mentions against MEDIC (06Jul2012, 76k names of 11.9k concepts), exact `Flat` search, SapBERT "
@@ -243,7 +236,8 @@ def markdown(res: dict, args) -> str:
     pre, ft = info.get("pretrain", {}), info.get("finetune")
     if "steps" in pre:
         lines.append(f"- SAP-MiniLM: no SAP benchmark encoder was available; pretrained here on MEDIC pairs "
-                     f"for {pre['steps']} steps (batch 64, lr 5e-5), {pre['seconds'] / 60:.1f} min.")
+                     f"for {pre['steps']} steps (batch 64, lr {pre['lr']}, loss {pre.get('loss', 'multi_similarity')}), "
+                     f"{pre['seconds'] / 60:.1f} min.")
     elif pre:
         lines.append(f"- SAP-MiniLM: the encoder of `benchmarks/sap.py` ({pre['encoder']}).")
     if ft:
@@ -253,8 +247,8 @@ def markdown(res: dict, args) -> str:
             f"- Fine-tuning (from {ft['start']}): one encoder on NCBI train (all types) + BC5CDR train (Disease), "
             f"{s['n_examples']} "
             f"distinct (mention, concept) examples ({s['n_missing_from_kb']} mentions with ids absent from MEDIC, "
-            f"{s['n_multi_concept']} spanning several concepts: not trained on); hard negatives mined among the "
-            f"MEDIC concepts that are gold for a train mention; {ft['epochs']} epoch(s)"
+            f"{s['n_multi_concept']} spanning several concepts: not trained on); loss {ft.get('loss', 'multi_similarity')}; "
+            f"hard negatives refreshed each epoch over all of MEDIC; {ft['epochs']} epoch(s)"
             f"{cap}, batch "
             f"{ft['batch_size']}, lr {ft['lr']}, {ft['negatives']} hard negatives per mention, {ft['steps']} steps, "
             f"{ft['seconds'] / 60:.1f} min; loss {ft['loss_first_last_20'][0]:.3f} → "

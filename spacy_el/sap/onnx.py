@@ -71,6 +71,8 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or 0
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: it starved FAISS's search threads of the same cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = _providers(device)
         self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=providers)
         self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
