@@ -34,6 +34,8 @@ FORMAT_VERSION = 1
 KB_SOURCE = "kb"
 #: How many names per wanted concept the first search pass fetches before collapsing.
 DEPTH_FACTOR = 8
+#: Cosines equal to this many decimals are ties (see `ConceptIndex._collapse`).
+TIE_DECIMALS = 5
 #: At most this many names train an IVF/PQ/PCA index (a seeded sample; FAISS subsamples anyway).
 MAX_TRAIN = 200_000
 
@@ -204,18 +206,29 @@ class ConceptIndex:
         return results
 
     def _collapse(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Candidate]:
-        best: dict[str, Candidate] = {}
+        """The first k concepts in the order of their best names, each scored by its best name.
+        Names with the same text up to case and spacing are one text: they share its best
+        cosine (an int8 encoder scores identical texts with a little noise) and, on a tie, a
+        corpus alias comes before a KB name. Where a KB name and a train mention share a text,
+        the alias records which concept the annotators meant, while the KB name is often
+        attached to several concepts (MEDIC's "ANIRIDIA" and "Aniridia")."""
         table = self.table
-        for score, row in zip(scores.tolist(), rows.tolist()):
-            if row < 0:
-                break
+        found = [(score, row, " ".join(table.names[row].casefold().split()))
+                 for score, row in zip(scores.tolist(), rows.tolist()) if row >= 0]
+        text_score: dict[str, float] = {}
+        for score, _, text in found:
+            text_score[text] = max(score, text_score.get(text, -np.inf))
+        order = sorted(range(len(found)), key=lambda i: (-round(text_score[found[i][2]], TIE_DECIMALS),
+                                                          table.sources[found[i][1]] == KB_SOURCE, i))
+        best: dict[str, Candidate] = {}
+        for i in order:  # sorting also repairs the slightly out-of-order scores of approximate indexes
+            _, row, text = found[i]
             cid = table.ids[row]
             if cid not in best:
-                best[cid] = Candidate(cid, score, table.names[row], table.sources[row])
+                best[cid] = Candidate(cid, text_score[text], table.names[row], table.sources[row])
                 if len(best) == k:
                     break
-        # refined / approximate indexes may return scores slightly out of order
-        return sorted(best.values(), key=lambda c: -c.score)
+        return list(best.values())
 
     def check_encoder(self, encoder, what: str = "the encoder") -> None:
         """Vectors from another encoder live in another space: refuse them with the fix."""

@@ -264,3 +264,22 @@ def test_mention_aliases_keep_only_the_requested_types(tmp_path):
     diseases = mention_alias_table([corpus], ["Disease"])
     assert sorted(every.names) == ["cisplatin", "nephrotoxicity"]
     assert diseases.names == ["nephrotoxicity"] and diseases.ids == ["MESH:D007674"]
+
+
+def test_same_text_names_tie_and_a_corpus_alias_wins_the_tie():
+    # MEDIC-style: one text under two concepts, plus the corpus's own alias of that text; an
+    # int8 encoder gives the copies slightly different vectors: they must still tie
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=8).astype("float32")
+    other = rng.normal(size=8).astype("float32")
+    table = ConceptTable(["OMIM:106210", "MESH:D015783", "MESH:D015783", "MESH:D000001"],
+                         ["ANIRIDIA", "Aniridia", "aniridia ", "other disease"],
+                         ["kb", "kb", "train.PubTator", "kb"])
+    vectors = np.stack([v + 0.001, v, v - 0.002, other])
+    index = ConceptIndex.from_vectors(table, vectors, "Flat")
+    (first, second, third), = index.search(v[None], k=3)
+    assert (first.concept_id, first.source) == ("MESH:D015783", "train.PubTator")
+    assert second.concept_id == "OMIM:106210" and first.score == second.score > third.score
+    plain = ConceptIndex.from_vectors(ConceptTable(table.ids[:2], table.names[:2], ["kb", "kb"]), vectors[:2], "Flat")
+    a, b = plain.search(v[None], k=2)[0]  # two KB names: a tie, in the index's own order
+    assert {a.concept_id, b.concept_id} == {"OMIM:106210", "MESH:D015783"} and a.score == b.score
