@@ -31,3 +31,20 @@ def test_bad_input_is_a_clean_error(tmp_path):
     assert res.exit_code == 1 and "line 1" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["make-pairs", str(tmp_path / "kb.dat"), str(tmp_path / "p.tsv")])
     assert res.exit_code == 1 and "--format" in res.output
+
+
+def test_export_onnx_then_build_index_with_it(tmp_path, tiny_bert_dir):
+    from spacy_el.sap.encoder import load_encoder
+    from spacy_el.sap.onnx import OnnxEncoder
+
+    res = runner.invoke(app, ["export-onnx", str(tiny_bert_dir), str(tmp_path / "onnx"), "--quantize"])
+    assert res.exit_code == 0, res.output
+    assert "int8" in res.output and isinstance(load_encoder(tmp_path / "onnx"), OnnxEncoder)
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("MESH:D003924\tdiabetes\nMESH:D009369\tcancer\n")
+    res = runner.invoke(app, ["build-index", str(kb), str(tmp_path / "onnx"), str(tmp_path / "index"), "--format", "tsv"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["pretrain", "x.tsv", str(tmp_path / "run"), "--loss", "hinge"])
+    assert res.exit_code == 1 and "loss='hinge'" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["export-onnx", str(tmp_path / "missing"), str(tmp_path / "o2")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
