@@ -18,7 +18,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import faiss
 import numpy as np
@@ -61,6 +61,7 @@ class ConceptIndex:
         self.table = table
         self.meta = meta
         self.cpu_index = index
+        self._name_rows: tuple[Callable[[str], str], dict[str, int]] | None = None
         self.index, self.on_gpu = _maybe_gpu(index, use_gpu)
         _apply_search_settings(self.index, meta["settings"])
 
@@ -168,6 +169,7 @@ class ConceptIndex:
             self.cpu_index = None  # the GPU copy is now the only complete one
         for row in new.rows():
             self.table.add(*row)
+        self._name_rows = None
         sources = Counter(self.table.sources)
         self.meta |= {"n_names": len(self.table), "n_concepts": self.table.n_concepts,
                       "sources": dict(sources), "alias_files": sorted(s for s in sources if s != KB_SOURCE)}
@@ -177,6 +179,25 @@ class ConceptIndex:
     @property
     def dim(self) -> int:
         return self.meta["dim"]
+
+    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray | None:
+        """The exact vectors of table rows when the index keeps them uncompressed (`Flat`,
+        `HNSW…` over flat storage), else None: PQ/SQ/PCA/IVF codes only approximate them."""
+        index = faiss.downcast_index(self.cpu_index) if self.cpu_index is not None else None
+        if isinstance(index, faiss.IndexHNSW):
+            index = faiss.downcast_index(index.storage)
+        if not isinstance(index, faiss.IndexFlat):
+            return None
+        return np.stack([index.reconstruct(int(r)) for r in rows]) if len(rows) else np.zeros((0, self.dim), "float32")
+
+    def name_rows(self, key: Callable[[str], str]) -> dict[str, int]:
+        """`key(name)` → the first table row with that name (built once per key function)."""
+        if self._name_rows is None or self._name_rows[0] is not key:
+            rows: dict[str, int] = {}
+            for row, name in enumerate(self.table.names):
+                rows.setdefault(key(name), row)
+            self._name_rows = (key, rows)
+        return self._name_rows[1]
 
     def __len__(self) -> int:
         return len(self.table)

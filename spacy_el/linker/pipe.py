@@ -7,6 +7,11 @@ Per entity it sets
 - `ent._.kb_candidates`: `[Candidate(concept_id, score, name, source), …]`, best first, up to
   `top_k` (a `Candidate` is a named tuple; `source` is "kb" or the corpus file an alias came from).
 
+`name_lookup` (on by default): a mention whose text is a KB name (up to case and spacing for an
+uncased encoder) takes that name's vector from the index instead of running the encoder. It is
+the vector the encoder gives that text, so links do not change; it needs an index that stores
+vectors uncompressed (`Flat`, `HNSW…`) and is skipped for others.
+
 Nothing is loaded when the component is created, because `spacy.load` of a packaged pipeline
 calls the factory with the config's paths, which need not exist on the target machine, and then
 `from_disk`. The encoder and index come, whichever happens first, from `from_disk` (the
@@ -51,6 +56,7 @@ NIL = "NIL"
         "batch_size": 256,
         "cache_size": 50_000,
         "resolve_abbreviations": False,
+        "name_lookup": True,
         "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
     },
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
@@ -67,17 +73,26 @@ def make_sap_linker(
     batch_size: int,
     cache_size: int,
     resolve_abbreviations: bool,
+    name_lookup: bool,
     scorer: Optional[Callable],
 ) -> "SapEntityLinker":
     """Create the linker (loads nothing yet: see the module docstring)."""
     return SapEntityLinker(nlp.vocab, name, encoder=encoder, index=index, top_k=top_k, threshold=threshold,
                            nil_id=nil_id, labels=labels, batch_size=batch_size, cache_size=cache_size,
-                           resolve_abbreviations=resolve_abbreviations, scorer=scorer)
+                           resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup, scorer=scorer)
 
 
 def score_linker(examples: Iterable[Example], *, nil_id: str = NIL, **kwargs: Any) -> Dict[str, Any]:
     """spaCy's entity-level link scores (`nel_micro_p/r/f`, per type) with our NIL id."""
     return Scorer.score_links(examples, negative_labels=[nil_id])
+
+
+def _exact_key(text: str) -> str:
+    return text
+
+
+def _uncased_key(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 @registry.scorers("spacy_el.linker_scorer.v1")
@@ -92,7 +107,8 @@ class SapEntityLinker(Pipe):
     def __init__(self, vocab: Vocab, name: str = "sap_linker", *, encoder: Optional[str] = None,
                  index: Optional[str] = None, top_k: int = 5, threshold: float = 0.0, nil_id: str = NIL,
                  labels: Sequence[str] = (), batch_size: int = 256, cache_size: int = 50_000,
-                 resolve_abbreviations: bool = False, scorer: Optional[Callable] = score_linker) -> None:
+                 resolve_abbreviations: bool = False, name_lookup: bool = True,
+                 scorer: Optional[Callable] = score_linker) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
         if batch_size < 1:
@@ -103,11 +119,13 @@ class SapEntityLinker(Pipe):
             "encoder": str(encoder) if encoder else None, "index": str(index) if index else None,
             "top_k": top_k, "threshold": threshold, "nil_id": nil_id, "labels": list(labels),
             "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
+            "name_lookup": name_lookup,
         }
         self.scorer = scorer
         self._encoder = None
         self._index = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lookup_key: Optional[Callable[[str], str]] = None
 
     # ------------------------------------------------------------------ the two parts
     @property
@@ -166,6 +184,7 @@ class SapEntityLinker(Pipe):
             if add_mentions:
                 self.index.add_aliases(mention_alias_table(add_mentions, mention_types), enc)
         self._cache.clear()
+        self._lookup_key = None
 
     # ------------------------------------------------------------------ linking
     def __call__(self, doc: Doc) -> Doc:
@@ -204,9 +223,14 @@ class SapEntityLinker(Pipe):
         return ent.text
 
     def _vectors(self, texts: List[str]) -> np.ndarray:
-        """Mention vectors through an LRU cache (mentions repeat across documents)."""
+        """Mention vectors through an LRU cache (mentions repeat across documents); texts not
+        cached come from the KB's stored vectors when they are KB names (`name_lookup`), the
+        rest from the encoder."""
         missing = [t for t in texts if t not in self._cache]
-        fresh = dict(zip(missing, self.encoder.embed(missing, batch_size=self.cfg["batch_size"]))) if missing else {}
+        fresh = self._name_vectors(missing) if missing and self.cfg["name_lookup"] else {}
+        rest = [t for t in missing if t not in fresh]
+        if rest:
+            fresh.update(zip(rest, self.encoder.embed(rest, batch_size=self.cfg["batch_size"])))
         vectors = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
         for text in texts:
             if text in fresh:
@@ -216,6 +240,18 @@ class SapEntityLinker(Pipe):
         while len(self._cache) > max(self.cfg["cache_size"], 0):
             self._cache.popitem(last=False)
         return vectors
+
+    def _name_vectors(self, texts: List[str]) -> Dict[str, np.ndarray]:
+        """A mention that is a KB name (up to case and spacing when the encoder is uncased) gets
+        the name's stored vector: what the encoder would compute for it, without running it. Only
+        indexes that keep vectors uncompressed (Flat, HNSW) can give them."""
+        if self._lookup_key is None:
+            self._lookup_key = _uncased_key if getattr(self.encoder, "uncased", False) else _exact_key
+        index = self.index
+        rows = index.name_rows(self._lookup_key)
+        hits = {t: rows[k] for t in texts if (k := self._lookup_key(t)) in rows}
+        stored = index.stored_vectors(list(hits.values())) if hits else None
+        return dict(zip(hits, stored)) if stored is not None else {}
 
     # ------------------------------------------------------------------ disk
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
@@ -238,4 +274,5 @@ class SapEntityLinker(Pipe):
 
         util_from_disk(path, {"encoder": read_encoder, "index": load_index}, exclude)
         self._cache.clear()
+        self._lookup_key = None
         return self

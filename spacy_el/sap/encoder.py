@@ -164,6 +164,15 @@ class SapEncoder:
             self._fingerprint = (version, h.hexdigest())
         return self._fingerprint[1]
 
+    @property
+    def uncased(self) -> bool:
+        """True when texts that differ only in case become the same model input (an uncased
+        tokenizer, or `lowercase`), so they get the same vector."""
+        if self.settings.lowercase:
+            return True
+        ids = self.tokenizer(["Aniridia TYPE", "aniridia type"])["input_ids"]
+        return ids[0] == ids[1]
+
     # ---------------------------------------------------------------- encoding
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize (lowercased if set), truncated to `max_length`, padded, on the device."""

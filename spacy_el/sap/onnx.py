@@ -86,6 +86,14 @@ class OnnxEncoder:
     def fingerprint(self) -> str:
         return str(self.meta["fingerprint"])
 
+    @property
+    def uncased(self) -> bool:
+        """True when texts that differ only in case become the same model input."""
+        if self.settings.lowercase:
+            return True
+        a, b = self.tokenizer.encode_batch(["Aniridia TYPE", "aniridia type"])
+        return a.ids == b.ids
+
     # ---------------------------------------------------------------- loading / saving
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto", num_threads: int | None = None) -> "OnnxEncoder":

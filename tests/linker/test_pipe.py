@@ -100,7 +100,7 @@ def test_empty_doc_and_doc_without_entities(nlp):
 
 
 def test_one_thousand_entities_in_one_doc_embed_each_string_once(tiny_bert_dir, index_dir, monkeypatch):
-    nlp = make_nlp(tiny_bert_dir, index_dir)
+    nlp = make_nlp(tiny_bert_dir, index_dir, name_lookup=False)  # else these KB names skip the encoder
     linker = nlp.get_pipe("sap_linker")
     embedded = []
     real = type(linker.encoder).embed
@@ -223,3 +223,35 @@ def test_abbreviations_link_through_their_long_form(tiny_bert_dir, index_dir):
     assert all(e._.kb_candidates[0].name == "adenomatous polyposis coli" for e in apc)
     assert all(e._.kb_candidates[0].score == pytest.approx(1.0, abs=1e-4) for e in apc)
     assert all(e._.kb_candidates[0].score < 1 - 1e-6 for e in plain(text).ents if e.text == "APC")
+
+
+def test_name_lookup_skips_the_encoder_for_kb_names_and_changes_no_link(tiny_bert_dir, index_dir, monkeypatch, tmp_path):
+    nlp = make_nlp(tiny_bert_dir, index_dir)
+    linker = nlp.get_pipe("sap_linker")
+    embedded = []
+    real = type(linker.encoder).embed
+
+    def spy(self, texts, *args, **kwargs):
+        embedded.append(list(texts))
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(type(linker.encoder), "embed", spy)
+    text = "diabetes and cancer, and a heart attack with BRCA1."
+    with_lookup = links(nlp(text))
+    assert embedded == [["heart attack", "BRCA1"]]  # not KB names
+    # the tiny BERT's tokenizer is uncased: "Diabetes  MELLITUS" is the KB's "diabetes mellitus"
+    assert list(linker._name_vectors(["Diabetes  MELLITUS", "diabetic"])) == ["Diabetes  MELLITUS"]
+    without = links(make_nlp(tiny_bert_dir, index_dir, name_lookup=False)(text))
+    assert [(t, l, k) for t, l, k, _ in with_lookup] == [(t, l, k) for t, l, k, _ in without]
+    for (_, _, _, a), (_, _, _, b) in zip(with_lookup, without):
+        assert [c.concept_id for c in a] == [c.concept_id for c in b]
+        assert [c.score for c in a] == pytest.approx([c.score for c in b], abs=1e-5)
+    # a compressed index keeps no exact vectors: the encoder runs for every text
+    from spacy_el.kb.index import ConceptIndex
+
+    flat = ConceptIndex.load(index_dir)
+    sq = ConceptIndex.from_vectors(flat.table, flat.cpu_index.reconstruct_n(0, len(flat)), "SQ8", encoder=linker.encoder)
+    sq.save(tmp_path / "sq")
+    embedded.clear()
+    make_nlp(tiny_bert_dir, tmp_path / "sq")(text)
+    assert sorted(embedded[0]) == ["BRCA1", "cancer", "diabetes", "heart attack"]
