@@ -27,7 +27,13 @@ def build_index_command(
     add_mentions: List[Path] = typer.Option([], "--add-mentions",
                                             help="PubTator TRAIN file whose mentions become aliases (repeatable)"),
     mention_types: List[str] = typer.Option([], "--mention-types",
-                                            help="With --add-mentions: keep only these mention types, e.g. Disease"),
+                                            help="With --add-mentions/--prior-from: keep only these mention types, e.g. Disease"),
+    prior_from: List[Path] = typer.Option([], "--prior-from",
+                                          help="PubTator TRAIN file whose gold-concept counts rank near-ties "
+                                               "(corpus prior; repeatable)"),
+    prior_weight: Optional[float] = typer.Option(None, "--prior-weight",
+                                                 help="Weight of log(1 + train mentions) added to the cosine "
+                                                      "(default 0.02; 0 = off)"),
     batch_size: int = typer.Option(256, "--batch-size", help="Names per encoder batch"),
     use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
 ) -> None:
@@ -36,7 +42,8 @@ def build_index_command(
 
     try:
         index = build_index(kb, encoder_dir, output_dir, kb_format=fmt, index_type=index_type,
-                            add_mentions=add_mentions, mention_types=mention_types or None, nprobe=nprobe, ef_search=ef_search,
+                            add_mentions=add_mentions, mention_types=mention_types or None, prior_from=prior_from,
+                            prior_weight=prior_weight, nprobe=nprobe, ef_search=ef_search,
                             refine_k_factor=refine_k_factor, batch_size=batch_size, use_gpu=use_gpu,
                             show_progress=True)
     except InputError as err:
@@ -101,6 +108,8 @@ def evaluate_linking_command(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the scores as JSON"),
     abbreviations: bool = typer.Option(False, "--resolve-abbreviations",
                                        help="Acc@k: link short forms defined in the abstract by their long form"),
+    prior_weight: Optional[float] = typer.Option(None, "--prior-weight",
+                                                 help="Acc@k: override the index's corpus-prior weight (0 = off)"),
 ) -> None:
     """Acc@1/Acc@5 on PubTator mentions (SapBERT protocol) and, with --pipeline, end-to-end scores."""
     from spacy_el.io import atomic_write
@@ -114,7 +123,8 @@ def evaluate_linking_command(
     try:
         if encoder is not None:
             enc = load_encoder(encoder)
-            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc), types=types or None,
+            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc, prior_weight=prior_weight),
+                                                 types=types or None,
                                                  resolve_abbreviations=abbreviations)
         if pipeline is not None:
             import spacy

@@ -15,6 +15,7 @@ name one concept joined by `+`, or `-1` for "no concept" (NIL).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -194,6 +195,23 @@ def normalize_mention(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _concept_mentions(corpus: PubTatorCorpus) -> Iterable[tuple[str, str]]:
+    """(concept id, text) of every mention, composite ones through their lined-up parts only."""
+    for m in corpus.mentions:
+        if not m.is_composite:
+            yield "|".join(m.ids), m.text
+            continue
+        for text, gold in _composite_parts(m) or []:
+            yield "|".join(gold), text
+
+
+def mention_concept_counts(corpus: PubTatorCorpus) -> Counter:
+    """How many mentions the annotators linked to each concept (canonical id, `+` ids joined
+    with `|`): the corpus prior of `ConceptIndex` (issue 7). Composite mentions count through
+    their lined-up parts, as in `mention_aliases`."""
+    return Counter(cid for cid, text in _concept_mentions(corpus) if cid and text.strip())
+
+
 def mention_aliases(corpus: PubTatorCorpus) -> list[tuple[str, str]]:
     """Distinct (concept id, normalised mention) pairs to add to a KB as aliases (issue 7).
 
@@ -211,10 +229,6 @@ def mention_aliases(corpus: PubTatorCorpus) -> list[tuple[str, str]]:
             seen.add(key)
             out.append(key)
 
-    for m in corpus.mentions:
-        if not m.is_composite:
-            add("|".join(m.ids), m.text)
-            continue
-        for text, gold in _composite_parts(m) or []:
-            add("|".join(gold), text)
+    for cid, text in _concept_mentions(corpus):
+        add(cid, text)
     return out

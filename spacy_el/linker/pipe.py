@@ -159,11 +159,13 @@ class SapEntityLinker(Pipe):
                    nlp: Optional[Language] = None, encoder: Any = None, index: Any = None,
                    kb: Optional[str] = None, kb_format: str = "auto", index_type: str = "Flat",
                    add_mentions: Optional[List[str]] = None, mention_types: Optional[List[str]] = None,
+                   prior_from: Optional[List[str]] = None, prior_weight: Optional[float] = None,
                    use_gpu: str = "auto") -> None:
         """Set the encoder (path, hub name or SapEncoder) and the index: load one (path or
         ConceptIndex), or build one from `kb` (+ `add_mentions`: annotated PubTator files whose
-        train mentions become aliases). Falls back to the config's paths."""
-        from spacy_el.kb.index import ConceptIndex, mention_alias_table
+        train mentions become aliases; `prior_from`: files whose gold-concept counts become the
+        index's corpus prior). Falls back to the config's paths."""
+        from spacy_el.kb.index import ConceptIndex, corpus_prior, mention_alias_table
         from spacy_el.sap.encoder import load_encoder
 
         if encoder is not None:
@@ -183,6 +185,10 @@ class SapEntityLinker(Pipe):
             self.index.check_encoder(enc)
             if add_mentions:
                 self.index.add_aliases(mention_alias_table(add_mentions, mention_types), enc)
+        if prior_from:
+            self.index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
+        elif prior_weight is not None:
+            self.index.set_prior_weight(prior_weight)
         self._cache.clear()
         self._lookup_key = None
 

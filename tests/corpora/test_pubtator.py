@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from spacy_el.corpora.pubtator import linking_queries, mention_aliases, read_pubtator
+from spacy_el.corpora.pubtator import linking_queries, mention_aliases, mention_concept_counts, read_pubtator
 from spacy_el.io import InputError
 
 TITLE = "Breast and ovarian cancer in BRCA1 carriers."
@@ -93,6 +93,13 @@ def test_mention_aliases(tmp_path):
         ("MESH:D010051", "ovarian cancer"),
         ("MESH:D009223|OMIM:160900", "dm1"),
     ]
+
+
+def test_mention_concept_counts(tmp_path):
+    """Every mention counts (not only distinct texts); composites through their lined-up parts."""
+    lines = doc_lines() + [mention("1", "DM1", "Disease", "D009223+OMIM:160900", nth=0)]
+    counts = mention_concept_counts(read_pubtator(write(tmp_path, lines), types=["Disease"]))
+    assert counts == {"MESH:D001943": 1, "MESH:D010051": 1, "MESH:D009223|OMIM:160900": 2}
 
 
 @pytest.mark.parametrize(

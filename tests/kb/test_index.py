@@ -283,3 +283,68 @@ def test_same_text_names_tie_and_a_corpus_alias_wins_the_tie():
     plain = ConceptIndex.from_vectors(ConceptTable(table.ids[:2], table.names[:2], ["kb", "kb"]), vectors[:2], "Flat")
     a, b = plain.search(v[None], k=2)[0]  # two KB names: a tie, in the index's own order
     assert {a.concept_id, b.concept_id} == {"OMIM:106210", "MESH:D015783"} and a.score == b.score
+
+
+def _lipoma_index() -> tuple[ConceptIndex, np.ndarray]:
+    """MEDIC's "LIPOMA" (OMIM) and "Lipoma" (MeSH): one text, two concepts, equal cosines."""
+    rng = np.random.default_rng(0)
+    v, near, other = (rng.normal(size=8).astype("float32") for _ in range(3))
+    table = ConceptTable(["OMIM:151900", "MESH:D008067", "MESH:D008068|OMIM:151910", "MESH:D000001"],
+                         ["LIPOMA", "Lipoma", "Lipomatosis", "other disease"], ["kb"] * 4)
+    vectors = np.stack([v, v, v + 0.3 * near, other])
+    return ConceptIndex.from_vectors(table, vectors, "Flat", use_gpu=False), v
+
+
+def test_corpus_prior_breaks_ties_keeps_cosines_and_survives_disk(tmp_path):
+    index, v = _lipoma_index()
+    before = index.search(v[None], k=3)[0]  # a tie, in the index's own order
+    assert {c.concept_id for c in before[:2]} == {"OMIM:151900", "MESH:D008067"}
+    assert before[0].score == before[1].score
+    # counts spelt as a corpus spells them: the MeSH id alone joins its multi-id KB concept
+    index.set_prior({"MESH:D008067": 12, "MESH:D008068": 1, "MESH:D999999": 4}, ["train.PubTator"])
+    after = index.search(v[None], k=3)[0]
+    assert [c.concept_id for c in after[:2]] == ["MESH:D008067", "OMIM:151900"]
+    assert after[0].score == after[1].score == before[0].score  # scores stay cosines
+    assert index.prior == {"MESH:D008067": 12, "MESH:D008068|OMIM:151910": 1}
+    assert index.meta["prior"] == {"weight": index_mod.DEFAULT_PRIOR_WEIGHT, "files": ["train.PubTator"],
+                                        "n_concepts": 2, "n_mentions": 13, "n_mentions_absent_from_kb": 4}
+    index.save(tmp_path / "idx")
+    assert (tmp_path / "idx" / "prior.tsv").read_text() == "MESH:D008067\t12\nMESH:D008068|OMIM:151910\t1\n"
+    loaded = ConceptIndex.load(tmp_path / "idx", use_gpu=False)
+    assert [c.concept_id for c in loaded.search(v[None], k=2)[0]] == ["MESH:D008067", "OMIM:151900"]
+    off = ConceptIndex.load(tmp_path / "idx", use_gpu=False, prior_weight=0)  # 0 turns it off
+    assert [c.concept_id for c in off.search(v[None], k=2)[0]] == [c.concept_id for c in before[:2]]
+
+
+def test_a_large_prior_weight_outranks_a_better_cosine():
+    index, v = _lipoma_index()
+    index.set_prior({"MESH:D008068": 100}, weight=0.0)
+    assert index.search(v[None], k=1)[0][0].concept_id in ("OMIM:151900", "MESH:D008067")
+    index.set_prior_weight(1.0)  # log(101) ≈ 4.6 > any cosine gap
+    assert index.search(v[None], k=1)[0][0].concept_id == "MESH:D008068|OMIM:151910"
+
+
+def test_bad_prior_weight_and_prior_file_are_clear_errors(tmp_path):
+    index, _ = _lipoma_index()
+    with pytest.raises(InputError, match="prior_weight"):
+        index.set_prior({"MESH:D008067": 1}, weight=-1)
+    index.set_prior({"MESH:D008067": 1})
+    index.save(tmp_path / "idx")
+    (tmp_path / "idx" / "prior.tsv").write_text("MESH:D008067\t1\nMESH:D008068\tmany\n")
+    with pytest.raises(InputError, match=r"prior.tsv, line 2"):
+        ConceptIndex.load(tmp_path / "idx", use_gpu=False)
+
+
+def test_build_index_prior_from_counts_train_mentions(encoder, tmp_path):
+    kb = tmp_path / "kb.tsv"
+    _write_kb(kb, [("MESH:D008067", "Lipoma"), ("OMIM:151900", "LIPOMA"), ("MESH:D002945", "cisplatin")])
+    corpus = tmp_path / "train.PubTator"
+    corpus.write_text("1|t|Lipoma and lipoma after cisplatin.\n1|a|x\n"
+                      "1\t0\t6\tLipoma\tDisease\tD008067\n1\t11\t17\tlipoma\tDisease\tD008067\n"
+                      "1\t24\t33\tcisplatin\tChemical\tD002945\n\n", encoding="utf-8")
+    index = build_index(kb, encoder, tmp_path / "idx", kb_format="tsv", prior_from=[corpus],
+                        mention_types=["Disease"], use_gpu=False)
+    assert index.prior == {"MESH:D008067": 2} and index.meta["prior"]["files"] == ["train.PubTator"]
+    assert index.meta["sources"] == {"kb": 3}  # a prior adds no names
+    loaded = ConceptIndex.load(tmp_path / "idx", encoder, use_gpu=False)
+    assert loaded.search(encoder.embed(["lipoma"]), k=1)[0][0].concept_id == "MESH:D008067"

@@ -24,7 +24,8 @@ def built(tiny_bert_dir, tmp_path_factory):
     kb.write_text("".join(f"{c}\t{n}\n" for c, n in KB), encoding="utf-8")
     (tmp / "train.PubTator").write_text(PUBTATOR, encoding="utf-8")
     result = runner.invoke(app, ["build-index", str(kb), str(tiny_bert_dir), str(tmp / "index"), "--format", "tsv",
-                                 "--add-mentions", str(tmp / "train.PubTator"), "--batch-size", "2"])
+                                 "--add-mentions", str(tmp / "train.PubTator"), "--prior-from",
+                                 str(tmp / "train.PubTator"), "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     return tmp
 
@@ -34,6 +35,7 @@ def test_build_index_writes_an_index_with_alias_provenance(built):
     assert meta["alias_files"] == ["train.PubTator"] and meta["n_concepts"] == 3
     assert meta["sources"] == {"kb": 5, "train.PubTator": 1}  # mentions are lowercased: only "heart diseases" is new
     assert meta["build"]["kb"]["format"] == "tsv"
+    assert meta["prior"]["n_mentions"] == 3 and (built / "index" / "prior.tsv").exists()
 
 
 def test_build_index_reports_bad_rows_by_file_and_line(tiny_bert_dir, tmp_path):
@@ -89,3 +91,11 @@ def test_query_loop_until_eof(built, tiny_bert_dir):
                            input="cancer\n\n")
     assert result.exit_code == 0, result.output
     assert "MESH:D009369 cancer" in result.output
+
+
+def test_evaluate_linking_prior_weight_override(built, tiny_bert_dir):
+    args = ["evaluate-linking", str(built / "train.PubTator"), "--encoder", str(tiny_bert_dir),
+            "--index", str(built / "index")]
+    assert runner.invoke(app, args + ["--prior-weight", "0"]).exit_code == 0
+    bad = runner.invoke(app, args + ["--prior-weight", "-1"])
+    assert bad.exit_code != 0 and "prior_weight=-1" in bad.output

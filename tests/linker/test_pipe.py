@@ -180,10 +180,12 @@ def test_initialize_builds_the_index_from_a_kb_file_with_mention_aliases(tiny_be
     nlp.add_pipe("sap_linker")
     nlp.config["initialize"]["components"]["entity_ruler"] = {"patterns": PATTERNS}
     nlp.config["initialize"]["components"]["sap_linker"] = {
-        "encoder": str(tiny_bert_dir), "kb": str(kb), "kb_format": "tsv", "add_mentions": [str(train)]}
+        "encoder": str(tiny_bert_dir), "kb": str(kb), "kb_format": "tsv", "add_mentions": [str(train)],
+        "prior_from": [str(train)], "prior_weight": 0.05}
     nlp.initialize()
     linker = nlp.get_pipe("sap_linker")
     assert linker.index.meta["alias_files"] == ["train.PubTator"] and len(linker.index) == len(NAMES) + 1
+    assert linker.index.prior == {"MESH:D006331": 1} and linker.index.prior_weight == 0.05
     heart = [e for e in nlp(TEXT).ents if e.text == "heart attack"][0]
     assert heart.kb_id_ == "MESH:D006331"
     assert heart._.kb_candidates[0] == Candidate("MESH:D006331", pytest.approx(1.0, abs=1e-4),
