@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, mention_aliases, read_pubtator
-from spacy_el.kb.index import DEFAULT_PRIOR_WEIGHT, ConceptIndex, corpus_prior
+from spacy_el.corpora.pubtator import PubTatorCorpus, read_pubtator
+from spacy_el.kb.index import DEFAULT_PRIOR_WEIGHT, ConceptIndex, corpus_prior, mention_alias_table
 from spacy_el.kb.readers import read_medic
 from spacy_el.kb.table import ConceptTable
 from spacy_el.linker.link import evaluate_linking
@@ -57,20 +57,13 @@ CORPORA = {  # name: (train, dev, types)
 }
 
 
-def alias_table(path: Path, types) -> ConceptTable:
-    """The corpus's distinct normalised train mentions (of the evaluated types) as aliases,
-    with the file name as their source, as `build-index --add-mentions` records them."""
-    return ConceptTable.from_rows((cid, text, path.name)
-                                  for cid, text in mention_aliases(read_pubtator(path, types=types)))
-
-
 def evaluate_encoder(name: str, encoder: SapEncoder, plain: ConceptIndex, log) -> dict:
     """All rows of one encoder: corpus × dictionary (± train mentions, ± prior) × abbreviations."""
     vectors = plain.cpu_index.reconstruct_n(0, plain.cpu_index.ntotal)
     rows = {}
     for corpus_name, (train, dev, types) in CORPORA.items():
         with_aliases = ConceptIndex.from_vectors(plain.table, vectors, "Flat", encoder=encoder)
-        added = with_aliases.add_aliases(alias_table(train, types), encoder)
+        added = with_aliases.add_aliases(mention_alias_table([train], types), encoder)
         prior = corpus_prior([train], types)
         for protocol, index in (("MEDIC", plain), ("MEDIC + train mentions", with_aliases)):
             index.set_prior(prior, [train])
@@ -245,8 +238,8 @@ def markdown(res: dict, args) -> str:
         if row.get("prior"):
             pr = row["prior"]
             lines.append(f"- {corpus}, {protocol}: prior from {', '.join(pr['files'])}, {pr['n_mentions']} train "
-                         f"mentions over {pr['n_concepts']} MEDIC concepts ({pr['n_mentions_absent_from_kb']} of "
-                         "concepts absent from MEDIC left out).")
+                         f"mentions over {pr['n_concepts']} MEDIC concepts ({pr['n_mentions_absent_from_kb']} "
+                         "mentions of concepts absent from MEDIC left out).")
             continue
         lines.append(f"- {corpus}, {protocol}: {p['n']} queries, {p['n_missing_from_kb']} with gold ids absent "
                      f"from the dictionary (kept in the denominator), {p['n_nil_skipped']} NIL skipped, "

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from spacy_el.ids import split_ids
-from spacy_el.io import InputError, atomic_dir, atomic_write
+from spacy_el.io import InputError, atomic_dir, atomic_write, read_lines
 from spacy_el.kb.table import ConceptTable
 
 INDEX_FILE = "index.faiss"
@@ -354,8 +354,6 @@ class ConceptIndex:
 # ---------------------------------------------------------------------- helpers
 def _read_prior(path: Path) -> dict[str, int]:
     """`concept_id<TAB>count` rows; a bad row is an error naming file and line."""
-    from spacy_el.io import read_lines
-
     prior: dict[str, int] = {}
     for lineno, line in read_lines(path):
         if not line.strip():
