@@ -6,7 +6,8 @@ linking throughput through `nlp.pipe`, and scispaCy's TF-IDF linker on the same 
 
 - Acc@k: `spacy_el.linker.link.evaluate_linking` (the `evaluate-linking` code), SapBERT protocol.
 - Encoders: base MiniLM in torch (fp32), the same exported to ONNX Runtime with int8 weights
-  (`spacy-el export-onnx --quantize`, the serving runtime), and `--sap-encoder`'s int8 export.
+  (`spacy-el export-onnx --quantize`, the serving runtime), `--sap-encoder`'s int8 export and
+  the int8 exports of `--student` encoders (`spacy-el distill` of the base MiniLM).
 - Throughput: NCBI-disease dev + train abstracts as spaCy docs with the *gold* mention spans set
   as `doc.ents` (NER cost excluded), linked by `sap_linker` through `nlp.pipe` with an empty
   mention cache; unique mentions/s counts distinct mention strings (each embedded once).
@@ -223,6 +224,7 @@ def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str
              f"`python benchmarks/linker.py --work {args.work} --index-types {' '.join(args.index_types)} "
              f"--pipeline-index {' '.join(args.pipeline_index)}"
              + (f" --sap-encoder {args.sap_encoder}" if args.sap_encoder else "")
+             + (f" --student {' '.join(map(str, args.student))}" if args.student else "")
              + "` — " + f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU (CPU figures only); "
              f"load average {args.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; torch threads "
@@ -304,6 +306,8 @@ def main() -> None:
                                                                 DATA / "ncbi_disease" / "NCBItrainset_corpus.txt"])
     ap.add_argument("--base-encoder", default=str(minilm_dir()))
     ap.add_argument("--sap-encoder", default=None, help="a pretrained SapEncoder directory, if any")
+    ap.add_argument("--student", type=Path, nargs="*", default=[],
+                    help="encoders distilled from the base (`spacy-el distill`), timed as ONNX int8 exports")
     ap.add_argument("--index-types", nargs="+", default=INDEX_TYPES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pipeline-index", nargs="+", default=["HNSW32", "IVF256,PQ96"],
@@ -327,6 +331,11 @@ def main() -> None:
         sap = SapEncoder.load(args.sap_encoder, device="cpu", num_threads=args.threads)
         results.append(run_encoder("SAP MiniLM int8", onnx_encoder(sap, args.work / "onnx_sap_int8", args.threads),
                                    args, table, dev_texts, pairs))
+    for student_dir in args.student:
+        student = SapEncoder.load(student_dir, device="cpu", num_threads=args.threads)
+        layers = student.model.config.num_hidden_layers
+        results.append(run_encoder(f"{layers}-layer student int8", onnx_encoder(
+            student, args.work / f"onnx_student_{student.fingerprint[:8]}", args.threads), args, table, dev_texts, pairs))
     peer = scispacy_peer(args, table, dev_texts, pairs) if args.scispacy_python else None
     block = markdown(args, results, peer, time.perf_counter() - t0)
     (args.work / "results.json").write_text(json.dumps({"results": results, "peer": peer}, indent=2, default=str))

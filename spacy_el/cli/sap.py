@@ -1,8 +1,9 @@
-"""SAP commands: `make-pairs` (KB → pairs.tsv) and `pretrain` (pairs.tsv → encoder directory)."""
+"""SAP commands: `make-pairs` (KB → pairs.tsv), `pretrain` (pairs.tsv → encoder directory),
+`distill` (encoder → small fast student) and `export-onnx`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -67,6 +68,48 @@ def pretrain_command(
         raise fail(err) from None
     last = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
     typer.echo(f"Trained {result.steps} steps (mean loss of the last 50: {last:.4f}); encoder: {result.encoder_dir}")
+
+
+@app.command("distill")
+def distill_command(
+    teacher: str = typer.Argument(..., help="Encoder to distil: a SAP / fine-tuned encoder dir, an HF dir or hub name"),
+    kb: Path = typer.Argument(..., help="KB file whose names are the training texts: MEDIC, OBO or TSV"),
+    output_dir: Path = typer.Argument(..., help="Run directory: teacher.npy, checkpoint/, the student encoder/"),
+    layers: int = typer.Option(0, "--layers", help="Transformer layers the student keeps (0: embeddings only)"),
+    fmt: str = typer.Option("auto", "--format", help="KB format: medic, obo, tsv or auto (by file name)"),
+    corpus: List[Path] = typer.Option([], "--corpus", help="PubTator file whose mention texts are added (repeatable)"),
+    types: List[str] = typer.Option([], "--types", help="Mention types to take (repeatable; default all)"),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="PubTator dev file: Acc@1 per epoch, best kept"),
+    epochs: int = typer.Option(5, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    batch_size: int = typer.Option(256, "--batch-size", help="Texts per step"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    relational: float = typer.Option(1.0, "--relational", help="Weight of the in-batch similarity-matrix MSE"),
+    patience: int = typer.Option(2, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoint"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
+    num_threads: Optional[int] = typer.Option(None, "--num-threads", help="Torch CPU threads"),
+) -> None:
+    """Distil a student (the teacher's first N layers) that reproduces the teacher's vectors: CPU speed."""
+    from spacy_el.sap.distill import distill
+
+    try:
+        result = distill(teacher, kb, output_dir, layers=layers, kb_format=fmt, corpora=corpus, types=types or None,
+                         dev_pubtator=dev, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                         relational=relational, patience=patience, seed=seed, checkpoint_every=checkpoint_every,
+                         resume=resume, encoder_options={"device": device, "num_threads": num_threads})
+    except (InputError, OSError) as err:
+        raise fail(err) from None
+    losses = result.train.losses
+    typer.echo(f"Distilled a {result.layers}-layer student on {result.n_texts} texts in {result.train.steps} steps "
+               f"(loss {losses[0]:.4f} → {losses[-1]:.4f})" if losses else "No training steps run")
+    if result.teacher_score is not None:
+        epochs_s = ", ".join(f"{x:.2f}" for x in result.train.scores)
+        typer.echo(f"Dev Acc@1: teacher {result.teacher_score:.2f}, untrained student {result.start_score:.2f}, "
+                   f"per epoch {epochs_s}")
+    typer.echo(f"Student encoder: {result.encoder_dir}")
 
 
 @app.command("export-onnx")

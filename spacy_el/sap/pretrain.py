@@ -56,6 +56,9 @@ class Example(NamedTuple):
 Batches = list[list[Example]]
 #: epoch, current encoder → that epoch's batches. Must be deterministic (every DDP rank calls it).
 BatchFactory = Callable[[int, SapEncoder], Batches]
+#: encoder, one batch, the (possibly DDP-wrapped) model → the batch's loss. `PairLoss` by default;
+#: distillation passes its own (its batches are row numbers, not `Example`s).
+LossFunction = Callable[[SapEncoder, Sequence, torch.nn.Module], torch.Tensor]
 
 
 @dataclass
@@ -252,11 +255,13 @@ def train_encoder(
     *,
     resume: bool = False,
     evaluate: Callable[[SapEncoder], float] | None = None,
+    loss_fn: LossFunction | None = None,
     show_progress: bool = True,
 ) -> TrainResult:
     """Train `encoder.model` in place on the factory's batches; see the module docstring.
     `evaluate` (higher is better) runs after each epoch: the best encoder is kept and training
-    stops after `config.patience` epochs without improvement."""
+    stops after `config.patience` epochs without improvement. `loss_fn` replaces the config's
+    pair loss."""
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DistributedSampler
     from tqdm.auto import tqdm
@@ -284,7 +289,7 @@ def train_encoder(
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    loss_fn = PairLoss(config)
+    loss_fn = loss_fn or PairLoss(config)
 
     step, epoch, epoch_step, epoch_batches = 0, 0, 0, None
     result = TrainResult(steps=0)
