@@ -125,7 +125,7 @@ def throughput(nlp, pairs) -> dict:
     """Link every gold span of the docs through nlp.pipe, cold cache; entities/s and unique/s,
     per wall second and per CPU second of this process (the machine is shared)."""
     linker = nlp.get_pipe("sap_linker")
-    linker._cache.clear()
+    linker.clear_cache()
     docs = [doc.copy() for doc, _ in pairs]
     n_ents = sum(len(d.ents) for d in docs)
     unique = len({e.text for d in docs for e in d.ents})
@@ -191,6 +191,20 @@ def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -
             "query_embed_s": cached.seconds, "n_queries": len(dev_texts), "rows": rows, "speed": speed, "cold": cold}
 
 
+def distilled_student(args, layers: int) -> Path:
+    """`spacy-el distill` of the base encoder on MEDIC's names and the NCBI-disease *train* mention
+    texts (no labels, no dev data; the last epoch is kept), done once per work directory."""
+    from spacy_el.sap.distill import distill
+
+    out = args.work / f"student_L{layers}"
+    if not (out / "distill.json").exists():
+        distill(args.base_encoder, args.medic, out, layers=layers, kb_format="medic",
+                corpora=[DATA / "ncbi_disease" / "NCBItrainset_corpus.txt"], epochs=args.distill_epochs,
+                lr=args.distill_lr, batch_size=256, seed=0, resume=True,
+                encoder_options={"device": "cpu", "num_threads": args.threads})
+    return out / "encoder"
+
+
 def scispacy_peer(args, table, dev_texts: list[str], pairs) -> dict | None:
     """Run benchmarks/linker_scispacy.py with scispaCy's venv python on the same KB and mentions."""
     kb = args.work / "medic_scispacy.jsonl"
@@ -224,7 +238,10 @@ def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str
              f"`python benchmarks/linker.py --work {args.work} --index-types {' '.join(args.index_types)} "
              f"--pipeline-index {' '.join(args.pipeline_index)}"
              + (f" --sap-encoder {args.sap_encoder}" if args.sap_encoder else "")
-             + (f" --student {' '.join(map(str, args.student))}" if args.student else "")
+             + (f" --distill-layers {' '.join(map(str, args.distill_layers))} --distill-epochs "
+                f"{args.distill_epochs} --distill-lr {args.distill_lr}" if args.distill_layers else "")
+             + (f" --student {' '.join(map(str, args.student[len(args.distill_layers):]))}"
+                if len(args.student) > len(args.distill_layers) else "")
              + "` — " + f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU (CPU figures only); "
              f"load average {args.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; torch threads "
@@ -240,8 +257,13 @@ def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str
         lines += [f"### {res['label']} ({runtime}; {res['pooling']} pooling, dim {res['dim']})", "",
                   f"Index build (embedding every MEDIC name + FAISS): {b.get('names_per_second', float('nan')):.0f} names/s "
                   f"({b.get('seconds', float('nan')):.0f} s in all, {b.get('embed_seconds', float('nan')):.0f} s of "
-                  "it embedding).", "",
-                  "| index type | bytes/name | Acc@1 | Acc@5 | ΔAcc@1 vs Flat | train+add s | eval ms/query | search settings |",
+                  "it embedding).", ""]
+        if res.get("distill"):
+            d = res["distill"]
+            lines += [f"Distilled from base MiniLM (`spacy-el distill --layers {d['layers']}`): {d['n_texts']} texts "
+                      f"(MEDIC names + NCBI-disease train mention texts, no labels), {d['steps']} steps, final loss "
+                      f"{d['final_loss']:.4f}, {d.get('seconds', float('nan')) / 60:.1f} min of training.", ""]
+        lines += ["| index type | bytes/name | Acc@1 | Acc@5 | ΔAcc@1 vs Flat | train+add s | eval ms/query | search settings |",
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in res["rows"]:
             lines.append(f"| `{r['index_type']}` | {r['bytes_per_name']:.0f} | {r['acc@1']:.2f} | {r['acc@5']:.2f} | "
@@ -308,6 +330,10 @@ def main() -> None:
     ap.add_argument("--sap-encoder", default=None, help="a pretrained SapEncoder directory, if any")
     ap.add_argument("--student", type=Path, nargs="*", default=[],
                     help="encoders distilled from the base (`spacy-el distill`), timed as ONNX int8 exports")
+    ap.add_argument("--distill-layers", type=int, nargs="*", default=[],
+                    help="distil students of these many layers from the base here (WORK/student_L<n>, resumable)")
+    ap.add_argument("--distill-epochs", type=int, default=10)
+    ap.add_argument("--distill-lr", type=float, default=5e-4)
     ap.add_argument("--index-types", nargs="+", default=INDEX_TYPES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pipeline-index", nargs="+", default=["HNSW32", "IVF256,PQ96"],
@@ -331,11 +357,14 @@ def main() -> None:
         sap = SapEncoder.load(args.sap_encoder, device="cpu", num_threads=args.threads)
         results.append(run_encoder("SAP MiniLM int8", onnx_encoder(sap, args.work / "onnx_sap_int8", args.threads),
                                    args, table, dev_texts, pairs))
+    args.student = [distilled_student(args, layers) for layers in args.distill_layers] + args.student
     for student_dir in args.student:
         student = SapEncoder.load(student_dir, device="cpu", num_threads=args.threads)
         layers = student.model.config.num_hidden_layers
         results.append(run_encoder(f"{layers}-layer student int8", onnx_encoder(
             student, args.work / f"onnx_student_{student.fingerprint[:8]}", args.threads), args, table, dev_texts, pairs))
+        stats = Path(student_dir).parent / "distill.json"
+        results[-1]["distill"] = json.loads(stats.read_text()) if stats.is_file() else None
     peer = scispacy_peer(args, table, dev_texts, pairs) if args.scispacy_python else None
     block = markdown(args, results, peer, time.perf_counter() - t0)
     (args.work / "results.json").write_text(json.dumps({"results": results, "peer": peer}, indent=2, default=str))

@@ -73,6 +73,7 @@ class ConceptIndex:
         self.meta = meta
         self.cpu_index = index
         self._name_rows: tuple[Callable[[str], str], dict[str, int]] | None = None
+        self._keys: tuple[ConceptTable, list[str]] | None = None
         #: concept id (as the table spells it) → train mentions linked to it (see module docstring)
         self.prior: dict[str, int] = dict(prior or {})
         self.index, self.on_gpu = _maybe_gpu(index, use_gpu)
@@ -240,6 +241,13 @@ class ConceptIndex:
     def __len__(self) -> int:
         return len(self.table)
 
+    def _text_keys(self) -> list[str]:
+        """Each row's name up to case and spacing (the unit `_collapse` scores), computed once
+        per table (aliases added later extend it)."""
+        if self._keys is None or self._keys[0] is not self.table or len(self._keys[1]) != len(self.table):
+            self._keys = (self.table, [" ".join(name.casefold().split()) for name in self.table.names])
+        return self._keys[1]
+
     def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
         """Top-k concepts per query vector, best first, each with its best name's cosine.
         Queries whose first pass finds fewer than k distinct concepts are searched deeper."""
@@ -256,9 +264,10 @@ class ConceptIndex:
         bonus = {cid: weight * math.log1p(n) for cid, n in self.prior.items()} if weight else {}
         while len(todo):
             scores, rows = self.index.search(queries[todo], depth)
+            ties = np.round(scores.astype(np.float64), TIE_DECIMALS)
             again = []
-            for qi, q_scores, q_rows in zip(todo, scores, rows):
-                results[qi] = self._collapse(q_scores, q_rows, k, bonus)
+            for qi, q_scores, q_ties, q_rows in zip(todo, scores, ties, rows):
+                results[qi] = self._collapse(q_scores, q_ties, q_rows, k, bonus)
                 exhausted = q_rows[-1] < 0  # the index returned fewer names than asked for
                 if len(results[qi]) < k and not exhausted and depth < len(self.table):
                     again.append(qi)
@@ -266,31 +275,36 @@ class ConceptIndex:
             depth = min(len(self.table), depth * 4)
         return results
 
-    def _collapse(self, scores: np.ndarray, rows: np.ndarray, k: int,
+    def _collapse(self, scores: np.ndarray, ties: np.ndarray, rows: np.ndarray, k: int,
                   bonus: dict[str, float] | None = None) -> list[Candidate]:
         """The first k concepts in the order of their best names (plus the concept's prior
-        `bonus`), each scored by its best name's cosine.
+        `bonus`), each scored by its best name's cosine; `ties` are the cosines rounded to
+        `TIE_DECIMALS`, which rank.
         Names with the same text up to case and spacing are one text: they share its best
         cosine (an int8 encoder scores identical texts with a little noise) and, on a tie, a
         corpus alias comes before a KB name. Where a KB name and a train mention share a text,
         the alias records which concept the annotators meant, while the KB name is often
         attached to several concepts (MEDIC's "ANIRIDIA" and "Aniridia")."""
-        table = self.table
-        found = [(score, row, " ".join(table.names[row].casefold().split()))
-                 for score, row in zip(scores.tolist(), rows.tolist()) if row >= 0]
+        table, keys = self.table, self._text_keys()
         text_score: dict[str, float] = {}
-        for score, _, text in found:
-            text_score[text] = max(score, text_score.get(text, -np.inf))
+        tie: dict[str, float] = {}
+        found = []
+        for score, rounded, row in zip(scores.tolist(), ties.tolist(), rows.tolist()):
+            if row < 0:
+                continue
+            found.append(row)
+            if score > text_score.get(keys[row], -math.inf):
+                text_score[keys[row]], tie[keys[row]] = score, rounded
         bonus = bonus or {}
-        order = sorted(range(len(found)), key=lambda i: (
-            -(round(text_score[found[i][2]], TIE_DECIMALS) + bonus.get(table.ids[found[i][1]], 0.0)),
-            table.sources[found[i][1]] == KB_SOURCE, i))
+        ids, sources = table.ids, table.sources
+        # sorting also repairs the slightly out-of-order scores of approximate indexes
+        order = sorted((-(tie[keys[row]] + bonus.get(ids[row], 0.0)), sources[row] == KB_SOURCE, i, row)
+                       for i, row in enumerate(found))
         best: dict[str, Candidate] = {}
-        for i in order:  # sorting also repairs the slightly out-of-order scores of approximate indexes
-            _, row, text = found[i]
-            cid = table.ids[row]
+        for *_, row in order:
+            cid = ids[row]
             if cid not in best:
-                best[cid] = Candidate(cid, text_score[text], table.names[row], table.sources[row])
+                best[cid] = Candidate(cid, text_score[keys[row]], table.names[row], sources[row])
                 if len(best) == k:
                     break
         return list(best.values())

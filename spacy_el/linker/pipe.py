@@ -125,6 +125,9 @@ class SapEntityLinker(Pipe):
         self._encoder = None
         self._index = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        #: Search results of the texts in `_cache`, valid while `_found_state` holds.
+        self._found: Dict[str, list] = {}
+        self._found_state: Optional[tuple] = None
         self._lookup_key: Optional[Callable[[str], str]] = None
 
     # ------------------------------------------------------------------ the two parts
@@ -189,7 +192,7 @@ class SapEntityLinker(Pipe):
             self.index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
         elif prior_weight is not None:
             self.index.set_prior_weight(prior_weight)
-        self._cache.clear()
+        self.clear_cache()
         self._lookup_key = None
 
     # ------------------------------------------------------------------ linking
@@ -209,9 +212,7 @@ class SapEntityLinker(Pipe):
         if not ents:
             return
         texts = [self._query_text(ent) for ent in ents]
-        unique = list(dict.fromkeys(texts))
-        vectors = self._vectors(unique)
-        candidates = dict(zip(unique, self.index.search(vectors, k=self.cfg["top_k"])))
+        candidates = self._candidates(list(dict.fromkeys(texts)))
         nil, threshold = self.cfg["nil_id"], self.cfg["threshold"]
         for ent, text in zip(ents, texts):
             cands = candidates[text]
@@ -227,6 +228,27 @@ class SapEntityLinker(Pipe):
             if long_form is not None:
                 return getattr(long_form, "text", str(long_form))
         return ent.text
+
+    def clear_cache(self) -> None:
+        """Forget cached mention vectors and search results (a new encoder or index does this)."""
+        self._cache.clear()
+        self._found.clear()
+
+    def _candidates(self, texts: List[str]) -> Dict[str, list]:
+        """Top-k candidates per distinct text. A text still in the mention cache reuses its last
+        search result while the index, its prior and `top_k` are unchanged (mentions repeat
+        across documents, and on a fast encoder the search is most of the cost)."""
+        vectors = self._vectors(texts)
+        index, k = self.index, self.cfg["top_k"]
+        state = (id(index), len(index), id(index.prior), index.prior_weight, k)
+        if state != self._found_state:
+            self._found.clear()
+            self._found_state = state
+        todo = [i for i, text in enumerate(texts) if text not in self._found]
+        found = dict(zip((texts[i] for i in todo), index.search(vectors[todo], k=k))) if todo else {}
+        out = {text: found[text] if text in found else self._found[text] for text in texts}
+        self._found.update((text, cands) for text, cands in found.items() if text in self._cache)
+        return out
 
     def _vectors(self, texts: List[str]) -> np.ndarray:
         """Mention vectors through an LRU cache (mentions repeat across documents); texts not
@@ -244,7 +266,7 @@ class SapEntityLinker(Pipe):
             else:
                 self._cache.move_to_end(text)
         while len(self._cache) > max(self.cfg["cache_size"], 0):
-            self._cache.popitem(last=False)
+            self._found.pop(self._cache.popitem(last=False)[0], None)
         return vectors
 
     def _name_vectors(self, texts: List[str]) -> Dict[str, np.ndarray]:
@@ -279,6 +301,6 @@ class SapEntityLinker(Pipe):
             self._index = ConceptIndex.load(p, self.encoder)
 
         util_from_disk(path, {"encoder": read_encoder, "index": load_index}, exclude)
-        self._cache.clear()
+        self.clear_cache()
         self._lookup_key = None
         return self

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -177,16 +178,19 @@ def distill(
             teacher_score = dev_accuracy(dev, KBVectors(table, index=teacher_kb), embed_batch_size)(teacher)
             start_score = evaluate(student)
     del teacher
+    started = time.perf_counter()
     config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, seed=seed, checkpoint_every=checkpoint_every,
                          patience=patience)
     result = train_encoder(student, random_batches(range(len(texts)), batch_size, seed), config, output_dir,
                            resume=resume, evaluate=evaluate, loss_fn=DistillLoss(texts, targets, relational),
                            show_progress=show_progress)
+    seconds = time.perf_counter() - started
     out = DistillResult(result, len(texts), layers, teacher_score, start_score)
     with atomic_write(output_dir / STATS_FILE) as f:
         json.dump({"teacher": str(teacher_dir), "layers": layers, "n_texts": len(texts),
                    "corpora": [str(c) for c in corpora], "steps": result.steps,
                    "dev_acc@1_teacher": teacher_score, "dev_acc@1_start": start_score,
                    "dev_acc@1_per_epoch": result.scores, "final_loss": result.losses[-1] if result.losses else None,
+                   "seconds": round(seconds, 1),
                    "settings": asdict(config) | {"batch_size": batch_size, "relational": relational}}, f, indent=2)
     return out

@@ -128,6 +128,31 @@ def test_lru_cache_is_bounded(tiny_bert_dir, index_dir):
     assert not nlp.get_pipe("sap_linker")._cache
 
 
+def test_search_results_of_cached_mentions_are_reused_until_the_index_changes(tiny_bert_dir, index_dir, monkeypatch):
+    nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=3)
+    linker = nlp.get_pipe("sap_linker")
+    searched = []
+    real = ConceptIndex.search
+
+    def spy(self, vectors, k=5):
+        searched.append(len(vectors))
+        return real(self, vectors, k)
+
+    monkeypatch.setattr(ConceptIndex, "search", spy)
+    first = links(nlp(TEXT))
+    assert searched == [5]
+    assert links(nlp(TEXT)) == first and searched == [5, 2]  # the 3 cached mentions were not searched again
+    assert set(linker._found) <= set(linker._cache)  # evicted vectors take their results along
+    linker.index.set_prior({"MESH:D009369": 5}, weight=0.5)  # a new prior changes rankings: search again
+    boosted = links(nlp(TEXT))
+    assert searched == [5, 2, 5]
+    assert {text: kb_id for text, _, kb_id, _ in boosted}["heart attack"] == "MESH:D009369"
+    linker.cfg["top_k"] = 1
+    assert all(len(c) == 1 for *_, c in links(nlp(TEXT))) and searched[-1] == 5
+    linker.clear_cache()
+    assert not linker._cache and not linker._found
+
+
 def test_pipe_equals_one_doc_at_a_time(tiny_bert_dir, index_dir):
     texts = [TEXT, "", "cancer of the heart", "APC and diabetes mellitus", TEXT.lower()]
     one_by_one = [links(make_nlp(tiny_bert_dir, index_dir)(t)) for t in texts]
