@@ -41,3 +41,25 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     assert ent.kb_id_.startswith("DOID:") and ent._.kb_candidates[0].concept_id == ent.kb_id_
     assert list((project / "packages" / "en_disease_el_demo-0.1.0" / "dist").glob("*.whl"))
 
+
+
+def test_distill_command_serves_a_student(tmp_path, tiny_bert_dir):
+    """`spacy project run distill`, then export-onnx serving the student (`serve_from`)."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO, project, ignore=SKIP)
+    run = [sys.executable, "-m", "spacy", "project", "run"]
+    student = ["--vars.distill_teacher", str(tiny_bert_dir), "--vars.distill_epochs", "1"]
+    proc = subprocess.run(run + ["distill", str(project)] + student, cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Distilled a 0-layer student" in proc.stdout
+    stats = json.loads((project / "training" / "student" / "distill.json").read_text())
+    assert stats["layers"] == 0 and stats["n_texts"] > 10_000  # Disease Ontology names + NCBI train mentions
+    proc = subprocess.run(run + ["export-onnx", str(project), "--vars.serve_from", "training/student/encoder"],
+                          cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    meta = json.loads((project / "training" / "serving_encoder" / "sap_encoder.json").read_text())
+    assert meta["source_fingerprint"] == stats_fingerprint(project / "training" / "student" / "encoder")
+
+
+def stats_fingerprint(encoder_dir: Path) -> str:
+    return json.loads((encoder_dir / "sap_encoder.json").read_text())["fingerprint"]

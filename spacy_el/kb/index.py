@@ -544,6 +544,10 @@ def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str =
     from spacy_el.kb.readers import read_kb
     from spacy_el.sap.encoder import load_encoder
 
+    prior_from = list(prior_from)
+    if prior_weight is not None and not prior_from:
+        raise InputError(f"prior_weight={prior_weight} without a corpus to count: give --prior-from TRAIN.PubTator "
+                         "(the prior weighs that corpus's concept counts), or drop --prior-weight")
     if not hasattr(encoder, "embed"):
         encoder = load_encoder(encoder)
     table = read_kb(kb, kb_format)
@@ -553,7 +557,6 @@ def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str =
                                nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
                                batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
     index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
-    prior_from = list(prior_from)
     if prior_from:
         index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
     index.save(output)

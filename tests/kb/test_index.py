@@ -348,3 +348,6 @@ def test_build_index_prior_from_counts_train_mentions(encoder, tmp_path):
     assert index.meta["sources"] == {"kb": 3}  # a prior adds no names
     loaded = ConceptIndex.load(tmp_path / "idx", encoder, use_gpu=False)
     assert loaded.search(encoder.embed(["lipoma"]), k=1)[0][0].concept_id == "MESH:D008067"
+    with pytest.raises(InputError, match="without a corpus to count: give --prior-from"):
+        build_index(kb, encoder, tmp_path / "idx2", kb_format="tsv", prior_weight=0.1, use_gpu=False)
+    assert not (tmp_path / "idx2").exists()
