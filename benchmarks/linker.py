@@ -136,6 +136,20 @@ def throughput(nlp, pairs) -> dict:
             "entities_per_s": n_ents / s, "unique_per_s": unique / s, "unique_per_cpu_s": unique / cpu}
 
 
+def pipeline_spec(spec: str) -> tuple[str, dict]:
+    """`HNSW32@ef_search=64` → ("HNSW32", {"ef_search": 64}): an index type and search settings."""
+    index_type, _, settings = spec.partition("@")
+    return index_type, {k: int(v) for k, v in (kv.split("=") for kv in settings.split(";") if kv)}
+
+
+def accuracy_row(rows: list[dict], spec: str) -> dict:
+    """The Acc@k row of a pipeline spec: its index type with its search settings (or the defaults)."""
+    index_type, settings = pipeline_spec(spec.removesuffix(", name_lookup off"))
+    same_type = [r for r in rows if r["index_type"] == index_type]
+    return next((r for r in same_type if settings and all(r["settings"].get(k) == v for k, v in settings.items())),
+                same_type[0])
+
+
 def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -> dict:
     """Acc@k per index type, then pipelines (Flat and `--pipeline-index`) saved, reloaded and
     timed: throughput through nlp.pipe and a cold load of the fast one."""
@@ -152,9 +166,10 @@ def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -
             flat.table, names, index_type, encoder=encoder, use_gpu=False)
         train_s = time.perf_counter() - t0
         size, paths[index_type] = bytes_per_name(index, args.work, label, index_type)
-        # the defaults, then a deeper search where the type has a depth setting
-        deeper = [{"nprobe": 64}] if "IVF" in index_type else [{"ef_search": 512}] if "HNSW" in index_type else []
-        for overrides in [{}, *deeper]:
+        # the defaults, then other search depths where the type has a depth setting
+        depths = [{"nprobe": 64}] if "IVF" in index_type else \
+            [{"ef_search": 64}, {"ef_search": 512}] if "HNSW" in index_type else []
+        for overrides in [{}, *depths]:
             index = ConceptIndex.load(paths[index_type], cached, **overrides)
             t0 = time.perf_counter()
             scores = evaluate_linking(args.dev, cached, index)
@@ -167,24 +182,26 @@ def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -
                          "missing": scores["n_missing_from_kb"]})
             print(f"[{label}] {rows[-1]}", file=sys.stderr)
     speed, cold = {}, None
-    for index_type in dict.fromkeys(["Flat", *args.pipeline_index]):
+    for spec in dict.fromkeys(["Flat", *args.pipeline_index]):
+        index_type, settings = pipeline_spec(spec)
         if index_type not in paths:
             continue
         # a blank tokenizer + sap_linker, saved with its encoder and index inside, then reloaded
         nlp = spacy.blank("en")
         nlp.add_pipe("sap_linker", config={"top_k": 5, "batch_size": args.batch_size})
-        nlp.get_pipe("sap_linker").initialize(encoder=encoder, index=paths[index_type])
-        pipeline = args.work / f"pipeline_{label}_{index_type.replace(',', '_')}".replace(" ", "_")
+        nlp.get_pipe("sap_linker").initialize(encoder=encoder, index=ConceptIndex.load(paths[index_type], encoder,
+                                                                                       **settings))
+        pipeline = args.work / f"pipeline_{label}_{spec.replace(',', '_').replace('@', '_')}".replace(" ", "_")
         nlp.to_disk(pipeline)
         for lookup in (True, False):  # name_lookup only acts on indexes that store exact vectors
-            if not lookup and index_type not in args.pipeline_index:
+            if not lookup and spec not in args.pipeline_index:
                 continue
             nlp = spacy.load(pipeline, config={"components": {"sap_linker": {"name_lookup": lookup}}})
-            key = index_type if lookup else f"{index_type}, name_lookup off"
+            key = spec if lookup else f"{spec}, name_lookup off"
             with nlp.select_pipes(enable=["sap_linker"]):
                 speed[key] = max((throughput(nlp, pairs) for _ in range(3)), key=lambda r: r["unique_per_s"])
             print(f"[{label}] throughput {key} {speed[key]}", file=sys.stderr)
-    cold = cold_load(pipeline, "Familial adenomatous polyposis is a cancer.") | {"index_type": index_type}
+    cold = cold_load(pipeline, "Familial adenomatous polyposis is a cancer.") | {"index_type": spec}
     return {"label": label, "encoder": str(getattr(encoder, "directory", None) or encoder.settings.base),
             "runtime": getattr(encoder, "runtime", "torch"), "quantize": encoder.settings.quantize,
             "dim": encoder.dim, "pooling": encoder.settings.pooling, "build": build,
@@ -228,8 +245,9 @@ def scispacy_peer(args, table, dev_texts: list[str], pairs) -> dict | None:
     from spacy_el.evaluate import accuracy_at_k
 
     queries = linking_queries(read_pubtator(args.dev))
-    ranked = [result["ranked"][q.text] for q in queries]
-    result["scores"] = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
+    for run in result["runs"]:
+        ranked = run.pop("ranked")
+        run["scores"] = accuracy_at_k([ranked[q.text] for q in queries], [q.gold for q in queries], ks=(1, 5))
     return result
 
 
@@ -285,25 +303,28 @@ def markdown(args, results: list[dict], peer: dict | None, wall_s: float) -> str
                       f"start to the first linked entity ({c['cpu_s']:.2f} CPU s); transformers imported: "
                       f"{'yes' if c['imports_transformers'] else 'no'}.", ""]
     if peer:
-        sc = peer["scores"]
         lines += ["### scispaCy peer (same MEDIC names, same mentions, same run)", "", peer["how"], "",
                   "| linker | Acc@1 | Acc@5 | unique mentions/s | entities/s | unique mentions per CPU s | index build s |",
-                  "|---|---:|---:|---:|---:|---:|---:|",
-                  f"| scispaCy TF-IDF char-3gram + {peer['knn']} | {sc['acc@1']:.2f} | {sc['acc@5']:.2f} | "
-                  f"{peer['unique_per_s']:.0f} | {peer['entities_per_s']:.0f} | {peer['unique_per_cpu_s']:.0f} | "
-                  f"{peer['build_s']:.0f} |"]
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for run in peer["runs"]:
+            sc = run["scores"]
+            lines.append(f"| scispaCy TF-IDF char-3gram + {peer['knn']}, efSearch {run['ef_search']} | "
+                         f"{sc['acc@1']:.2f} | {sc['acc@5']:.2f} | {run['unique_per_s']:.0f} | "
+                         f"{run['entities_per_s']:.0f} | {run['unique_per_cpu_s']:.0f} | {peer['build_s']:.0f} |")
         best = None
         for res in results:
-            for index_type, sp in res["speed"].items():
-                acc = next(r for r in res["rows"] if r["index_type"] == index_type.removesuffix(", name_lookup off"))
-                lines.append(f"| spacy-el {res['label']} + `{index_type}` | {acc['acc@1']:.2f} | {acc['acc@5']:.2f} | "
+            for spec, sp in res["speed"].items():
+                acc = accuracy_row(res["rows"], spec)
+                lines.append(f"| spacy-el {res['label']} + `{spec}` | {acc['acc@1']:.2f} | {acc['acc@5']:.2f} | "
                              f"{sp['unique_per_s']:.0f} | {sp['entities_per_s']:.0f} | {sp['unique_per_cpu_s']:.0f} | "
                              f"{res['build'].get('seconds', float('nan')):.0f} |")
                 if best is None or sp["unique_per_s"] > best[2]["unique_per_s"]:
-                    best = (res["label"], index_type, sp)
-        lines += ["", f"Throughput ratio, fastest spacy-el ({best[0]} + `{best[1]}`) / scispaCy: "
-                      f"{best[2]['unique_per_s'] / peer['unique_per_s']:.2f}× in unique mentions/s, "
-                      f"{best[2]['unique_per_cpu_s'] / peer['unique_per_cpu_s']:.2f}× per CPU second.", ""]
+                    best = (res["label"], spec, sp)
+        fastest = max(peer["runs"], key=lambda r: r["unique_per_s"])
+        lines += ["", f"Throughput ratio, fastest spacy-el ({best[0]} + `{best[1]}`) / fastest scispaCy (efSearch "
+                      f"{fastest['ef_search']}): {best[2]['unique_per_s'] / fastest['unique_per_s']:.2f}× in unique "
+                      f"mentions/s, {best[2]['unique_per_cpu_s'] / fastest['unique_per_cpu_s']:.2f}× per CPU second.",
+                  ""]
     return "\n".join(lines)
 
 
@@ -337,7 +358,8 @@ def main() -> None:
     ap.add_argument("--index-types", nargs="+", default=INDEX_TYPES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pipeline-index", nargs="+", default=["HNSW32", "IVF256,PQ96"],
-                    help="index types (besides Flat) the pipeline is timed with; the last one is also cold-loaded")
+                    help="index types (besides Flat) the pipeline is timed with, each with optional search settings "
+                         "(`HNSW32@ef_search=64`); the last one is also cold-loaded")
     ap.add_argument("--batch-size", type=int, default=64, help="the linker's encoder batch size")
     ap.add_argument("--scispacy-python", default="/work/venv-scispacy/bin/python")
     ap.add_argument("--write-results", action="store_true")

@@ -141,7 +141,7 @@ class KBVectors:
             import faiss
 
             index = faiss.index_gpu_to_cpu(self.index(encoder).index)
-        return np.stack([index.reconstruct(int(r)) for r in rows])
+        return index.reconstruct_batch(np.asarray(rows, dtype="int64"))
 
 
 def hard_negative_batches(examples: Sequence[tuple[str, str]], kb: KBVectors, batch_size: int,
