@@ -2,7 +2,8 @@
 FAISS indexes (bytes per name, Acc@1 delta), index build names/s, cold pipeline load time,
 linking throughput through `nlp.pipe`, and scispaCy's TF-IDF linker on the same KB and mentions.
 
-    python benchmarks/linker.py --work /tmp/linker_bench [--sap-encoder DIR] [--write-results]
+    python benchmarks/linker.py --work /tmp/linker_bench [--sap-encoder DIR] [--distill-layers 0]
+        [--pipeline-index HNSW32 "HNSW32@ef_search=64" IVF256,PQ96] [--write-results]
 
 - Acc@k: `spacy_el.linker.link.evaluate_linking` (the `evaluate-linking` code), SapBERT protocol.
 - Encoders: base MiniLM in torch (fp32), the same exported to ONNX Runtime with int8 weights
@@ -14,7 +15,8 @@ linking throughput through `nlp.pipe`, and scispaCy's TF-IDF linker on the same 
 - Cold load: fresh `python -c 'spacy.load(...)'` subprocesses of a saved pipeline that carries the
   encoder and the MEDIC index: `import spacy`, `spacy.load`, and the first linked entity, timed apart.
 - scispaCy: `benchmarks/linker_scispacy.py` in its own venv (`--scispacy-python`), built from
-  the same MEDIC names, run on the same unique mention strings.
+  the same MEDIC names, run on the same unique mention strings, at efSearch 200 (what scispaCy
+  sets when it loads an index) and 10 (what a fresh build leaves); the ratio uses the faster.
 Embedded MEDIC vectors are kept in the work directory (one Flat index per encoder), so a rerun
 skips the slowest step and reports the build speed recorded when it was built.
 """
