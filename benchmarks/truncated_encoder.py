@@ -17,22 +17,11 @@ from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.readers import read_medic
 from spacy_el.linker.link import evaluate_linking
 from spacy_el.models import minilm_dir
+from spacy_el.sap.distill import student_of
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.onnx import OnnxEncoder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def truncated(n_layers: int, out: Path) -> Path:
-    """MiniLM's embeddings and first `n_layers` transformer layers as an HF directory."""
-    from transformers import AutoModel, AutoTokenizer
-
-    model = AutoModel.from_pretrained(str(minilm_dir()))
-    model.encoder.layer = model.encoder.layer[:n_layers]
-    model.config.num_hidden_layers = n_layers
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(out)
-    return out
 
 
 def main() -> None:
@@ -44,9 +33,9 @@ def main() -> None:
     medic = read_medic(DATA / "dictionaries" / "medic_06Jul2012.txt")
     dev = DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt"
     rows = []
-    for n in args.layers:
-        hf = truncated(n, args.work / f"L{n}")
-        OnnxEncoder.export(SapEncoder.load(hf, device="cpu", pooling="mean"), args.work / f"L{n}_int8", quantize=True)
+    base = SapEncoder.load(minilm_dir(), device="cpu", pooling="mean")
+    for n in args.layers:  # MiniLM's embeddings and first n layers, untrained (`spacy-el distill`'s start)
+        OnnxEncoder.export(student_of(base, n), args.work / f"L{n}_int8", quantize=True)
         enc = OnnxEncoder.load(args.work / f"L{n}_int8", num_threads=args.threads)
         t = time.perf_counter()
         index = ConceptIndex.build(medic, enc, "Flat", batch_size=256)

@@ -11,17 +11,7 @@ from spacy_el.sap.distill import (STATS_FILE, TEACHER_FILE, DistillLoss, distill
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pretrain import ENCODER
 
-from .test_finetune import DEV, KB, TRAIN, write_pubtator
-
-MEAN = {"pooling": "mean"}
-
-
-@pytest.fixture
-def data(tmp_path):
-    kb = tmp_path / "kb.tsv"
-    kb.write_text("".join(f"{cid}\t{name}\n" for cid, names in KB for name in names), encoding="utf-8")
-    return {"kb": kb, "train": write_pubtator(tmp_path / "train.txt", TRAIN),
-            "dev": write_pubtator(tmp_path / "dev.txt", DEV)}
+from .test_finetune import MEAN, data  # noqa: F401  (data: the tiny KB and corpora fixture)
 
 
 @pytest.fixture(scope="module")
@@ -105,21 +95,10 @@ def _run(tiny_bert_dir, data, out, resume=False):
                    seed=3, checkpoint_every=2, resume=resume, show_progress=False, encoder_options=MEAN)
 
 
-def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, interrupt_at_call):
     straight = _run(tiny_bert_dir, data, tmp_path / "straight")
-    calls = {"n": 0}
-    original = DistillLoss.__call__
-
-    def crash_on_fourth_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DistillLoss, "__call__", crash_on_fourth_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_call(DistillLoss, 4):  # steps 1-3 ran, the last checkpoint at step 2
         _run(tiny_bert_dir, data, tmp_path / "resumed")
-    monkeypatch.setattr(DistillLoss, "__call__", original)
     resumed = _run(tiny_bert_dir, data, tmp_path / "resumed", resume=True)
     assert resumed.train.steps == straight.train.steps == 4
     assert resumed.train.losses == straight.train.losses

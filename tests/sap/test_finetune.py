@@ -122,21 +122,10 @@ def _run(tiny_bert_dir, data, out, resume=False):
                     show_progress=False, encoder_options=MEAN)
 
 
-def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, interrupt_at_call):
     straight = _run(tiny_bert_dir, data, tmp_path / "straight")
-    calls = {"n": 0}
-    original = PairLoss.__call__
-
-    def crash_on_fifth_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # steps 1-4 ran (epoch 1 is 3 steps), last checkpoint at step 4
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PairLoss, "__call__", crash_on_fifth_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_call(PairLoss, 5):  # steps 1-4 ran (epoch 1 is 3 steps), last checkpoint at step 4
         _run(tiny_bert_dir, data, tmp_path / "resumed")
-    monkeypatch.setattr(PairLoss, "__call__", original)
     resumed = _run(tiny_bert_dir, data, tmp_path / "resumed", resume=True)
     assert resumed.train.steps == straight.train.steps == 6
     assert resumed.train.losses == straight.train.losses

@@ -51,23 +51,12 @@ def _train(tiny_bert_dir, out, resume=False):
     return encoder, train_encoder(encoder, factory, config, out, resume=resume, show_progress=False)
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_bert_dir, tmp_path, monkeypatch):
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_bert_dir, tmp_path, interrupt_at_call):
     straight, straight_result = _train(tiny_bert_dir, tmp_path / "straight")
 
-    calls = {"n": 0}
-    original = PairLoss.__call__
-
-    def crash_on_eighth_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 8:  # steps 1-7 ran, the last checkpoint is step 6 (in epoch 2)
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PairLoss, "__call__", crash_on_eighth_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_at_call(PairLoss, 8):  # steps 1-7 ran, the last checkpoint is step 6 (in epoch 2)
         _train(tiny_bert_dir, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / ENCODER).exists()
-    monkeypatch.setattr(PairLoss, "__call__", original)
 
     resumed, resumed_result = _train(tiny_bert_dir, tmp_path / "resumed", resume=True)
     assert resumed_result.steps == straight_result.steps == 10
