@@ -67,7 +67,8 @@ class _RowCodes(NamedTuple):
     text: np.ndarray
     concept: np.ndarray
     is_kb: np.ndarray
-    concept_ids: list[str]
+    #: concept id → its number (the values of `concept`), in number order
+    concept_numbers: dict[str, int]
 
 
 class ConceptIndex:
@@ -267,19 +268,18 @@ class ConceptIndex:
                 concept=np.fromiter((concepts.setdefault(cid, len(concepts)) for cid in table.ids),
                                     dtype=np.int64, count=n),
                 is_kb=np.fromiter((source == KB_SOURCE for source in table.sources), dtype=bool, count=n),
-                concept_ids=list(concepts))
+                concept_numbers=concepts)
             self._codes = (table, codes)
         return self._codes[1]
 
     def _bonus(self, codes: "_RowCodes") -> np.ndarray:
         """The prior's ranking bonus per concept number: weight · log(1 + train mentions)."""
-        bonus = np.zeros(len(codes.concept_ids))
+        bonus = np.zeros(len(codes.concept_numbers))
         weight = self.prior_weight
         if weight:
-            number = {cid: i for i, cid in enumerate(codes.concept_ids)}
             for cid, n in self.prior.items():
-                if cid in number:
-                    bonus[number[cid]] = weight * math.log1p(n)
+                if cid in codes.concept_numbers:
+                    bonus[codes.concept_numbers[cid]] = weight * math.log1p(n)
         return bonus
 
     def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
@@ -338,15 +338,14 @@ class ConceptIndex:
         rank_key = -(np.round(text_score, TIE_DECIMALS) + bonus[concept])
         order = np.lexsort((position, codes.is_kb[row], rank_key, query))
         # each concept's first name in that order, then the first k concepts of each query
-        _, first = np.unique(query[order] * len(codes.concept_ids) + concept[order], return_index=True)
+        _, first = np.unique(query[order] * len(codes.concept_numbers) + concept[order], return_index=True)
         chosen = order[np.sort(first)]
         starts = np.searchsorted(query[chosen], np.arange(n_queries))
         keep = chosen[np.arange(len(chosen)) - starts[query[chosen]] < k]
         out: list[list[Candidate]] = [[] for _ in range(n_queries)]
-        names, sources, ids = self.table.names, self.table.sources, codes.concept_ids
-        for q, c, r, sc in zip(query[keep].tolist(), concept[keep].tolist(), row[keep].tolist(),
-                               text_score[keep].tolist()):
-            out[q].append(Candidate(ids[c], sc, names[r], sources[r]))
+        names, sources, ids = self.table.names, self.table.sources, self.table.ids
+        for q, r, sc in zip(query[keep].tolist(), row[keep].tolist(), text_score[keep].tolist()):
+            out[q].append(Candidate(ids[r], sc, names[r], sources[r]))
         return out
 
     def check_encoder(self, encoder, what: str = "the encoder") -> None:
