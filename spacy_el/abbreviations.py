@@ -4,7 +4,8 @@
 The algorithm is Schwartz & Hearst (2003), "A simple algorithm for identifying abbreviation
 definitions in biomedical text" (PSB 2003): a definition is "long form (SF)" or, less often,
 "SF (long form)"; the short form's characters must appear in order in the long form, read right
-to left, with its first character starting a word. scispaCy's `AbbreviationDetector`
+to left, with its first character starting a word; of the matches, the words whose initials
+spell the short form are preferred over S&H's shortest one. scispaCy's `AbbreviationDetector`
 (allenai/scispacy, Apache-2.0) was read as a reference; this implementation matches characters
 on the doc's own text (not re-joined tokens), stays within a sentence when sentences are set,
 and assigns a fresh list to every doc.
@@ -86,6 +87,20 @@ def _window_start(doc: Doc, paren: int, short_chars: int, has_sents: bool) -> in
     return start
 
 
+def _initials_start(doc: Doc, long_start: int, long_end: int, short: str) -> int | None:
+    """First token of the words ending at `long_end` whose initials spell the short form, or None.
+
+    S&H keep the shortest match, which drops a leading word whose letter the short form
+    repeats ("attenuated adenomatous polyposis coli (AAPC)" → "adenomatous polyposis coli");
+    when the initials spell the short form exactly, that longer form is the definition."""
+    letters = [c.lower() for c in short if c.isalnum()]
+    words = [t for t in doc[long_start:long_end] if t.text[0].isalnum()]
+    if not letters or len(words) < len(letters):
+        return None
+    tail = words[len(words) - len(letters):]
+    return tail[0].i if [t.text[0].lower() for t in tail] == letters else None
+
+
 def _definition(doc: Doc, long_start: int, long_end: int, short: Span) -> Span | None:
     """The long-form span inside tokens [long_start, long_end) that defines `short`, if any."""
     if long_end <= long_start:
@@ -96,6 +111,9 @@ def _definition(doc: Doc, long_start: int, long_end: int, short: Span) -> Span |
     if offset is None:
         return None
     long = doc.char_span(first.idx + offset, last.idx + len(last), alignment_mode="expand")
+    initials = _initials_start(doc, long_start, long_end, short.text)
+    if long is not None and initials is not None and initials < long.start:
+        long = doc[initials:long.end]
     if long is None or len(long.text) <= len(short.text) or long.text.count("(") != long.text.count(")"):
         return None
     if short.text.lower() in {t.lower_ for t in long}:  # "ATM gene (ATM)" is not a definition

@@ -26,6 +26,8 @@ def test_real_ncbi_abstract(apc_doc):
     defs = {short.text: long.text for short, long in apc_doc._.abbreviations}
     assert defs["APC"] == "adenomatous polyposis coli"
     assert defs["FAP"] == "Familial adenomatous polyposis"
+    # S&H alone would keep the shortest match, "adenomatous polyposis coli"
+    assert defs["AAPC"] == "attenuated adenomatous polyposis coli"
     # every occurrence of APC is resolved, including the one in the title before the definition
     apc = [s for s, _ in apc_doc._.abbreviations if s.text == "APC"]
     assert len(apc) == sum(t.text == "APC" for t in apc_doc) >= 3
@@ -35,6 +37,18 @@ def test_real_ncbi_abstract(apc_doc):
     assert apc_doc[apc[1].start:apc[1].end]._.long_form.text == "adenomatous polyposis coli"
     starts = [s.start for s, _ in apc_doc._.abbreviations]
     assert starts == sorted(starts)
+
+
+@pytest.mark.parametrize("text,short,long", [
+    ("Patients with multiple myeloma (MM) were treated.", "MM", "multiple myeloma"),
+    ("Thrombosis of the superior sagittal sinus (SSS) was seen.", "SSS", "superior sagittal sinus"),
+    # initials that do not spell the short form leave S&H's match alone
+    ("Cells were stained with tetrazolium chloride (TC).", "TC", "tetrazolium chloride"),
+    ("It causes spinocerebellar ataxia type 1 (SCA1).", "SCA1", "spinocerebellar ataxia type 1"),
+])
+def test_initials_prefer_the_full_long_form(nlp, text, short, long):
+    defs = {s.text: l.text for s, l in nlp(text)._.abbreviations}
+    assert defs[short] == long
 
 
 def test_short_form_before_long_form(nlp):
