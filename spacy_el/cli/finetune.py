@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from spacy_el.cli import app, fail
+from spacy_el.cli.options import CheckpointEvery, Device, KbFormat, MaxSteps, NumThreads, Resume, Seed, Types
 from spacy_el.io import InputError
 
 
@@ -16,22 +17,22 @@ def finetune_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (id<TAB>name)"),
     encoder_dir: str = typer.Argument(..., help="Starting encoder: a SAP encoder dir, a base HF dir or hub name"),
     output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/, the final encoder/, finetune.json"),
-    fmt: str = typer.Option("auto", "--format", help="KB format: medic, obo, tsv or auto (by file name)"),
-    types: List[str] = typer.Option([], "--types", help="Mention types to train on (repeatable; default all)"),
+    fmt: KbFormat = "auto",
+    types: Types = [],
     dev: Optional[Path] = typer.Option(None, "--dev", help="PubTator dev file: Acc@1 early stopping, best kept"),
     epochs: int = typer.Option(3, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    max_steps: MaxSteps = None,
     batch_size: int = typer.Option(64, "--batch-size", help="Mentions per step (each with its negatives)"),
     lr: float = typer.Option(2e-5, "--lr"),
     negatives: int = typer.Option(5, "--negatives", help="Hard negatives per mention: its top-k wrong concepts"),
     loss: str = typer.Option("multi_similarity", "--loss",
                              help="multi_similarity (SapBERT's, as pretrain) or ntxent (softmax over the batch)"),
     patience: int = typer.Option(1, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
-    seed: int = typer.Option(0, "--seed"),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoint"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
-    num_threads: Optional[int] = typer.Option(None, "--num-threads", help="Torch CPU threads"),
+    seed: Seed = 0,
+    checkpoint_every: CheckpointEvery = 500,
+    resume: Resume = False,
+    device: Device = "auto",
+    num_threads: NumThreads = None,
 ) -> None:
     """Fine-tune on (mention, gold-concept name) pairs with refreshed hard negatives (BioSyn recipe)."""
     from spacy_el.sap.finetune import finetune

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from spacy_el.cli import app, fail
+from spacy_el.cli.options import KbFormat, Types
 from spacy_el.io import InputError
 
 
@@ -17,7 +18,7 @@ def build_index_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id<TAB>name)"),
     encoder_dir: str = typer.Argument(..., help="Encoder: a SapEncoder/HF directory or a hub name"),
     output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, table.tsv, meta.json)"),
-    fmt: str = typer.Option("auto", "--format", help="medic, obo, obo-xrefs (ids carry MESH/OMIM xrefs), tsv or auto (by file name)"),
+    fmt: KbFormat = "auto",
     index_type: str = typer.Option("Flat", "--index-type",
                                    help="FAISS index_factory string: Flat, HNSW32, IVF1024,PQ64,RFlat, PCA256,SQ8…"),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF lists searched (default max(8, nlist/16))"),
@@ -102,7 +103,7 @@ def evaluate_linking_command(
     index: Optional[Path] = typer.Option(None, "--index", help="Index directory (built with that encoder)"),
     pipeline: Optional[str] = typer.Option(None, "--pipeline",
                                            help="Also score this pipeline end to end (nel_micro_p/r/f, ents_p/r/f)"),
-    types: List[str] = typer.Option([], "--types", help="Mention types to keep (repeatable; default all)"),
+    types: Types = [],
     label: Optional[str] = typer.Option(None, "--label", help="NER label of the gold mentions (e.g. Disease)"),
     gold_ents: bool = typer.Option(False, "--gold-ents", help="Pipeline: link the gold spans (skip NER)"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the scores as JSON"),

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from spacy_el.cli import app, fail
+from spacy_el.cli.options import CheckpointEvery, Device, KbFormat, MaxSteps, NumThreads, Resume, Seed, Types
 from spacy_el.io import InputError
 
 
@@ -15,7 +16,7 @@ from spacy_el.io import InputError
 def make_pairs_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC (IDS||name|…), OBO (.obo/.obo.gz) or TSV (id<TAB>name)"),
     output: Path = typer.Argument(..., help="pairs.tsv to write (concept_id<TAB>name_a<TAB>name_b)"),
-    fmt: str = typer.Option("auto", "--format", help="medic, obo, obo-xrefs (ids carry MESH/OMIM xrefs), tsv or auto (by file name)"),
+    fmt: KbFormat = "auto",
     max_pairs: int = typer.Option(50, "--max-pairs", help="Synonym pairs per concept at most"),
     seed: int = typer.Option(0, "--seed", help="Seed of the pair sample"),
 ) -> None:
@@ -38,21 +39,21 @@ def pretrain_command(
     output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/ and the final encoder/"),
     base: str = typer.Option("all-MiniLM-L6-v2", "--base", help="Base encoder: local HF dir or hub name"),
     epochs: int = typer.Option(1, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    max_steps: MaxSteps = None,
     batch_size: int = typer.Option(64, "--batch-size", help="Pairs per step (per process under torchrun)"),
     batching: str = typer.Option("random", "--batching",
                                  help="random (SapBERT) or neighbours (hard batches of look-alike concepts)"),
     lr: float = typer.Option(2e-5, "--lr"),
     loss: str = typer.Option("multi_similarity", "--loss", help="multi_similarity (SapBERT) or ntxent"),
     warmup_steps: int = typer.Option(0, "--warmup-steps"),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoint"),
-    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: CheckpointEvery = 500,
+    resume: Resume = False,
+    seed: Seed = 0,
     pooling: Optional[str] = typer.Option(None, "--pooling", help="cls or mean (default: the base's own)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per name (default 25)"),
     lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
-    num_threads: Optional[int] = typer.Option(None, "--num-threads", help="Torch CPU threads"),
+    device: Device = "auto",
+    num_threads: NumThreads = None,
 ) -> None:
     """Self-alignment pretraining (multi-similarity loss, online-mined pairs); resumable; torchrun-ready."""
     from spacy_el.sap.pretrain import TrainConfig, pretrain
@@ -76,21 +77,21 @@ def distill_command(
     kb: Path = typer.Argument(..., help="KB file whose names are the training texts: MEDIC, OBO or TSV"),
     output_dir: Path = typer.Argument(..., help="Run directory: teacher.npy, checkpoint/, the student encoder/"),
     layers: int = typer.Option(0, "--layers", help="Transformer layers the student keeps (0: embeddings only)"),
-    fmt: str = typer.Option("auto", "--format", help="KB format: medic, obo, tsv or auto (by file name)"),
+    fmt: KbFormat = "auto",
     corpus: List[Path] = typer.Option([], "--corpus", help="PubTator file whose mention texts are added (repeatable)"),
-    types: List[str] = typer.Option([], "--types", help="Mention types to take (repeatable; default all)"),
+    types: Types = [],
     dev: Optional[Path] = typer.Option(None, "--dev", help="PubTator dev file: Acc@1 per epoch, best kept"),
     epochs: int = typer.Option(10, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    max_steps: MaxSteps = None,
     batch_size: int = typer.Option(256, "--batch-size", help="Texts per step"),
     lr: float = typer.Option(5e-4, "--lr", help="High for a 0-layer student: only embeddings move"),
     relational: float = typer.Option(1.0, "--relational", help="Weight of the in-batch similarity-matrix MSE"),
     patience: int = typer.Option(2, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
-    seed: int = typer.Option(0, "--seed"),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoint"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
-    num_threads: Optional[int] = typer.Option(None, "--num-threads", help="Torch CPU threads"),
+    seed: Seed = 0,
+    checkpoint_every: CheckpointEvery = 500,
+    resume: Resume = False,
+    device: Device = "auto",
+    num_threads: NumThreads = None,
 ) -> None:
     """Distil a student (the teacher's first N layers) that reproduces the teacher's vectors: CPU speed."""
     from spacy_el.sap.distill import distill

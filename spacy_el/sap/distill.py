@@ -37,7 +37,7 @@ from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.table import ConceptTable
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.finetune import KBVectors, dev_accuracy
-from spacy_el.sap.pretrain import ENCODER, TrainConfig, TrainResult, random_batches, train_encoder
+from spacy_el.sap.pretrain import TrainConfig, TrainResult, random_batches, train_encoder
 
 TEACHER_FILE = "teacher.npy"
 STATS_FILE = "distill.json"
