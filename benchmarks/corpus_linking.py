@@ -173,14 +173,16 @@ def main() -> None:
             stage("SAP-MiniLM", SapEncoder.load(start_dir, **opts))
 
         from spacy_el.sap.finetune import finetune
+        from spacy_el.sap.pretrain import TrainConfig
 
         ft_out = args.out / "finetuned"
         if args.ft_epochs > 0 and not (ft_out / "finetune.json").exists():
             t = time.perf_counter()
             train = joint_train_corpus()
-            result = finetune(train, medic, start_dir, ft_out, epochs=args.ft_epochs, loss=args.loss,
-                              batch_size=args.ft_batch_size, lr=args.ft_lr, n_negatives=args.ft_negatives,
-                              max_steps=args.ft_max_steps, checkpoint_every=20, resume=True, encoder_options=opts)
+            config = TrainConfig(epochs=args.ft_epochs, max_steps=args.ft_max_steps, lr=args.ft_lr, loss=args.loss,
+                                 patience=None, checkpoint_every=20)
+            result = finetune(train, medic, start_dir, ft_out, config=config, batch_size=args.ft_batch_size,
+                              n_negatives=args.ft_negatives, resume=True, encoder_options=opts)
             res["info"]["finetune"] = {"steps": result.train.steps, "seconds": time.perf_counter() - t,
                                        "stats": {k: v for k, v in vars(result.stats).items() if k != "missing_ids"},
                                        "epochs": args.ft_epochs, "max_steps": args.ft_max_steps,

@@ -214,12 +214,13 @@ def distilled_student(args, layers: int) -> Path:
     """`spacy-el distill` of the base encoder on MEDIC's names and the NCBI-disease *train* mention
     texts (no labels, no dev data; the last epoch is kept), done once per work directory."""
     from spacy_el.sap.distill import distill
+    from spacy_el.sap.pretrain import TrainConfig
 
     out = args.work / f"student_L{layers}"
     if not (out / "distill.json").exists():
         distill(args.base_encoder, args.medic, out, layers=layers, kb_format="medic",
-                corpora=[DATA / "ncbi_disease" / "NCBItrainset_corpus.txt"], epochs=args.distill_epochs,
-                lr=args.distill_lr, batch_size=256, seed=0, resume=True,
+                corpora=[DATA / "ncbi_disease" / "NCBItrainset_corpus.txt"],
+                config=TrainConfig(epochs=args.distill_epochs, lr=args.distill_lr), batch_size=256, resume=True,
                 encoder_options={"device": "cpu", "num_threads": args.threads})
     return out / "encoder"
 

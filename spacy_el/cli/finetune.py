@@ -36,11 +36,13 @@ def finetune_command(
 ) -> None:
     """Fine-tune on (mention, gold-concept name) pairs with refreshed hard negatives (BioSyn recipe)."""
     from spacy_el.sap.finetune import finetune
+    from spacy_el.sap.pretrain import TrainConfig
 
     try:
+        config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, loss=loss, patience=patience, seed=seed,
+                             checkpoint_every=checkpoint_every)
         result = finetune(train, kb, encoder_dir, output_dir, kb_format=fmt, types=types or None, dev_pubtator=dev,
-                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, n_negatives=negatives, loss=loss,
-                          patience=patience, seed=seed, checkpoint_every=checkpoint_every, resume=resume,
+                          config=config, batch_size=batch_size, n_negatives=negatives, resume=resume,
                           encoder_options={"device": device, "num_threads": num_threads})
     except (InputError, OSError) as err:
         raise fail(err) from None

@@ -95,11 +95,13 @@ def distill_command(
 ) -> None:
     """Distil a student (the teacher's first N layers) that reproduces the teacher's vectors: CPU speed."""
     from spacy_el.sap.distill import distill
+    from spacy_el.sap.pretrain import TrainConfig
 
     try:
+        config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, patience=patience, seed=seed,
+                             checkpoint_every=checkpoint_every)
         result = distill(teacher, kb, output_dir, layers=layers, kb_format=fmt, corpora=corpus, types=types or None,
-                         dev_pubtator=dev, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                         relational=relational, patience=patience, seed=seed, checkpoint_every=checkpoint_every,
+                         dev_pubtator=dev, config=config, batch_size=batch_size, relational=relational,
                          resume=resume, encoder_options={"device": device, "num_threads": num_threads})
     except (InputError, OSError) as err:
         raise fail(err) from None

@@ -41,6 +41,8 @@ from spacy_el.sap.pretrain import TrainConfig, TrainResult, random_batches, trai
 
 TEACHER_FILE = "teacher.npy"
 STATS_FILE = "distill.json"
+#: Distillation's defaults: a high rate (a 0-layer student moves only its embeddings), more epochs.
+DISTILL_CONFIG = TrainConfig(epochs=10, lr=5e-4, patience=2)
 
 
 def student_of(teacher: SapEncoder, layers: int) -> SapEncoder:
@@ -141,22 +143,18 @@ def distill(
     corpora: Sequence[str | Path] = (),
     types: Sequence[str] | None = None,
     dev_pubtator: str | Path | None = None,
-    epochs: int = 10,
+    config: TrainConfig = DISTILL_CONFIG,
     batch_size: int = 256,
-    lr: float = 5e-4,
     relational: float = 1.0,
-    seed: int = 0,
     resume: bool = False,
-    checkpoint_every: int = 500,
-    patience: int | None = 2,
-    max_steps: int | None = None,
     encoder_options: dict | None = None,
     embed_batch_size: int = 256,
     show_progress: bool = True,
 ) -> DistillResult:
     """Distil `teacher_dir` into a student of `layers` transformer layers on the KB's names and
     the `corpora`'s mention texts; the student is `OUTPUT_DIR/encoder` (the best dev epoch when
-    `dev_pubtator` is given). `encoder_options` go to `SapEncoder.load` (device, num_threads…)."""
+    `dev_pubtator` is given). `config`: epochs, lr, seed, patience… (its `loss` is unused: the
+    loss is `DistillLoss`). `encoder_options` go to `SapEncoder.load` (device, num_threads…)."""
     from spacy_el.kb.readers import read_kb
 
     output_dir = Path(output_dir)
@@ -179,9 +177,7 @@ def distill(
             start_score = evaluate(student)
     del teacher
     started = time.perf_counter()
-    config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, seed=seed, checkpoint_every=checkpoint_every,
-                         patience=patience)
-    result = train_encoder(student, random_batches(range(len(texts)), batch_size, seed), config, output_dir,
+    result = train_encoder(student, random_batches(range(len(texts)), batch_size, config.seed), config, output_dir,
                            resume=resume, evaluate=evaluate, loss_fn=DistillLoss(texts, targets, relational),
                            show_progress=show_progress)
     seconds = time.perf_counter() - started

@@ -42,6 +42,8 @@ from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pretrain import ENCODER, Batches, BatchFactory, Example, TrainConfig, TrainResult, train_encoder
 
 STATS_FILE = "finetune.json"
+#: Fine-tuning's defaults: a few epochs over a few thousand mentions, early stopping on dev.
+FINETUNE_CONFIG = TrainConfig(epochs=3, patience=1)
 
 
 @dataclass
@@ -196,16 +198,10 @@ def finetune(
     kb_format: str = "auto",
     types: Sequence[str] | None = None,
     dev_pubtator: str | Path | PubTatorCorpus | None = None,
-    epochs: int = 3,
+    config: TrainConfig = FINETUNE_CONFIG,
     batch_size: int = 64,
-    lr: float = 2e-5,
     n_negatives: int = 5,
-    loss: str = "multi_similarity",
-    seed: int = 0,
     resume: bool = False,
-    checkpoint_every: int = 500,
-    patience: int | None = 1,
-    max_steps: int | None = None,
     kb_index: ConceptIndex | None = None,
     encoder_options: dict | None = None,
     embed_batch_size: int = 256,
@@ -213,7 +209,8 @@ def finetune(
 ) -> FinetuneResult:
     """Fine-tune the encoder in `encoder_dir` (a base model or a SAP encoder) on the train
     corpus's mentions; the result is `OUTPUT_DIR/encoder` (checkpoints in `OUTPUT_DIR/checkpoint`,
-    counts and scores in `OUTPUT_DIR/finetune.json`). `kb_index`, a Flat index of the KB built
+    counts and scores in `OUTPUT_DIR/finetune.json`). `config`: epochs, lr, loss, seed, patience…
+    (e.g. `dataclasses.replace(FINETUNE_CONFIG, epochs=5)`). `kb_index`, a Flat index of the KB built
     with the starting encoder, saves embedding the KB once. `encoder_options` go to
     `SapEncoder.load` (device, num_threads…)."""
     from spacy_el.kb.readers import read_kb
@@ -234,9 +231,7 @@ def finetune(
     if dev_pubtator is not None:
         evaluate = dev_accuracy(_corpus(dev_pubtator, types), vectors, embed_batch_size)
         start_score = evaluate(encoder)
-    config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, seed=seed, loss=loss,
-                         checkpoint_every=checkpoint_every, patience=patience)
-    factory = hard_negative_batches(examples, vectors, batch_size, n_negatives, seed)
+    factory = hard_negative_batches(examples, vectors, batch_size, n_negatives, config.seed)
     result = train_encoder(encoder, factory, config, output_dir, resume=resume, evaluate=evaluate,
                            show_progress=show_progress)
     kept_start = start_score is not None and start_score >= max(result.scores, default=-1.0)
@@ -247,6 +242,5 @@ def finetune(
         json.dump({"start_encoder": str(encoder_dir), "train": str(train.path), "steps": result.steps,
                    "dev_acc@1_start": start_score, "dev_acc@1_per_epoch": result.scores,
                    "kept_start": kept_start, "mentions": asdict(stats),
-                   "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_negatives": n_negatives, "loss": loss,
-                                "seed": seed, "patience": patience, "max_steps": max_steps}}, f, indent=2)
+                   "settings": asdict(config) | {"batch_size": batch_size, "n_negatives": n_negatives}}, f, indent=2)
     return out

@@ -61,7 +61,7 @@ BatchFactory = Callable[[int, SapEncoder], Batches]
 LossFunction = Callable[[SapEncoder, Sequence, torch.nn.Module], torch.Tensor]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None

@@ -34,8 +34,8 @@ def test_short_forms_are_linked_by_their_long_form(tmp_path):
     path = tmp_path / "dev.PubTator"
     path.write_text("\n".join([
         f"1|t|{title}", f"1|a|{abstract}",
-        f"1\t0\t30\tFamilial adenomatous polyposis\tDisease\tD011125",
-        f"1\t32\t35\tFAP\tDisease\tD011125",
+        "1\t0\t30\tFamilial adenomatous polyposis\tDisease\tD011125",
+        "1\t32\t35\tFAP\tDisease\tD011125",
         f"1\t{a}\t{a + 3}\tFAP\tDisease\tD011125",
         f"1\t{a + 17}\t{a + 34}\tdiabetes mellitus\tDisease\tMESH:D003920", ""]) + "\n")
     encoder = ExactEncoder()

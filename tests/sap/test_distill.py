@@ -9,7 +9,7 @@ from spacy_el.kb.readers import read_kb
 from spacy_el.sap.distill import (STATS_FILE, TEACHER_FILE, DistillLoss, distill, distillation_texts, student_of,
                                   teacher_vectors)
 from spacy_el.sap.encoder import SapEncoder
-from spacy_el.sap.pretrain import ENCODER
+from spacy_el.sap.pretrain import ENCODER, TrainConfig
 
 from .test_finetune import MEAN, data  # noqa: F401  (data: the tiny KB and corpora fixture)
 
@@ -71,7 +71,7 @@ def test_distill_brings_the_student_towards_the_teacher(teacher_dir, data, tmp_p
     targets = teacher.embed(texts)
     start = _loss(student_of(teacher, 0), texts, targets)
     result = distill(teacher_dir, data["kb"], tmp_path / "run", layers=0, kb_format="tsv", corpora=[data["train"]],
-                     epochs=6, batch_size=8, lr=1e-2, checkpoint_every=0, show_progress=False)
+                     config=TrainConfig(epochs=6, lr=1e-2, checkpoint_every=0), batch_size=8, show_progress=False)
     assert result.n_texts == len(texts) and result.train.steps == 6 * -(-len(texts) // 8)
     student = SapEncoder.load(result.encoder_dir)
     assert student.model.config.num_hidden_layers == 0
@@ -91,8 +91,9 @@ def test_teacher_vectors_are_cached_and_keyed(tiny_bert_dir, tmp_path, monkeypat
 
 
 def _run(tiny_bert_dir, data, out, resume=False):
-    return distill(tiny_bert_dir, data["kb"], out, layers=1, kb_format="tsv", epochs=2, batch_size=8, lr=1e-3,
-                   seed=3, checkpoint_every=2, resume=resume, show_progress=False, encoder_options=MEAN)
+    return distill(tiny_bert_dir, data["kb"], out, layers=1, kb_format="tsv", batch_size=8,
+                   config=TrainConfig(epochs=2, lr=1e-3, seed=3, checkpoint_every=2), resume=resume,
+                   show_progress=False, encoder_options=MEAN)
 
 
 def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, interrupt_at_call):
@@ -107,7 +108,7 @@ def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, interrup
 
 def test_dev_scores_teacher_student_and_epochs(tiny_bert_dir, data, tmp_path):
     result = distill(tiny_bert_dir, data["kb"], tmp_path / "run", layers=0, kb_format="tsv", dev_pubtator=data["dev"],
-                     epochs=2, batch_size=8, lr=1e-2, patience=None, checkpoint_every=0, show_progress=False,
+                     config=TrainConfig(epochs=2, lr=1e-2, checkpoint_every=0), batch_size=8, show_progress=False,
                      encoder_options=MEAN)
     assert 0 <= result.teacher_score <= 100 and 0 <= result.start_score <= 100
     assert len(result.train.scores) == 2

@@ -9,7 +9,7 @@ from spacy_el.kb.readers import read_kb
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.finetune import (STATS_FILE, KBVectors, dev_accuracy, finetune, hard_negative_batches,
                                    mention_examples)
-from spacy_el.sap.pretrain import ENCODER, Example, PairLoss, TrainConfig
+from spacy_el.sap.pretrain import ENCODER, PairLoss, TrainConfig
 
 #: A random tiny BERT trains far faster with mean pooling than with its untrained [CLS].
 MEAN = {"pooling": "mean"}
@@ -106,8 +106,9 @@ def test_finetune_lowers_the_loss(tiny_bert_dir, data, tmp_path):
     examples, _ = mention_examples(read_pubtator(data["train"]), kb)
     start = SapEncoder.load(tiny_bert_dir, pooling="mean")
     fixed = [ex for b in hard_negative_batches(examples, KBVectors(kb), 64, 3)(0, start) for ex in b]
-    result = finetune(data["train"], data["kb"], tiny_bert_dir, tmp_path / "run", kb_format="tsv", epochs=4,
-                      batch_size=8, lr=5e-3, n_negatives=3, checkpoint_every=0, show_progress=False,
+    result = finetune(data["train"], data["kb"], tiny_bert_dir, tmp_path / "run", kb_format="tsv",
+                      config=TrainConfig(epochs=4, lr=5e-3, checkpoint_every=0), batch_size=8, n_negatives=3,
+                      show_progress=False,
                       encoder_options=MEAN)
     assert result.train.steps == 8
     assert result.stats.n_missing_from_kb == 1
@@ -117,8 +118,9 @@ def test_finetune_lowers_the_loss(tiny_bert_dir, data, tmp_path):
 
 
 def _run(tiny_bert_dir, data, out, resume=False):
-    return finetune(data["train"], data["kb"], tiny_bert_dir, out, kb_format="tsv", epochs=2, batch_size=6,
-                    lr=1e-3, n_negatives=2, seed=3, checkpoint_every=2, resume=resume,
+    return finetune(data["train"], data["kb"], tiny_bert_dir, out, kb_format="tsv",
+                    config=TrainConfig(epochs=2, lr=1e-3, seed=3, checkpoint_every=2), batch_size=6, n_negatives=2,
+                    resume=resume,
                     show_progress=False, encoder_options=MEAN)
 
 
@@ -134,8 +136,8 @@ def test_resume_equals_uninterrupted_run(tiny_bert_dir, data, tmp_path, interrup
 
 def test_dev_early_stopping_keeps_the_best_encoder(tiny_bert_dir, data, tmp_path):
     result = finetune(data["train"], data["kb"], tiny_bert_dir, tmp_path / "run", kb_format="tsv",
-                      dev_pubtator=data["dev"], epochs=4, batch_size=8, lr=2e-2, n_negatives=3,
-                      patience=2, checkpoint_every=0, show_progress=False, encoder_options=MEAN)
+                      dev_pubtator=data["dev"], config=TrainConfig(epochs=4, lr=2e-2, patience=2, checkpoint_every=0),
+                      batch_size=8, n_negatives=3, show_progress=False, encoder_options=MEAN)
     scores = [result.start_score, *result.train.scores]
     assert 1 <= len(result.train.scores) <= 4
     kb = read_kb(data["kb"], "tsv")
@@ -177,7 +179,8 @@ def test_kb_index_of_the_start_encoder_is_reused(tiny_bert_dir, data, tmp_path, 
     original = ConceptIndex.build.__func__
     monkeypatch.setattr(ConceptIndex, "build",
                         classmethod(lambda cls, *a, **k: builds.append(1) or original(cls, *a, **k)))
-    run = dict(kb_format="tsv", epochs=1, batch_size=8, n_negatives=2, checkpoint_every=0, show_progress=False)
+    run = dict(kb_format="tsv", config=TrainConfig(epochs=1, checkpoint_every=0), batch_size=8, n_negatives=2,
+               show_progress=False)
     finetune(data["train"], kb, tiny_bert_dir, tmp_path / "a", kb_index=start_index, encoder_options=MEAN, **run)
     assert builds == []  # the first epoch mined in the given index
     other = ConceptIndex.build(kb, SapEncoder.load(tiny_bert_dir, pooling="cls"))
