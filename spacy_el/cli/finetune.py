@@ -26,7 +26,8 @@ def finetune_command(
     lr: float = typer.Option(2e-5, "--lr"),
     negatives: int = typer.Option(5, "--negatives", help="Hard negatives per mention: its top-k wrong concepts"),
     loss: str = typer.Option("multi_similarity", "--loss",
-                             help="multi_similarity (SapBERT's, as pretrain) or ntxent (softmax over the batch)"),
+                             help="multi_similarity (SapBERT's, as pretrain), ntxent (softmax over the batch) or supcon "
+                                  "(the same objective, fast at large batches)"),
     patience: int = typer.Option(1, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
     seed: Seed = 0,
     checkpoint_every: CheckpointEvery = 500,

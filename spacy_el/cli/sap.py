@@ -44,7 +44,7 @@ def pretrain_command(
     batching: str = typer.Option("random", "--batching",
                                  help="random (SapBERT) or neighbours (hard batches of look-alike concepts)"),
     lr: float = typer.Option(2e-5, "--lr"),
-    loss: str = typer.Option("multi_similarity", "--loss", help="multi_similarity (SapBERT) or ntxent"),
+    loss: str = typer.Option("multi_similarity", "--loss", help="multi_similarity (SapBERT), ntxent or supcon (ntxent's objective, fast at large batches)"),
     warmup_steps: int = typer.Option(0, "--warmup-steps"),
     checkpoint_every: CheckpointEvery = 500,
     resume: Resume = False,

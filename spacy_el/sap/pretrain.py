@@ -39,7 +39,7 @@ from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pairs import read_pairs
 
 CHECKPOINT = "checkpoint"
-LOSSES = ("multi_similarity", "ntxent")
+LOSSES = ("multi_similarity", "ntxent", "supcon")
 ENCODER = "encoder"
 
 
@@ -76,9 +76,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     #: "multi_similarity" (SapBERT: MultiSimilarityLoss over TripletMarginMiner's hard pairs) or
     #: "ntxent" (NTXentLoss over all pairs, the softmax objective sentence encoders such as MiniLM
-    #: were trained with; gentler when fine-tuning one on a few thousand mentions).
+    #: were trained with; gentler when fine-tuning one on a few thousand mentions) or "supcon"
+    #: (SupConLoss: the same objective when each text has one positive, as in random batches of
+    #: synonym pairs, but O(batch²) memory where NTXentLoss builds a positives × negatives
+    #: matrix: an order of magnitude faster at 256 pairs per batch, `benchmarks/pair_losses.py`).
     loss: str = "multi_similarity"
-    ntxent_temperature: float = 0.05
+    #: Softmax temperature of "ntxent" and "supcon".
+    temperature: float = 0.05
     #: MultiSimilarityLoss / TripletMarginMiner settings (SapBERT's values).
     ms_alpha: float = 1.0
     ms_beta: float = 60.0
@@ -197,8 +201,8 @@ def _barrier(world: int) -> None:
 
 # ---------------------------------------------------------------------------- loss
 class PairLoss:
-    """The loss of a batch of examples: multi-similarity over mined hard pairs, or NT-Xent over
-    all pairs (`TrainConfig.loss`)."""
+    """The loss of a batch of examples: multi-similarity over mined hard pairs, or a softmax
+    over all pairs (NT-Xent or SupCon; `TrainConfig.loss`)."""
 
     def __init__(self, config: TrainConfig) -> None:
         from pytorch_metric_learning import losses, miners
@@ -206,9 +210,10 @@ class PairLoss:
         if config.loss == "multi_similarity":
             self.loss = losses.MultiSimilarityLoss(alpha=config.ms_alpha, beta=config.ms_beta, base=config.ms_base)
             self.miner = miners.TripletMarginMiner(margin=config.miner_margin, type_of_triplets="all")
+        elif config.loss == "supcon":
+            self.loss, self.miner = losses.SupConLoss(temperature=config.temperature), None
         else:
-            self.loss = losses.NTXentLoss(temperature=config.ntxent_temperature)
-            self.miner = None
+            self.loss, self.miner = losses.NTXentLoss(temperature=config.temperature), None
 
     def __call__(self, encoder: SapEncoder, batch: Sequence[Example], model: torch.nn.Module | None = None
                  ) -> torch.Tensor:

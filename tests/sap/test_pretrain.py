@@ -160,19 +160,32 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes(tiny_bert_dir, pairs_fi
     assert done.steps == 5
 
 
-def test_ntxent_loss_trains_too_and_unknown_losses_are_refused(tiny_bert_dir, pairs_file, tmp_path):
-    ntxent = TrainConfig(loss="ntxent")
+@pytest.mark.parametrize("loss", ["ntxent", "supcon"])
+def test_softmax_losses_train_too(tiny_bert_dir, pairs_file, tmp_path, loss):
+    ntxent = TrainConfig(loss=loss)
     start = SapEncoder.load(tiny_bert_dir, pooling="mean")
     start.model.eval()
     with torch.no_grad():
         before = float(PairLoss(ntxent)(start, [Example(*p) for p in PAIRS]))
     result = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16,
-                      config=TrainConfig(epochs=2, lr=5e-3, checkpoint_every=0, loss="ntxent"),
+                      config=TrainConfig(epochs=2, lr=5e-3, checkpoint_every=0, loss=loss),
                       encoder_options={"pooling": "mean"}, show_progress=False)
     trained = SapEncoder.load(result.encoder_dir)
     trained.model.eval()
     with torch.no_grad():
         after = float(PairLoss(ntxent)(trained, [Example(*p) for p in PAIRS]))
     assert after < 0.8 * before
+
+
+def test_supcon_is_ntxent_when_every_text_has_one_positive():
+    from pytorch_metric_learning import losses
+
+    torch.manual_seed(0)
+    emb, labels = torch.randn(16, 8), torch.arange(8).repeat(2)  # 8 pairs, 8 distinct concepts
+    ntxent = losses.NTXentLoss(temperature=0.05)(emb, labels)
+    assert float(PairLoss(TrainConfig(loss="supcon")).loss(emb, labels)) == pytest.approx(float(ntxent), rel=1e-5)
+
+
+def test_unknown_losses_are_refused():
     with pytest.raises(InputError, match="loss='triplet'"):
         TrainConfig(loss="triplet")
