@@ -1,7 +1,7 @@
 """Where the errors of the alias protocol are: NCBI-disease dev and BC5CDR-disease dev against MEDIC
 + the corpus's train mentions as aliases + the corpus prior (the `MEDIC + train mentions + prior`
-row of `benchmarks/corpus_linking.py`, no abbreviation resolution), each wrong Acc@1 query sorted by
-what the train set says about its (normalised) text:
+row of `benchmarks/corpus_linking.py`, without and with abbreviation resolution), each wrong Acc@1
+query sorted by what the train set says about its (normalised) text:
 
 - *unseen in train*: no train mention has this text, so the encoder must generalise;
 - *train: other concepts only*: train annotates this text, never with a dev gold concept
@@ -24,6 +24,7 @@ from spacy_el.corpora.pubtator import linking_queries, normalize_mention, read_p
 from spacy_el.ids import ids_match
 from spacy_el.kb.index import ConceptIndex, corpus_prior, mention_alias_table
 from spacy_el.kb.readers import read_medic
+from spacy_el.linker.link import abbreviation_long_forms
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
 
@@ -59,9 +60,9 @@ def main() -> None:
     if not (index_dir / "meta.json").exists():
         ConceptIndex.build(read_medic(args.medic), encoder, "Flat", show_progress=True).save(index_dir)
     print(f"`python benchmarks/alias_errors.py` — {dt.date.today()}; encoder {Path(args.encoder).name}; "
-          "MEDIC + train mentions + prior, no abbreviation resolution\n")
-    print("| corpus (dev) | queries | Acc@1 | errors | " + " | ".join(KINDS) + " |")
-    print("|---|---|---|---|" + "---|" * len(KINDS))
+          "MEDIC + train mentions + prior\n")
+    print("| corpus (dev) | abbr | queries | Acc@1 | errors | " + " | ".join(KINDS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(KINDS))
     examples = {}
     for name, (train, dev, types) in CORPORA.items():
         index = ConceptIndex.load(index_dir, encoder, mmap=False)
@@ -70,22 +71,30 @@ def main() -> None:
         train_golds: dict[str, set[tuple[str, ...]]] = collections.defaultdict(set)
         for q in linking_queries(read_pubtator(train, types=types)):
             train_golds[normalize_mention(q.text)].add(tuple(sorted(q.gold)))
-        queries = linking_queries(read_pubtator(dev, types=types))
-        unique = list(dict.fromkeys(q.text for q in queries))
-        found = dict(zip(unique, index.search(encoder.embed(unique), k=5)))
-        kinds: collections.Counter = collections.Counter()
-        seen: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        for q in queries:
-            best = found[q.text][0] if found[q.text] else None
-            if best is not None and any(ids_match(best.concept_id, g) for g in q.gold):
-                continue
-            kind = kind_of(q.gold, train_golds.get(normalize_mention(q.text)))
-            kinds[kind] += 1
-            seen[kind][f"{q.text!r} (gold {'|'.join(q.gold)}, linked {best.concept_id if best else 'nothing'})"] += 1
-        errors = sum(kinds.values())
-        print(f"| {name} | {len(queries)} | {100 * (len(queries) - errors) / len(queries):.2f} | {errors} | "
-              + " | ".join(str(kinds[k]) for k in KINDS) + " |", flush=True)
-        examples[name] = seen
+        corpus = read_pubtator(dev, types=types)
+        queries = linking_queries(corpus)
+        long_forms = abbreviation_long_forms(corpus)
+        for abbr in (False, True):
+            # as `evaluate_linking`: a defined short form is linked by its long form's text
+            texts = [long_forms.get((q.pmid, q.start, q.end), q.text) if abbr and not q.is_part else q.text
+                     for q in queries]
+            unique = list(dict.fromkeys(texts))
+            found = dict(zip(unique, index.search(encoder.embed(unique), k=5)))
+            kinds: collections.Counter = collections.Counter()
+            seen: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+            for q, text in zip(queries, texts):
+                best = found[text][0] if found[text] else None
+                if best is not None and any(ids_match(best.concept_id, g) for g in q.gold):
+                    continue
+                kind = kind_of(q.gold, train_golds.get(normalize_mention(q.text)))
+                kinds[kind] += 1
+                linked = best.concept_id if best else "nothing"
+                seen[kind][f"{q.text!r} (gold {'|'.join(q.gold)}, linked {linked})"] += 1
+            errors = sum(kinds.values())
+            print(f"| {name} | {'yes' if abbr else 'no'} | {len(queries)} | "
+                  f"{100 * (len(queries) - errors) / len(queries):.2f} | {errors} | "
+                  + " | ".join(str(kinds[k]) for k in KINDS) + " |", flush=True)
+            examples[f"{name}, abbr {'yes' if abbr else 'no'}"] = seen
     for name, seen in examples.items():
         print(f"\n{name}, most frequent errors of each kind:")
         for kind in KINDS:
