@@ -131,4 +131,3 @@ def test_cli(tiny_bert_dir, data, tmp_path):
     assert bad.exit_code == 1 and "missing.tsv" in bad.output and "Traceback" not in bad.output
     deep = CliRunner().invoke(app, args[:7] + ["5"] + args[8:])
     assert deep.exit_code == 1 and "layers=5" in deep.output
-
