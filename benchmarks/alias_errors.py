@@ -24,7 +24,7 @@ from spacy_el.corpora.pubtator import linking_queries, normalize_mention, read_p
 from spacy_el.ids import ids_match
 from spacy_el.kb.index import ConceptIndex, corpus_prior, mention_alias_table
 from spacy_el.kb.readers import read_medic
-from spacy_el.linker.link import abbreviation_long_forms
+from spacy_el.linker.link import query_texts
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
 
@@ -73,11 +73,8 @@ def main() -> None:
             train_golds[normalize_mention(q.text)].add(tuple(sorted(q.gold)))
         corpus = read_pubtator(dev, types=types)
         queries = linking_queries(corpus)
-        long_forms = abbreviation_long_forms(corpus)
         for abbr in (False, True):
-            # as `evaluate_linking`: a defined short form is linked by its long form's text
-            texts = [long_forms.get((q.pmid, q.start, q.end), q.text) if abbr and not q.is_part else q.text
-                     for q in queries]
+            texts = query_texts(corpus, queries, abbr)  # as `evaluate_linking`
             unique = list(dict.fromkeys(texts))
             found = dict(zip(unique, index.search(encoder.embed(unique), k=5)))
             kinds: collections.Counter = collections.Counter()

@@ -42,8 +42,9 @@ def test_real_ncbi_abstract(apc_doc):
 @pytest.mark.parametrize("text,short,long", [
     ("Patients with multiple myeloma (MM) were treated.", "MM", "multiple myeloma"),
     ("Thrombosis of the superior sagittal sinus (SSS) was seen.", "SSS", "superior sagittal sinus"),
-    # initials that do not spell the short form leave S&H's match alone
+    # initials and S&H's shortest match agree
     ("Cells were stained with tetrazolium chloride (TC).", "TC", "tetrazolium chloride"),
+    # initials that do not spell the short form leave S&H's match alone
     ("It causes spinocerebellar ataxia type 1 (SCA1).", "SCA1", "spinocerebellar ataxia type 1"),
 ])
 def test_initials_prefer_the_full_long_form(nlp, text, short, long):

@@ -63,10 +63,7 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
 
     corpus = read_pubtator(corpus_path, types=types)
     queries = linking_queries(corpus)
-    texts = [q.text for q in queries]
-    if resolve_abbreviations:
-        long_forms = abbreviation_long_forms(corpus)
-        texts = [t if q.is_part else long_forms.get((q.pmid, q.start, q.end), t) for q, t in zip(queries, texts)]
+    texts = query_texts(corpus, queries, resolve_abbreviations)
     unique = list(dict.fromkeys(texts))
     found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=5))) if unique else {}
     ranked = [[c.concept_id for c in found[t]] for t in texts]
@@ -74,6 +71,15 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
                      "n_nil_skipped": corpus.n_nil, "n_docs": len(corpus.docs), "corpus": str(corpus_path),
                      "n_abbreviations_resolved": sum(t != q.text for q, t in zip(queries, texts))}
+
+
+def query_texts(corpus, queries, resolve_abbreviations: bool) -> list[str]:
+    """The text each of a corpus's linking queries is searched by: its own, or, with
+    `resolve_abbreviations`, the long form of a short form defined in its abstract."""
+    if not resolve_abbreviations:
+        return [q.text for q in queries]
+    long_forms = abbreviation_long_forms(corpus)
+    return [q.text if q.is_part else long_forms.get((q.pmid, q.start, q.end), q.text) for q in queries]
 
 
 def abbreviation_long_forms(corpus) -> dict[tuple[str, int, int], str]:

@@ -225,7 +225,10 @@ class PairLoss:
                 names.append(label)
         ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
         labels = torch.tensor([ids[n] for n in names], device=encoder.device)
-        emb = encoder.encode_for_training(texts, model=model).float()
+        return self.of_embeddings(encoder.encode_for_training(texts, model=model).float(), labels)
+
+    def of_embeddings(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of embedded texts whose concepts are `labels` (pairs mined first when the loss mines)."""
         return self.loss(emb, labels, self.miner(emb, labels) if self.miner is not None else None)
 
 
