@@ -214,7 +214,7 @@ def distilled_student(args, layers: int) -> Path:
     """`spacy-el distill` of the base encoder on MEDIC's names and the NCBI-disease *train* mention
     texts (no labels, no dev data; the last epoch is kept), done once per work directory."""
     from spacy_el.sap.distill import distill
-    from spacy_el.sap.pretrain import TrainConfig
+    from spacy_el.sap.config import TrainConfig
 
     out = args.work / f"student_L{layers}"
     if not (out / "distill.json").exists():

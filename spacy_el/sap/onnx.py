@@ -30,10 +30,11 @@ from typing import Sequence
 import numpy as np
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
+from spacy_el.models import embed_in_batches
+from spacy_el.sap.settings import SETTINGS_FILE, EncoderSettings
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-SETTINGS_FILE = "sap_encoder.json"
 RUNTIME = "onnx"
 
 
@@ -60,8 +61,6 @@ class OnnxEncoder:
     def __init__(self, directory: Path, meta: dict, *, device: str = "auto", num_threads: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
-
-        from spacy_el.sap.encoder import EncoderSettings
 
         self.directory = Path(directory)
         self.meta = meta
@@ -177,35 +176,24 @@ class OnnxEncoder:
     # ---------------------------------------------------------------- encoding
     def embed(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """float32 (n, dim) L2-normalised vectors, in input order (batched by length)."""
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size}: use a positive integer")
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        starts = range(0, len(order), batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
+        return embed_in_batches(texts, self.dim, batch_size, self._run, show_progress)
 
-            starts = tqdm(starts, desc="embedding", unit="batch")
-        for start in starts:
-            idx = order[start:start + batch_size]
-            batch = [texts[i] for i in idx]
-            if self.settings.lowercase:
-                batch = [t.lower() for t in batch]
-            encodings = self.tokenizer.encode_batch(batch)
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
-            if self.settings.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                weights = mask[..., None].astype(np.float32)
-                pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
-            out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return out
+    def _run(self, batch: list[str]) -> np.ndarray:
+        if self.settings.lowercase:
+            batch = [t.lower() for t in batch]
+        encodings = self.tokenizer.encode_batch(batch)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        if self.settings.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def _with_settings(encoder, settings) -> str:

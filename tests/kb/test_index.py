@@ -10,7 +10,8 @@ import pytest
 
 from spacy_el.io import InputError
 from spacy_el.kb import index as index_mod
-from spacy_el.kb.index import Candidate, ConceptIndex, build_index
+from spacy_el.build import build_index
+from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.kb.table import ConceptTable
 
 NAMES = [
@@ -254,7 +255,7 @@ def test_empty_kb_file_is_a_clear_error(encoder, tmp_path):
 
 
 def test_mention_aliases_keep_only_the_requested_types(tmp_path):
-    from spacy_el.kb.index import mention_alias_table
+    from spacy_el.build import mention_alias_table
 
     corpus = tmp_path / "cdr.PubTator"
     corpus.write_text("1|t|Cisplatin nephrotoxicity.\n1|a|x\n"
