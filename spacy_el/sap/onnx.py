@@ -24,18 +24,29 @@ import logging
 import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
-from spacy_el.models import embed_in_batches
+from spacy_el.models import after_fork_in_child, embed_in_batches
 from spacy_el.sap.settings import SETTINGS_FILE, EncoderSettings
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 RUNTIME = "onnx"
+
+
+#: Every OnnxEncoder alive, so a forked child can give each a fresh session.
+_LIVE: "weakref.WeakSet[OnnxEncoder]" = weakref.WeakSet()
+
+
+@after_fork_in_child
+def _sessions_after_fork() -> None:
+    for encoder in list(_LIVE):
+        encoder._new_session_after_fork()
 
 
 def _providers(device: str) -> list[str]:
@@ -73,9 +84,19 @@ class OnnxEncoder:
         # no busy-waiting between runs: it starved FAISS's search threads of the same cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = _providers(device)
+        self._options, self._providers = options, providers
         self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=providers)
         self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
         self._inputs = {i.name for i in self.session.get_inputs()}
+        _LIVE.add(self)
+
+    def _new_session_after_fork(self) -> None:
+        """A forked child inherits the session but not its threads: build it again, one thread."""
+        import onnxruntime as ort
+
+        self._options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), self._options,
+                                            providers=self._providers)
 
     @property
     def dim(self) -> int:

@@ -363,3 +363,39 @@ def test_name_lookup_skips_the_encoder_for_kb_names_and_changes_no_link(tiny_ber
     embedded.clear()
     make_nlp(tiny_bert_dir, tmp_path / "sq")(text)
     assert sorted(embedded[0]) == ["BRCA1", "cancer", "diabetes", "heart attack"]
+
+
+LINKER_MP_SCRIPT = """
+import json, sys, torch
+import spacy
+from spacy_el.build import index_from_dir
+from spacy_el.kb.index import Candidate
+from spacy_el.sap.encoders import encoder_from_path
+
+torch.set_num_threads(2)
+nlp = spacy.blank("en")
+nlp.add_pipe("entity_ruler").add_patterns(json.loads(sys.argv[3]))
+linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0})
+linker.initialize(encoder_loader=encoder_from_path(sys.argv[1]), index_loader=index_from_dir(sys.argv[2]))
+texts = [sys.argv[4], "cancer and diabetes", "heart attack"] * 3
+def links(docs):
+    return [[(e.text, e.kb_id_, [tuple(c) for c in e._.kb_candidates],
+              all(type(c) is Candidate for c in e._.kb_candidates)) for e in d.ents] for d in docs]
+warm = links(nlp.pipe(texts))
+forked = links(nlp.pipe(texts, n_process=2, batch_size=2))
+print(json.dumps({"same": warm == forked, "candidates": all(x[3] for d in forked for x in d), "n": len(forked)}))
+"""
+
+
+def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(tiny_bert_dir, index_dir):
+    """The parent links first (torch's and FAISS's OpenMP pools are up), then forks two workers:
+    they must finish (see `spacy_el.models`) and return the same links, as `Candidate`s. A fresh
+    interpreter, so torch runs with its default threads."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LINKER_MP_SCRIPT, str(tiny_bert_dir), str(index_dir),
+                          json.dumps(PATTERNS), TEXT], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same": True, "candidates": True, "n": 9}
