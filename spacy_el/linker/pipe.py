@@ -51,8 +51,8 @@ from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.models import Encoder
 
 NIL = "NIL"
-#: The default NIL threshold: the cosine below which the best concept is not trusted (chosen on
-#: NCBI-disease dev, see benchmarks/RESULTS.md, "NIL threshold").
+#: The default NIL threshold: the cosine below which the best concept is not trusted; above the
+#: cosines of punctuation-only entities (see benchmarks/RESULTS.md, "NIL threshold").
 DEFAULT_THRESHOLD = 0.5
 #: Where `ent._.kb_candidates` keeps its value: the key spaCy gives a plain span extension.
 _CANDIDATES = "kb_candidates"
