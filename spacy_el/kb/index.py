@@ -16,6 +16,11 @@ annotated corpora: MEDIC gives one text to several concepts ("Lipoma" is both `M
 `OMIM:151900`; "FAP" two MeSH concepts), and an encoder scores such names alike. Ranking by
 `cosine + prior_weight · log(1 + n)`, with n the number of train mentions the annotators linked
 to the concept, prefers the concepts a corpus actually uses. `Candidate.score` stays the cosine.
+
+Why one file of ~490 lines: `ConceptIndex` is one class whose building, searching (the
+vectorised collapse of names to concepts, the prior's bonus) and disk format share its private
+state; FAISS plumbing and index building from files already live in `faiss_utils.py` and
+`spacy_el.build`.
 """
 from __future__ import annotations
 
