@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import spacy
 from spacy.tokens import Span
 
@@ -17,6 +18,7 @@ SKIP = shutil.ignore_patterns(".git", ".venv", "training", "corpus", "packages",
                               "__pycache__", "*.egg-info", "build", "dist")
 
 
+@pytest.mark.slow  # builds a wheel and installs it into a fresh venv: minutes; run with -m slow
 def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     project = tmp_path / "project"
     shutil.copytree(REPO, project, ignore=SKIP)

@@ -11,8 +11,7 @@ from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from spacy_el.ids import ids_match
-from spacy_el.kb.index import id_owners, kb_spelling
+from spacy_el.ids import id_owners, ids_match, kb_spelling
 
 
 # ---------------------------------------------------------------------- linking texts
@@ -131,7 +130,7 @@ def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence
     from spacy_el.corpora.pubtator import read_pubtator
 
     corpus = read_pubtator(corpus_path, types=types)
-    owners = id_owners(nlp.get_pipe(linker).index.table)
+    owners = id_owners(nlp.get_pipe(linker).index.table.ids)
     pairs = pubtator_docs(nlp, corpus, with_ents=gold_ents, label=label)
     disable = [name for name in nlp.pipe_names if name != linker] if gold_ents else []
     with nlp.select_pipes(disable=disable):
