@@ -1,12 +1,14 @@
 """NER ablation: `bilstm_ner` with each lever (CRF, characters, document context, KB gazetteer,
-transformer features) switched off in turn, same data, vectors and time budget per variant.
+transformer features) switched off in turn, same data, vectors and number of epochs per variant.
 
-    python benchmarks/ner_ablation.py --corpus ncbi --minutes 10 --parallel 2
-    python benchmarks/ner_ablation.py --corpus bc5cdr --minutes 10 --variants full,no_gazetteer
+    python benchmarks/ner_ablation.py --corpus ncbi --epochs 12 --parallel 2
+    python benchmarks/ner_ablation.py --corpus bc5cdr --epochs 12 --variants full,no_gazetteer
     python benchmarks/ner_ablation.py --corpus conll --minutes 20 --variants full,v1_sentences
 
-Each variant is one `spacy train` run in a subprocess (1 intra-op thread) that a wall-clock
-budget stops (the time-limit callback of benchmarks/ner_conll.py); `model-best` is scored on dev
+Each variant is one `spacy train` run in a subprocess (1 intra-op thread) for `--epochs` passes
+over the train set (the same for every variant, so a busy machine does not change the result), or
+under a wall-clock budget with `--minutes` (the time-limit callback of benchmarks/ner_conll.py,
+as ner_conll.py compares systems); `model-best` is scored on dev
 (spaCy's scorer over the dev docs, entity P/R/F overall and per type) and timed through
 `nlp.pipe` on one thread. `--parallel 2` trains two variants at a time (one per core): accuracy
 is unaffected, wall-clock speed is not comparable, so use `--eval-only` on a quiet machine to
@@ -88,15 +90,18 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
     return paths
 
 
-def train(variant: str, corpus: str, data: Path, work: Path, minutes: float) -> Dict:
+def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | None, epochs: int | None) -> Dict:
     config, context, overrides = VARIANTS[variant]
     paths = prepare(data, corpus, context, work)
     out, log = work / f"out_{variant}", work / f"train_{variant}.log"
     cmd = [sys.executable, "-m", "spacy", "train", str(REPO / "configs" / config), "--output", str(out),
            "--code", str(BENCH / "ner_conll.py"),
            "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
-           "--paths.vectors", str(paths["vectors"]), "--training.max_steps", "0",
-           "--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
+           "--paths.vectors", str(paths["vectors"]), "--training.max_steps", "0"]
+    if minutes:
+        cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
+    else:
+        cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
     if "kb" in config:
         if CORPORA[corpus]["kb"] is None:
             raise SystemExit(f"variant {variant} needs a KB; corpus {corpus} has none")
@@ -111,8 +116,9 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float) -> 
     if not (out / "model-best").exists():
         raise RuntimeError(f"{variant}: training failed (exit {proc.returncode}); see {log}")
     stop = re.search(r"spent at step (\d+), epoch (\d+)", text)
-    info = {"variant": variant, "train_seconds": time.time() - start,
-            "steps": int(stop[1]) if stop else None, "epochs": int(stop[2]) if stop else None}
+    rows = re.findall(r"^\s*(\d+)\s+(\d+)\s+[\d.]+", text, flags=re.M)
+    step, epoch = (int(stop[1]), int(stop[2])) if stop else (int(rows[-1][1]), int(rows[-1][0]) + 1) if rows else (0, 0)
+    info = {"variant": variant, "train_seconds": time.time() - start, "steps": step, "epochs": epoch}
     (out / "train_info.json").write_text(json.dumps(info))
     return info
 
@@ -125,21 +131,21 @@ def score(variant: str, corpus: str, data: Path, work: Path, n_process: bool) ->
     return info
 
 
-def markdown(corpus: str, minutes: float, rows: List[Dict], command: str) -> str:
+def markdown(corpus: str, budget: str, rows: List[Dict], command: str) -> str:
     types = sorted({t for r in rows for t in r["per_type"]})
     lines = [
-        f"### NER ablation, {corpus} dev, {minutes:g}-minute training budget per variant", "",
+        f"### NER ablation, {corpus} dev, {budget} per variant", "",
         f"Command: `{command}`  ",
         f"Machine: {cpu_model()}, 2 cores, no GPU (CPU figures); Python {platform.python_version()}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average {os.getloadavg()[0]:.1f} "
         "when timed. words/s: `nlp.pipe` over the dev docs, 1 process, 1 thread, best of 2.", "",
-        "| variant | dev F1 | P | R | " + " | ".join(f"F1 {t}" for t in types) + " | steps / epochs | words/s |",
+        "| variant | dev F1 | P | R | " + " | ".join(f"F1 {t}" for t in types) + " | steps / epochs / train min | words/s |",
         "|---|---|---|---|" + "---|" * len(types) + "---|---|",
     ]
     for r in rows:
         per = " | ".join(f"{100 * r['per_type'].get(t, 0.0):.2f}" for t in types)
         lines.append(f"| {r['variant']} | **{100 * r['f']:.2f}** | {100 * r['p']:.2f} | {100 * r['r']:.2f} | {per} | "
-                     f"{r['steps']} / {r['epochs']} | {r['wps1']:,.0f} |")
+                     f"{r['steps']} / {r['epochs']} / {r['train_seconds'] / 60:.1f} | {r['wps1']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +164,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="ncbi")
     parser.add_argument("--variants", default="full,no_crf,no_chars,no_doc_context,no_gazetteer,v1_sentences")
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per variant")
+    parser.add_argument("--epochs", type=int, default=12, help="passes over the train set per variant")
+    parser.add_argument("--minutes", type=float, default=None, help="a wall-clock budget per variant instead of --epochs")
     parser.add_argument("--parallel", type=int, default=1, help="variants trained at once (1 thread each)")
     parser.add_argument("--eval-only", action="store_true", help="re-score the models a previous run left")
     parser.add_argument("--n-process", action="store_true", help="also time nlp.pipe(n_process=2)")
@@ -174,10 +181,11 @@ def main() -> None:
         prepare(args.data, args.corpus, context, work)
     if not args.eval_only:
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            for info in pool.map(lambda v: train(v, args.corpus, args.data, work, args.minutes), variants):
+            for info in pool.map(lambda v: train(v, args.corpus, args.data, work, args.minutes, args.epochs), variants):
                 print(json.dumps(info), flush=True)
     rows = [score(v, args.corpus, args.data, work, args.n_process) for v in variants]
-    block = markdown(args.corpus, args.minutes, rows, "python benchmarks/ner_ablation.py " + " ".join(sys.argv[1:]))
+    budget = f"{args.minutes:g}-minute training budget" if args.minutes else f"{args.epochs} epochs"
+    block = markdown(args.corpus, budget, rows, "python benchmarks/ner_ablation.py " + " ".join(sys.argv[1:]))
     (work / "results.md").write_text(block)
     print(block)
 
