@@ -181,11 +181,33 @@ def _occurrences(doc: Doc, definitions: Iterable[tuple[Span, Span]]) -> list[tup
 _register_extensions()
 
 
-class AbbreviationDetector:
-    """Stateless pipeline component: sets `doc._.abbreviations` and `span._.long_form`."""
+def propagate_entities(doc: Doc, pairs: Iterable[tuple[Span, Span]]) -> None:
+    """Make each short form an entity when its long form ends in an entity: label of that entity,
+    only where the short form overlaps no entity already."""
+    ends = {ent.end: ent.label_ for ent in doc.ents}
+    ents = list(doc.ents)
+    taken = {i for ent in ents for i in range(ent.start, ent.end)}
+    for short, long in pairs:
+        label = ends.get(long.end)
+        if label is None or not any(ent.start >= long.start and ent.end == long.end for ent in ents):
+            continue
+        if taken.isdisjoint(range(short.start, short.end)):
+            ents.append(Span(doc, short.start, short.end, label=label))
+            taken.update(range(short.start, short.end))
+    if len(ents) != len(doc.ents):
+        doc.ents = sorted(ents, key=lambda e: e.start)
 
-    def __init__(self, nlp: Language, name: str = "abbreviation_detector"):
+
+class AbbreviationDetector:
+    """Stateless pipeline component: sets `doc._.abbreviations` and `span._.long_form`.
+
+    With `propagate_ents`, a short form whose long form ends in an entity becomes an entity of the
+    same label wherever it occurs (and no entity overlaps it): a tagger that found "familial
+    adenomatous polyposis" then also has every "FAP" of the abstract, as annotators mark them."""
+
+    def __init__(self, nlp: Language, name: str = "abbreviation_detector", *, propagate_ents: bool = False):
         self.name = name
+        self.propagate_ents = propagate_ents
         _register_extensions()
 
     def __call__(self, doc: Doc) -> Doc:
@@ -193,6 +215,8 @@ class AbbreviationDetector:
         for short, long in pairs:
             short._.long_form = long
         doc._.abbreviations = pairs
+        if self.propagate_ents and pairs:
+            propagate_entities(doc, pairs)
         return doc
 
     def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterable[Doc]:
@@ -215,8 +239,9 @@ class AbbreviationDetector:
 
 @Language.factory(
     "abbreviation_detector",
-    assigns=["doc._.abbreviations", "span._.long_form"],
+    assigns=["doc._.abbreviations", "span._.long_form", "doc.ents"],
+    default_config={"propagate_ents": False},
 )
-def make_abbreviation_detector(nlp: Language, name: str) -> AbbreviationDetector:
-    """Schwartz & Hearst abbreviation detection; put it before the linker."""
-    return AbbreviationDetector(nlp, name)
+def make_abbreviation_detector(nlp: Language, name: str, propagate_ents: bool) -> AbbreviationDetector:
+    """Schwartz & Hearst abbreviation detection; put it after the NER and before the linker."""
+    return AbbreviationDetector(nlp, name, propagate_ents=propagate_ents)
