@@ -129,3 +129,22 @@ def test_evaluate_pipeline_on_gold_spans(e2e_nlp, tmp_path):
     # doc 1: 4 predicted, 3 right, 3 of 4 found; doc 2: {D001943} right, 1 of 2 found
     d = s["doc_concepts"]
     assert (d["tp_pred"], d["n_pred"], d["tp"], d["n_gold"]) == (4, 5, 4, 6)
+
+
+def test_evaluate_linking_cli_prints_the_three_groups(e2e_nlp, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+
+    path = tmp_path / "dev.PubTator"
+    _write_pubtator(path, E2E_DOCS)
+    e2e_nlp.to_disk(tmp_path / "pipeline")
+    result = CliRunner().invoke(app, ["evaluate-linking", str(path), "--pipeline", str(tmp_path / "pipeline"),
+                                      "--label", "Disease", "--output", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("  P ")[0].strip(): line for line in result.output.splitlines() if "  P " in line}
+    assert "F  60.00" in lines["mention spans"] and "F  40.00" in lines["mention linking"]
+    assert "F  72.73" in lines["document concepts"] and "words/s" in result.output
+    assert json.loads((tmp_path / "m.json").read_text())["pipeline"]["doc_concepts"]["n_gold"] == 6
