@@ -20,9 +20,11 @@ import collections
 import datetime as dt
 from pathlib import Path
 
-from spacy_el.corpora.pubtator import linking_queries, normalize_mention, read_pubtator
+from spacy_el.corpora.pubtator import linking_queries, read_pubtator
+from spacy_el.ids import normalize_name
 from spacy_el.ids import ids_match
-from spacy_el.kb.index import ConceptIndex, corpus_prior, mention_alias_table
+from spacy_el.build import corpus_prior, mention_alias_table
+from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.readers import read_medic
 from spacy_el.linker.link import query_texts
 from spacy_el.models import minilm_dir
@@ -70,7 +72,7 @@ def main() -> None:
         index.set_prior(corpus_prior([train], types), [str(train)])
         train_golds: dict[str, set[tuple[str, ...]]] = collections.defaultdict(set)
         for q in linking_queries(read_pubtator(train, types=types)):
-            train_golds[normalize_mention(q.text)].add(tuple(sorted(q.gold)))
+            train_golds[normalize_name(q.text)].add(tuple(sorted(q.gold)))
         corpus = read_pubtator(dev, types=types)
         queries = linking_queries(corpus)
         for abbr in (False, True):
@@ -83,7 +85,7 @@ def main() -> None:
                 best = found[text][0] if found[text] else None
                 if best is not None and any(ids_match(best.concept_id, g) for g in q.gold):
                     continue
-                kind = kind_of(q.gold, train_golds.get(normalize_mention(q.text)))
+                kind = kind_of(q.gold, train_golds.get(normalize_name(q.text)))
                 kinds[kind] += 1
                 linked = best.concept_id if best else "nothing"
                 seen[kind][f"{q.text!r} (gold {'|'.join(q.gold)}, linked {linked})"] += 1

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from spacy_el.corpora.pubtator import PubTatorCorpus, read_pubtator
-from spacy_el.kb.index import DEFAULT_PRIOR_WEIGHT, ConceptIndex, corpus_prior, mention_alias_table
+from spacy_el.build import corpus_prior, mention_alias_table
+from spacy_el.kb.index import DEFAULT_PRIOR_WEIGHT, ConceptIndex
 from spacy_el.kb.readers import read_medic
 from spacy_el.kb.table import ConceptTable
 from spacy_el.linker.link import evaluate_linking
@@ -97,12 +98,14 @@ def sap_encoder(args, medic: ConceptTable, opts: dict, res: dict, save) -> Path:
         res["info"]["pretrain"] = {"encoder": str(args.sap_encoder)}
         return args.sap_encoder
     from spacy_el.sap.pairs import make_pairs
-    from spacy_el.sap.pretrain import Example, TrainConfig, random_batches, train_encoder
+    from spacy_el.sap.config import TrainConfig
+    from spacy_el.sap.pretrain import random_batches
+    from spacy_el.sap.train import SynonymPair, train_encoder
 
     sap_dir = args.out / "sap" / "encoder"
     if not sap_dir.exists():
         t = time.perf_counter()
-        examples = [Example(*p) for p in make_pairs(medic, max_pairs_per_concept=50, seed=0)]
+        examples = [SynonymPair(*p) for p in make_pairs(medic, max_pairs_per_concept=50, seed=0)]
         train_encoder(SapEncoder.load(args.base, **opts), random_batches(examples, 64, 0),
                       TrainConfig(max_steps=args.pretrain_steps, lr=args.pretrain_lr, warmup_steps=10,
                                   checkpoint_every=25, loss=args.loss),
@@ -173,7 +176,7 @@ def main() -> None:
             stage("SAP-MiniLM", SapEncoder.load(start_dir, **opts))
 
         from spacy_el.sap.finetune import finetune
-        from spacy_el.sap.pretrain import TrainConfig
+        from spacy_el.sap.config import TrainConfig
 
         ft_out = args.out / "finetuned"
         if args.ft_epochs > 0 and not (ft_out / "finetune.json").exists():

@@ -102,8 +102,12 @@ def linker_source(args, which: str = "disease") -> Language:
     path = args.linker if which == "disease" else args.chemical_linker
     if path:
         return spacy.load(path)
+    from spacy_el.build import index_from_dir
+    from spacy_el.sap.encoders import encoder_from_path
+
     nlp = spacy.blank("en")
-    nlp.add_pipe("sap_linker", config={"encoder": str(args.encoder), "index": str(args.index)})
+    nlp.add_pipe("sap_linker").initialize(encoder_loader=encoder_from_path(str(args.encoder)),
+                                          index_loader=index_from_dir(str(args.index)))
     return nlp
 
 

@@ -191,8 +191,9 @@ def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -
         # a blank tokenizer + sap_linker, saved with its encoder and index inside, then reloaded
         nlp = spacy.blank("en")
         nlp.add_pipe("sap_linker", config={"top_k": 5, "batch_size": args.batch_size})
-        nlp.get_pipe("sap_linker").initialize(encoder=encoder, index=ConceptIndex.load(paths[index_type], encoder,
-                                                                                       **settings))
+        nlp.get_pipe("sap_linker").initialize(
+            encoder_loader=lambda: encoder,
+            index_loader=lambda enc: ConceptIndex.load(paths[index_type], enc, **settings))
         pipeline = args.work / f"pipeline_{label}_{spec.replace(',', '_').replace('@', '_')}".replace(" ", "_")
         nlp.to_disk(pipeline)
         for lookup in (True, False):  # name_lookup only acts on indexes that store exact vectors
@@ -214,7 +215,7 @@ def distilled_student(args, layers: int) -> Path:
     """`spacy-el distill` of the base encoder on MEDIC's names and the NCBI-disease *train* mention
     texts (no labels, no dev data; the last epoch is kept), done once per work directory."""
     from spacy_el.sap.distill import distill
-    from spacy_el.sap.pretrain import TrainConfig
+    from spacy_el.sap.config import TrainConfig
 
     out = args.work / f"student_L{layers}"
     if not (out / "distill.json").exists():

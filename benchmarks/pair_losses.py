@@ -25,7 +25,8 @@ import torch
 
 from spacy_el.kb.readers import read_medic
 from spacy_el.sap.pairs import make_pairs
-from spacy_el.sap.pretrain import PairLoss, TrainConfig
+from spacy_el.sap.config import TrainConfig
+from spacy_el.sap.train import PairLoss
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LOSSES = ("multi_similarity", "ntxent", "supcon")

@@ -36,7 +36,9 @@ from spacy_el.kb.readers import read_medic
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pairs import make_pairs
-from spacy_el.sap.pretrain import Example, TrainConfig, neighbour_batches, random_batches, train_encoder
+from spacy_el.sap.config import TrainConfig
+from spacy_el.sap.pretrain import neighbour_batches, random_batches
+from spacy_el.sap.train import SynonymPair, train_encoder
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## SAP encoder"
@@ -159,7 +161,7 @@ def main() -> None:
     if "tfidf" not in res:
         record("tfidf", tfidf_eval(kb.names, kb.ids, queries))
     pairs = make_pairs(kb, max_pairs_per_concept=args.max_pairs, seed=0)
-    examples = [Example(*p) for p in pairs]
+    examples = [SynonymPair(*p) for p in pairs]
     encoder = SapEncoder.load(args.base, pooling=args.pooling, num_threads=args.threads)
     factory = (neighbour_batches if args.batching == "neighbours" else random_batches)(examples, args.batch_size)
     config = TrainConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr,

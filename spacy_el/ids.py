@@ -1,4 +1,5 @@
-"""Concept identifiers: one canonical spelling so KB ids and corpus ids compare equal.
+"""Concept identifiers and name keys: one canonical spelling so KB ids and corpus ids compare
+equal, the KB's own spelling of a corpus id, and the one normal form of names and mentions.
 
 MeSH ids become `MESH:D012345`, bare numbers and `OMIM:n`/`MIM:n` become `OMIM:n`, other
 prefixed ids (`DOID:9352`, `C0011849` CUIs) keep their spelling. A field that holds several
@@ -7,6 +8,7 @@ ids (`|` alternatives or composite parts, `+` joint ids) is split into a set.
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 _MESH = re.compile(r"^(?:MESH:|MSH:)?([CD](?:\d{6}|\d{9}))$", re.IGNORECASE)
 _OMIM = re.compile(r"^(?:OMIM:|MIM:)?(\d{4,7})$", re.IGNORECASE)
@@ -34,3 +36,26 @@ def split_ids(field: str) -> list[str]:
 def ids_match(predicted: str, gold: str) -> bool:
     """SapBERT's protocol: correct when the predicted concept shares any id with the gold field."""
     return bool(set(split_ids(predicted)) & set(split_ids(gold)))
+
+
+def id_owners(ids: Iterable[str]) -> dict[str, str]:
+    """Each single id → the concept id as the KB spells it (`MESH:C567755` → `MESH:C567755|OMIM:613097`).
+    `ids` are a concept table's ids (repeats allowed); the first concept holding an id owns it."""
+    owner: dict[str, str] = {}
+    for cid in dict.fromkeys(ids):
+        for part in split_ids(cid):
+            owner.setdefault(part, cid)
+    return owner
+
+
+def kb_spelling(owners: dict[str, str], concept_id: str) -> str:
+    """`concept_id` as the KB spells it when all its ids belong to one KB concept, else unchanged."""
+    found = {owners.get(part) for part in split_ids(concept_id)}
+    return found.pop() if len(found) == 1 and None not in found else concept_id
+
+
+def normalize_name(text: str) -> str:
+    """Lowercase with whitespace collapsed: the one form under which names and mentions are
+    compared and deduplicated (synonym pairs, corpus aliases, UMLS names, the index's ties and
+    the linker's name lookup all use it, so they agree on what "the same name" is)."""
+    return " ".join(text.lower().split())

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import shutil
 import tempfile
@@ -13,13 +15,56 @@ class InputError(ValueError):
     """Bad user input: the message names the file, line or setting and how to fix it."""
 
 
+def _temp_prefix(path: Path) -> str:
+    """Temporary siblings of `path` are named `.NAME.PID.*.tmp`: a later save can tell the
+    leftovers of a killed process (its pid is gone) from a live concurrent save."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Delete temporary siblings of `path` left by processes that no longer exist (a job killed
+    while saving cannot clean up after itself)."""
+    for other in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = other.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if other.is_dir():
+                shutil.rmtree(other, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    other.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on `directory` itself (flock on its descriptor: no lock file is left
+    behind), so concurrent saves into it swap their results one at a time."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temporary file beside `path` and rename it into place only on success,
-    so a killed job never leaves a half-written file behind."""
+    so a killed job never leaves a half-written file behind (and the next save removes the
+    temporary file a killed job leaves)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_siblings(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
@@ -35,21 +80,25 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; on success it replaces `path` whole."""
+    """Yield a temporary directory beside `path`; on success it replaces `path` whole.
+    Concurrent saves of one `path` each write their own temporary directory and swap it in
+    under a lock on the parent directory, so the last one wins and none fails; temporary
+    directories of killed saves are removed by the next save."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_stale_siblings(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _dir_lock(path.parent):
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+                os.replace(path, old)  # an empty directory is replaced by a rename
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

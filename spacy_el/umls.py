@@ -33,6 +33,7 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from spacy_el.ids import normalize_name
 from spacy_el.io import InputError, atomic_write
 from spacy_el.kb.table import ConceptTable
 from spacy_el.sap.pairs import make_pairs
@@ -302,7 +303,7 @@ def concept_names(rows: list[tuple[int, str]]) -> list[str]:
     seen: set[str] = set()
     names: list[str] = []
     for _, name in [rows[best]] + rows:
-        key = name.lower()
+        key = normalize_name(name)
         if key not in seen:
             seen.add(key)
             names.append(name)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import spacy
 from spacy.tokens import Span
 
@@ -17,13 +18,15 @@ SKIP = shutil.ignore_patterns(".git", ".venv", "training", "corpus", "packages",
                               "__pycache__", "*.egg-info", "build", "dist")
 
 
+@pytest.mark.slow  # builds a wheel and installs it into a fresh venv: minutes; run with -m slow
 def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     project = tmp_path / "project"
     shutil.copytree(REPO, project, ignore=SKIP)
-    # A 200-step tagger may find no entity in the sample (hence min_links 0); linking itself is
-    # checked below on the assembled pipeline with a given span.
-    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "ner_max_steps": "200",
-                 "min_links": "0"}
+    # A 40-step tagger may find no entity in the sample (hence min_links 0); linking itself is
+    # checked below on the assembled pipeline with a given span. The tiny BERT's 32 dimensions
+    # cannot be split into PQ96's 96 sub-vectors, so its index is Flat.
+    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "ner_max_steps": "40",
+                 "min_links": "0", "index_type": "Flat", "vectors_limit": "5000"}
     cmd = [sys.executable, "-m", "spacy", "project", "run", "demo", str(project)]
     cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
     proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
@@ -33,7 +36,10 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     assert linking["n"] == 787 and linking["n_missing_from_kb"] < 50  # DO xrefs cover NCBI's MeSH/OMIM ids
     assert (project / "display" / "demo.html").read_text().startswith("<!DOCTYPE html>")
     nlp = spacy.load(project / "training" / "pipeline")
-    assert nlp.pipe_names == ["bilstm_ner", "sap_linker"]
+    assert nlp.pipe_names == ["kb_gazetteer", "bilstm_ner", "abbreviation_detector", "sap_linker"]
+    assert nlp.vocab.vectors.shape[0] <= 3 * 5000  # pruned GloVe (each row keyed also as Title, UPPER)
+    gazetteer = nlp("Germline mutations cause familial adenomatous polyposis.").spans["kb_names"]
+    assert "familial adenomatous polyposis" in [s.text for s in gazetteer]
     doc = nlp.make_doc("Familial adenomatous polyposis is inherited.")
     doc.ents = [Span(doc, 0, 3, label="Disease")]
     doc = nlp.get_pipe("sap_linker")(doc)

@@ -9,6 +9,8 @@ import typer
 from spacy_el.cli import app, fail
 from spacy_el.cli.options import CheckpointEvery, Device, KbFormat, MaxSteps, NumThreads, Resume, Seed, Types
 from spacy_el.io import InputError
+from spacy_el.sap.config import FINETUNE_CONFIG as DEFAULTS
+from spacy_el.sap.config import TrainConfig
 
 
 @app.command("finetune")
@@ -20,24 +22,23 @@ def finetune_command(
     fmt: KbFormat = "auto",
     types: Types = [],
     dev: Optional[Path] = typer.Option(None, "--dev", help="PubTator dev file: Acc@1 early stopping, best kept"),
-    epochs: int = typer.Option(3, "--epochs"),
-    max_steps: MaxSteps = None,
+    epochs: int = typer.Option(DEFAULTS.epochs, "--epochs"),
+    max_steps: MaxSteps = DEFAULTS.max_steps,
     batch_size: int = typer.Option(64, "--batch-size", help="Mentions per step (each with its negatives)"),
-    lr: float = typer.Option(2e-5, "--lr"),
+    lr: float = typer.Option(DEFAULTS.lr, "--lr"),
     negatives: int = typer.Option(5, "--negatives", help="Hard negatives per mention: its top-k wrong concepts"),
-    loss: str = typer.Option("multi_similarity", "--loss",
+    loss: str = typer.Option(DEFAULTS.loss, "--loss",
                              help="multi_similarity (SapBERT's, as pretrain), ntxent (softmax over the batch) or supcon "
                                   "(the same objective, fast at large batches)"),
-    patience: int = typer.Option(1, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
-    seed: Seed = 0,
-    checkpoint_every: CheckpointEvery = 500,
+    patience: int = typer.Option(DEFAULTS.patience, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
+    seed: Seed = DEFAULTS.seed,
+    checkpoint_every: CheckpointEvery = DEFAULTS.checkpoint_every,
     resume: Resume = False,
     device: Device = "auto",
     num_threads: NumThreads = None,
 ) -> None:
     """Fine-tune on (mention, gold-concept name) pairs with refreshed hard negatives (BioSyn recipe)."""
     from spacy_el.sap.finetune import finetune
-    from spacy_el.sap.pretrain import TrainConfig
 
     try:
         config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, loss=loss, patience=patience, seed=seed,

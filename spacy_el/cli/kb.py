@@ -39,7 +39,7 @@ def build_index_command(
     use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
 ) -> None:
     """Embed every KB name (plus train mentions as aliases) and write a FAISS concept index."""
-    from spacy_el.kb.index import build_index
+    from spacy_el.build import build_index
 
     try:
         index = build_index(kb, encoder_dir, output_dir, kb_format=fmt, index_type=index_type,
@@ -117,7 +117,7 @@ def evaluate_linking_command(
     from spacy_el.io import atomic_write
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.linker.link import evaluate_linking, evaluate_pipeline
-    from spacy_el.sap.encoder import load_encoder
+    from spacy_el.sap.encoders import load_encoder
 
     if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
         raise fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
@@ -167,7 +167,7 @@ def query_command(
 ) -> None:
     """Type names, see the top concepts (one line per query until EOF); with --compare, two encoders."""
     from spacy_el.kb.index import ConceptIndex
-    from spacy_el.sap.encoder import load_encoder
+    from spacy_el.sap.encoders import load_encoder
 
     try:
         enc = load_encoder(encoder)

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from spacy_el.cli import app, fail
+from spacy_el.cli.options import Types
 from spacy_el.io import InputError
 
 
@@ -29,16 +30,21 @@ def init_vectors_command(
 
 @app.command("convert-ner")
 def convert_ner_command(
-    input_path: Path = typer.Argument(..., help="CoNLL (.txt) or TSV (.tsv) NER file"),
+    input_path: Path = typer.Argument(..., help="PubTator (.txt), CoNLL (.txt) or TSV (.tsv) NER file"),
     output_path: Path = typer.Argument(..., help="Output .spacy file"),
-    fmt: str = typer.Option("conll", "--format", help="conll (whitespace columns) or tsv (tab columns)"),
-    n_sents: int = typer.Option(1, "--n-sents", help="Sentences per doc, within a document (1 trains fastest)"),
+    fmt: str = typer.Option("conll", "--format", help="pubtator (raw abstracts + offsets), conll (whitespace columns) or tsv (tab columns)"),
+    n_sents: int = typer.Option(1, "--n-sents", help="conll/tsv: sentences per doc, within a document (e.g. 1000: whole documents)"),
+    context: str = typer.Option("doc", "--context", help="pubtator: one doc per abstract (doc) or per sentence"),
+    label: Optional[str] = typer.Option(None, "--label", help="pubtator: entity label for every mention (default: its type)"),
+    types: Types = [],
 ) -> None:
-    """Convert a CoNLL/TSV NER file (tag in the last column) to a spaCy DocBin."""
+    """Convert a NER corpus to a spaCy DocBin: PubTator abstracts through spaCy's tokenizer, or a
+    CoNLL/TSV file (tag in the last column)."""
     from spacy_el.ner.convert import convert_ner
 
     try:
-        n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents)
+        n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents, types=types or None,
+                                               label=label, context=context)
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")

@@ -10,6 +10,7 @@ import typer
 from spacy_el.cli import app, fail
 from spacy_el.cli.options import CheckpointEvery, Device, KbFormat, MaxSteps, NumThreads, Resume, Seed, Types
 from spacy_el.io import InputError
+from spacy_el.sap.config import DISTILL_CONFIG, PRETRAIN_CONFIG, TrainConfig
 
 
 @app.command("make-pairs")
@@ -38,18 +39,18 @@ def pretrain_command(
     pairs: Path = typer.Argument(..., help="pairs.tsv (concept_id<TAB>name_a<TAB>name_b)"),
     output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/ and the final encoder/"),
     base: str = typer.Option("all-MiniLM-L6-v2", "--base", help="Base encoder: local HF dir or hub name"),
-    epochs: int = typer.Option(1, "--epochs"),
-    max_steps: MaxSteps = None,
+    epochs: int = typer.Option(PRETRAIN_CONFIG.epochs, "--epochs"),
+    max_steps: MaxSteps = PRETRAIN_CONFIG.max_steps,
     batch_size: int = typer.Option(64, "--batch-size", help="Pairs per step (per process under torchrun)"),
     batching: str = typer.Option("random", "--batching",
                                  help="random (SapBERT) or neighbours (hard batches of look-alike concepts)"),
-    lr: float = typer.Option(2e-5, "--lr"),
-    loss: str = typer.Option("multi_similarity", "--loss",
+    lr: float = typer.Option(PRETRAIN_CONFIG.lr, "--lr"),
+    loss: str = typer.Option(PRETRAIN_CONFIG.loss, "--loss",
                              help="multi_similarity (SapBERT), ntxent or supcon (ntxent's objective, fast at large batches)"),
-    warmup_steps: int = typer.Option(0, "--warmup-steps"),
-    checkpoint_every: CheckpointEvery = 500,
+    warmup_steps: int = typer.Option(PRETRAIN_CONFIG.warmup_steps, "--warmup-steps"),
+    checkpoint_every: CheckpointEvery = PRETRAIN_CONFIG.checkpoint_every,
     resume: Resume = False,
-    seed: Seed = 0,
+    seed: Seed = PRETRAIN_CONFIG.seed,
     pooling: Optional[str] = typer.Option(None, "--pooling", help="cls or mean (default: the base's own)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per name (default 25)"),
     lowercase: Optional[bool] = typer.Option(None, "--lowercase/--no-lowercase"),
@@ -57,7 +58,7 @@ def pretrain_command(
     num_threads: NumThreads = None,
 ) -> None:
     """Self-alignment pretraining (multi-similarity loss, online-mined pairs); resumable; torchrun-ready."""
-    from spacy_el.sap.pretrain import TrainConfig, pretrain
+    from spacy_el.sap.pretrain import pretrain
 
     options = {"device": device, "pooling": pooling, "max_length": max_length, "lowercase": lowercase,
                "num_threads": num_threads}
@@ -82,21 +83,20 @@ def distill_command(
     corpus: List[Path] = typer.Option([], "--corpus", help="PubTator file whose mention texts are added (repeatable)"),
     types: Types = [],
     dev: Optional[Path] = typer.Option(None, "--dev", help="PubTator dev file: Acc@1 per epoch, best kept"),
-    epochs: int = typer.Option(10, "--epochs"),
-    max_steps: MaxSteps = None,
+    epochs: int = typer.Option(DISTILL_CONFIG.epochs, "--epochs"),
+    max_steps: MaxSteps = DISTILL_CONFIG.max_steps,
     batch_size: int = typer.Option(256, "--batch-size", help="Texts per step"),
-    lr: float = typer.Option(5e-4, "--lr", help="High for a 0-layer student: only embeddings move"),
+    lr: float = typer.Option(DISTILL_CONFIG.lr, "--lr", help="High for a 0-layer student: only embeddings move"),
     relational: float = typer.Option(1.0, "--relational", help="Weight of the in-batch similarity-matrix MSE"),
-    patience: int = typer.Option(2, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
-    seed: Seed = 0,
-    checkpoint_every: CheckpointEvery = 500,
+    patience: int = typer.Option(DISTILL_CONFIG.patience, "--patience", help="With --dev: epochs without a better Acc@1 before stopping"),
+    seed: Seed = DISTILL_CONFIG.seed,
+    checkpoint_every: CheckpointEvery = DISTILL_CONFIG.checkpoint_every,
     resume: Resume = False,
     device: Device = "auto",
     num_threads: NumThreads = None,
 ) -> None:
     """Distil a student (the teacher's first N layers) that reproduces the teacher's vectors: CPU speed."""
     from spacy_el.sap.distill import distill
-    from spacy_el.sap.pretrain import TrainConfig
 
     try:
         config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, patience=patience, seed=seed,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from spacy_el.ids import split_ids
+from spacy_el.ids import normalize_name, split_ids
 from spacy_el.io import InputError, read_lines
 
 NIL = "-1"
@@ -190,11 +190,6 @@ def linking_queries(corpus: PubTatorCorpus, split_composite: bool = True) -> lis
     return out
 
 
-def normalize_mention(text: str) -> str:
-    """Lowercase with whitespace collapsed: the form under which mentions are deduplicated."""
-    return " ".join(text.lower().split())
-
-
 def _concept_mentions(corpus: PubTatorCorpus) -> Iterable[tuple[str, str]]:
     """(concept id, text) of every mention, composite ones through their lined-up parts only."""
     for m in corpus.mentions:
@@ -224,7 +219,7 @@ def mention_aliases(corpus: PubTatorCorpus) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
 
     def add(cid: str, text: str) -> None:
-        key = (cid, normalize_mention(text))
+        key = (cid, normalize_name(text))
         if key[0] and key[1] and key not in seen:
             seen.add(key)
             out.append(key)

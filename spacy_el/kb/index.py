@@ -16,23 +16,30 @@ annotated corpora: MEDIC gives one text to several concepts ("Lipoma" is both `M
 `OMIM:151900`; "FAP" two MeSH concepts), and an encoder scores such names alike. Ranking by
 `cosine + prior_weight · log(1 + n)`, with n the number of train mentions the annotators linked
 to the concept, prefers the concepts a corpus actually uses. `Candidate.score` stays the cosine.
+
+Why one file of ~490 lines: `ConceptIndex` is one class whose building, searching (the
+vectorised collapse of names to concepts, the prior's bonus) and disk format share its private
+state; FAISS plumbing and index building from files already live in `faiss_utils.py` and
+`spacy_el.build`.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import faiss
 import numpy as np
 
-from spacy_el.ids import split_ids
+from spacy_el.ids import id_owners, kb_spelling, normalize_name
 from spacy_el.io import InputError, atomic_dir, atomic_write, read_lines
+from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
+                                     sub_indexes)
 from spacy_el.kb.table import ConceptTable
+from spacy_el.models import Encoder
 
 INDEX_FILE = "index.faiss"
 TABLE_FILE = "table.tsv"
@@ -86,12 +93,12 @@ class ConceptIndex:
         self._codes: tuple[ConceptTable, _RowCodes] | None = None
         #: concept id (as the table spells it) → train mentions linked to it (see module docstring)
         self.prior: dict[str, int] = dict(prior or {})
-        self.index, self.on_gpu = _maybe_gpu(index, use_gpu)
-        _apply_search_settings(self.index, meta["settings"])
+        self.index, self.on_gpu = maybe_gpu(index, use_gpu)
+        apply_search_settings(self.index, meta["settings"])
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, table: ConceptTable, encoder, index_type: str = "Flat", *,
+    def build(cls, table: ConceptTable, encoder: Encoder, index_type: str = "Flat", *,
               extra: ConceptTable | None = None, nprobe: int | None = None, ef_search: int | None = None,
               refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
               show_progress: bool = False) -> "ConceptIndex":
@@ -111,7 +118,7 @@ class ConceptIndex:
 
     @classmethod
     def from_vectors(cls, table: ConceptTable, vectors: np.ndarray, index_type: str = "Flat", *,
-                     encoder=None, nprobe: int | None = None, ef_search: int | None = None,
+                     encoder: Encoder | None = None, nprobe: int | None = None, ef_search: int | None = None,
                      refine_k_factor: int | None = None, use_gpu: bool | str = "auto",
                      seed: int = 0) -> "ConceptIndex":
         """Index precomputed vectors (row i belongs to `table` row i). They are L2-normalised
@@ -125,6 +132,7 @@ class ConceptIndex:
         if not np.isfinite(vectors).all():
             raise InputError("the name vectors contain NaN or infinite values; check the encoder")
         faiss.normalize_L2(vectors)
+        _check_ids(table.ids)
         # tabs/newlines inside names would break the table's TSV round trip
         table = ConceptTable(list(table.ids), [" ".join(n.split()) for n in table.names], list(table.sources))
         dim = vectors.shape[1]
@@ -135,10 +143,10 @@ class ConceptIndex:
             index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as err:
             raise InputError(f"index_type={index_type!r} is not a valid FAISS index_factory string for "
-                             f"dim {dim} ({_faiss_msg(err)}); try 'Flat', 'HNSW32' or 'IVF256,PQ32,RFlat' "
+                             f"dim {dim} ({faiss_msg(err)}); try 'Flat', 'HNSW32' or 'IVF256,PQ32,RFlat' "
                              "(PQ's M must divide the dim)") from None
         if not index.is_trained:
-            for sub in _sub_indexes(index):  # polysemous codes serve Hamming pre-filtering,
+            for sub in sub_indexes(index):  # polysemous codes serve Hamming pre-filtering,
                 if hasattr(sub, "do_polysemous_training"):  # which we never use; it costs minutes
                     sub.do_polysemous_training = False
             rng = np.random.default_rng(seed)
@@ -148,11 +156,11 @@ class ConceptIndex:
                 index.train(sample)
             except RuntimeError as err:
                 raise InputError(f"index_type={index_type!r} cannot be trained on {len(sample)} names "
-                                 f"({_faiss_msg(err)}); use fewer IVF lists / PQ centroids "
+                                 f"({faiss_msg(err)}); use fewer IVF lists / PQ centroids "
                                  "(IVF nlist ≈ sqrt(names)) or 'Flat' for a small KB") from None
         index.add(vectors)
         train_add_s = time.perf_counter() - t0
-        settings = _default_settings(index, nprobe, ef_search, refine_k_factor)
+        settings = default_settings(index, nprobe, ef_search, refine_k_factor)
         sources = Counter(table.sources)
         meta = {
             "format": FORMAT_VERSION,
@@ -170,7 +178,7 @@ class ConceptIndex:
         }
         return cls(table, index, meta, use_gpu=use_gpu)
 
-    def add_aliases(self, extra: ConceptTable, encoder, *, batch_size: int = 256,
+    def add_aliases(self, extra: ConceptTable, encoder: Encoder, *, batch_size: int = 256,
                     show_progress: bool = False) -> int:
         """Add names (e.g. train-corpus mentions, with their file as `source`) to a built index
         without rebuilding it; returns how many new rows were added."""
@@ -186,8 +194,8 @@ class ConceptIndex:
         if self.meta.get("mmapped"):  # a read-only memory map cannot grow: take a private copy
             self.cpu_index = faiss.deserialize_index(faiss.serialize_index(self.cpu_index))
             self.meta["mmapped"] = False
-            self.index, self.on_gpu = _maybe_gpu(self.cpu_index, self.on_gpu)
-            _apply_search_settings(self.index, self.meta["settings"])
+            self.index, self.on_gpu = maybe_gpu(self.cpu_index, self.on_gpu)
+            apply_search_settings(self.index, self.meta["settings"])
         self.index.add(vectors)
         if self.on_gpu:
             self.cpu_index = None  # the GPU copy is now the only complete one
@@ -203,7 +211,7 @@ class ConceptIndex:
         """Rank concepts by cosine + `weight` · log(1 + counts[concept]) (see the module docstring).
         Ids are spelt as the table spells them (`MESH:C567755` joins `MESH:C567755|OMIM:613097`);
         the counts of concepts absent from the table are kept out and reported in `meta["prior"]`."""
-        owners, known = id_owners(self.table), set(self.table.ids)
+        owners, known = id_owners(self.table.ids), set(self.table.ids)
         aligned: Counter = Counter()
         for cid, n in counts.items():
             aligned[kb_spelling(owners, cid)] += int(n)
@@ -263,7 +271,7 @@ class ConceptIndex:
             concepts: dict[str, int] = {}
             n = len(table)
             codes = _RowCodes(
-                text=np.fromiter((texts.setdefault(" ".join(name.casefold().split()), len(texts))
+                text=np.fromiter((texts.setdefault(normalize_name(name), len(texts))
                                   for name in table.names), dtype=np.int64, count=n),
                 concept=np.fromiter((concepts.setdefault(cid, len(concepts)) for cid in table.ids),
                                     dtype=np.int64, count=n),
@@ -348,7 +356,7 @@ class ConceptIndex:
             out[q].append(Candidate(ids[r], sc, names[r], sources[r]))
         return out
 
-    def check_encoder(self, encoder, what: str = "the encoder") -> None:
+    def check_encoder(self, encoder: Encoder, what: str = "the encoder") -> None:
         """Vectors from another encoder live in another space: refuse them with the fix."""
         built = self.meta["encoder"]
         fp, dim = getattr(encoder, "fingerprint", None), getattr(encoder, "dim", None)
@@ -376,7 +384,7 @@ class ConceptIndex:
                 json.dump(meta, f, indent=2)
 
     @classmethod
-    def load(cls, path: str | Path, encoder=None, *, use_gpu: bool | str = "auto", mmap: bool = True,
+    def load(cls, path: str | Path, encoder: Encoder | None = None, *, use_gpu: bool | str = "auto", mmap: bool = True,
              nprobe: int | None = None, ef_search: int | None = None,
              refine_k_factor: int | None = None, prior_weight: float | None = None) -> "ConceptIndex":
         """Read an index directory; with `encoder`, check it is the one the index was built with.
@@ -386,12 +394,15 @@ class ConceptIndex:
         if not meta_path.exists():
             raise InputError(f"{path}: not a concept index directory (no {META_FILE}); "
                              "build one with `spacy-el build-index KB ENCODER_DIR OUTPUT_DIR`")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = _read_meta(meta_path)
         if meta.get("format") != FORMAT_VERSION:
             raise InputError(f"{meta_path}: index format {meta.get('format')!r}, this spacy-el reads "
                              f"format {FORMAT_VERSION}; rebuild the index")
         meta["path"] = str(path)
-        index, meta["mmapped"] = _read_index(path / INDEX_FILE, mmap)
+        index, meta["mmapped"] = read_index(path / INDEX_FILE, mmap)
+        if index.d != meta["dim"]:
+            raise InputError(f"{path}: {INDEX_FILE} holds vectors of dim {index.d} but {META_FILE} says dim "
+                             f"{meta['dim']}: the directory mixes files of two builds; rebuild the index")
         table = ConceptTable.from_tsv(path / TABLE_FILE)
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
@@ -405,6 +416,23 @@ class ConceptIndex:
 
 
 # ---------------------------------------------------------------------- helpers
+#: Keys every `meta.json` holds (a file without them was cut short or written by hand).
+_META_KEYS = ("format", "dim", "settings", "encoder")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """`meta.json`, or an error naming it when it is truncated, not JSON or lacks a key."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({getattr(err, 'msg', err)}); the file is truncated or "
+                         "damaged: rebuild the index (`spacy-el build-index KB ENCODER_DIR OUTPUT_DIR`)") from None
+    missing = [k for k in _META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise InputError(f"{path}: no {', '.join(missing)}; the file is incomplete: rebuild the index")
+    return meta
+
+
 def _read_prior(path: Path) -> dict[str, int]:
     """`concept_id<TAB>count` rows; a bad row is an error naming file and line."""
     prior: dict[str, int] = {}
@@ -419,30 +447,24 @@ def _read_prior(path: Path) -> dict[str, int]:
     return prior
 
 
+def _check_ids(ids: Sequence[str]) -> None:
+    """What is written must read back: `table.tsv` cannot hold an id with a tab or a line break.
+    The KB readers reject such rows with their file and line; this catches tables built in code."""
+    for row, cid in enumerate(ids):
+        if any(c in cid for c in "\t\n\r"):
+            raise InputError(f"concept id {cid!r} (table row {row + 1}) holds a tab or a line break, which "
+                             "the index's table.tsv cannot store; fix the id in the KB")
+
+
 def _concat(table: ConceptTable, extra: ConceptTable) -> ConceptTable:
     return ConceptTable.from_rows([*table.rows(), *extra.rows()])
-
-
-def id_owners(table: ConceptTable) -> dict[str, str]:
-    """Each single id → the concept id as the KB spells it (`MESH:C567755` → `MESH:C567755|OMIM:613097`)."""
-    owner: dict[str, str] = {}
-    for cid in dict.fromkeys(table.ids):
-        for part in split_ids(cid):
-            owner.setdefault(part, cid)
-    return owner
-
-
-def kb_spelling(owners: dict[str, str], concept_id: str) -> str:
-    """`concept_id` as the KB spells it when all its ids belong to one KB concept, else unchanged."""
-    found = {owners.get(part) for part in split_ids(concept_id)}
-    return found.pop() if len(found) == 1 and None not in found else concept_id
 
 
 def align_alias_ids(kb: ConceptTable, aliases: ConceptTable) -> ConceptTable:
     """Spell each alias's concept id the way the KB does: a mention annotated `MESH:C567755`
     joins the KB concept `MESH:C567755|OMIM:613097`, so both collapse to one concept. Ids
     that span several KB concepts (or none) are kept as written."""
-    owners = id_owners(kb)
+    owners = id_owners(kb.ids)
     return ConceptTable.from_rows((kb_spelling(owners, cid), name, source) for cid, name, source in aliases.rows())
 
 
@@ -461,166 +483,14 @@ def _clean(table: ConceptTable, allow_empty: bool = False) -> ConceptTable:
     return out
 
 
-def _embed(encoder, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
+def _embed(encoder: Encoder, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
     return np.asarray(encoder.embed(list(texts), batch_size=batch_size, show_progress=show_progress),
                       dtype="float32")
 
 
-def _encoder_meta(encoder) -> dict[str, Any]:
+def _encoder_meta(encoder: Encoder | None) -> dict[str, Any]:
     if encoder is None:
         return {"fingerprint": None, "dim": None, "name": None}
     settings = getattr(encoder, "settings", None)
     return {"fingerprint": encoder.fingerprint, "dim": encoder.dim,
             "name": getattr(settings, "base", None) or None}
-
-
-def _sub_indexes(index: faiss.Index) -> Iterator[faiss.Index]:
-    """The index and the indexes it wraps (pre-transforms, refine stages)."""
-    index = faiss.downcast_index(index)
-    yield index
-    for attr in ("index", "base_index"):
-        if (sub := getattr(index, attr, None)) is not None:
-            yield from _sub_indexes(sub)
-
-
-def _ivf_nlist(index: faiss.Index) -> int | None:
-    try:
-        return faiss.extract_index_ivf(index).nlist
-    except RuntimeError:
-        return None
-
-
-def _default_settings(index: faiss.Index, nprobe: int | None, ef_search: int | None,
-                      refine_k_factor: int | None) -> dict[str, Any]:
-    """Search settings that keep recall: FAISS's defaults (nprobe=1, no refine depth) do not."""
-    settings: dict[str, Any] = {}
-    nlist = _ivf_nlist(index)
-    if nlist is not None:
-        settings["nprobe"] = min(nlist, nprobe or max(8, nlist // 16))
-    if ef_search is not None or _has_param(index, "efSearch"):
-        settings["ef_search"] = ef_search or 128
-    if refine_k_factor is not None or _has_param(index, "k_factor_rf"):
-        settings["refine_k_factor"] = refine_k_factor or 4
-    return settings
-
-
-_PARAM_NAMES = {"nprobe": "nprobe", "ef_search": "efSearch", "refine_k_factor": "k_factor_rf"}
-
-
-def _has_param(index: faiss.Index, faiss_name: str) -> bool:
-    space = faiss.ParameterSpace()
-    space.initialize(index)
-    return any(space.parameter_ranges.at(i).name == faiss_name for i in range(space.parameter_ranges.size()))
-
-
-def _apply_search_settings(index: faiss.Index, settings: dict[str, Any]) -> None:
-    space = faiss.GpuParameterSpace() if _is_gpu(index) else faiss.ParameterSpace()
-    for key, value in settings.items():
-        try:
-            space.set_index_parameter(index, _PARAM_NAMES[key], value)
-        except (RuntimeError, KeyError):
-            raise InputError(f"search setting {key}={value!r} does not apply to this index type; "
-                             "drop it (nprobe: IVF types; ef_search: HNSW; refine_k_factor: RFlat)") from None
-
-
-def _is_gpu(index: faiss.Index) -> bool:
-    return "Gpu" in type(index).__name__
-
-
-def _maybe_gpu(index: faiss.Index, use_gpu: bool | str) -> tuple[faiss.Index, bool]:
-    """Move the index to every visible GPU when asked ("auto": when FAISS sees one); anything
-    that prevents it (faiss-cpu, no device, an index type without GPU support) falls back to
-    the CPU index, with a warning only if the GPU was requested explicitly."""
-    if isinstance(use_gpu, str):
-        if use_gpu.lower() not in ("auto", "true", "false"):
-            raise InputError(f"use_gpu={use_gpu!r}: use true, false or 'auto'")
-        use_gpu = "auto" if use_gpu.lower() == "auto" else use_gpu.lower() == "true"
-    if use_gpu is False:
-        return index, False
-    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if n_gpus == 0 or not hasattr(faiss, "index_cpu_to_all_gpus"):
-        if use_gpu is True:
-            warnings.warn("use_gpu=True but FAISS sees no GPU (faiss-cpu installed, or no CUDA device); "
-                          "searching on the CPU")
-        return index, False
-    try:
-        return faiss.index_cpu_to_all_gpus(index), True
-    except (RuntimeError, AttributeError) as err:
-        warnings.warn(f"could not move the FAISS index to the GPU ({_faiss_msg(err)}); searching on the CPU")
-        return index, False
-
-
-def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
-    """Memory-map when FAISS supports it for this index type, else read it into memory."""
-    if not path.exists():
-        raise InputError(f"{path}: missing; the index directory is incomplete, rebuild it")
-    if mmap:
-        try:
-            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY), True
-        except RuntimeError:
-            pass
-    try:
-        return faiss.read_index(str(path)), False
-    except RuntimeError as err:
-        raise InputError(f"{path}: not a readable FAISS index ({_faiss_msg(err)}); rebuild the index") from None
-
-
-def _faiss_msg(err: BaseException) -> str:
-    """FAISS errors carry a C++ stack location; keep the human part."""
-    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    return text.split(": ", 1)[-1] if "Error in" in text else text
-
-
-def build_index(kb: str | Path, encoder, output: str | Path, *, kb_format: str = "tsv",
-                index_type: str = "Flat", add_mentions: Iterable[str | Path] = (),
-                mention_types: Iterable[str] | None = None, prior_from: Iterable[str | Path] = (),
-                prior_weight: float | None = None, nprobe: int | None = None, ef_search: int | None = None,
-                refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
-                show_progress: bool = False) -> ConceptIndex:
-    """KB file (+ annotated corpora whose mentions become aliases, + corpora whose concept
-    counts become the prior) → index directory `output`. `encoder` is a SapEncoder or its path.
-    Nothing is written unless the whole build succeeds."""
-    from spacy_el.kb.readers import read_kb
-    from spacy_el.sap.encoder import load_encoder
-
-    prior_from = list(prior_from)
-    if prior_weight is not None and not prior_from:
-        raise InputError(f"prior_weight={prior_weight} without a corpus to count: give --prior-from TRAIN.PubTator "
-                         "(the prior weighs that corpus's concept counts), or drop --prior-weight")
-    if not hasattr(encoder, "embed"):
-        encoder = load_encoder(encoder)
-    table = read_kb(kb, kb_format)
-    if not len(table):
-        raise InputError(f"{kb}: no concept names read (format {kb_format!r}); check the file and --format")
-    index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions, mention_types),
-                               nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
-                               batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
-    index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
-    if prior_from:
-        index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
-    index.save(output)
-    return index
-
-
-def mention_alias_table(corpora: Iterable[str | Path], types: Iterable[str] | None = None
-                        ) -> ConceptTable | None:
-    """Distinct normalised mentions of annotated PubTator corpora as aliases of their gold
-    concepts; each row's source is its file name (provenance for candidates and meta.json).
-    `types` keeps only those mention types (BC5CDR's chemicals do not belong in a disease KB)."""
-    from spacy_el.corpora.pubtator import mention_aliases, read_pubtator
-
-    paths = [Path(p) for p in corpora]
-    if not paths:
-        return None
-    return ConceptTable.from_rows((cid, text, path.name) for path in paths
-                                  for cid, text in mention_aliases(read_pubtator(path, types)))
-
-
-def corpus_prior(corpora: Iterable[str | Path], types: Iterable[str] | None = None) -> Counter:
-    """Train mentions per gold concept over annotated PubTator corpora (`ConceptIndex.set_prior`)."""
-    from spacy_el.corpora.pubtator import mention_concept_counts, read_pubtator
-
-    counts: Counter = Counter()
-    for path in corpora:
-        counts.update(mention_concept_counts(read_pubtator(path, types)))
-    return counts

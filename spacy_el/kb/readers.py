@@ -33,6 +33,15 @@ def _add_names(table: ConceptTable, cid: str, names: list[str], source: str) -> 
     return len(seen)
 
 
+def _check_field(path: Path | str, lineno: int, what: str, value: str) -> str:
+    """A concept id or name must not hold a tab or a line break: the index's `table.tsv` could
+    not read it back. Rejected here, where the file and line are known."""
+    if any(c in value for c in "\t\n\r"):
+        raise InputError(f"{path}, line {lineno}: the {what} {value!r} holds a tab or a line break; "
+                         "remove it from the KB file")
+    return value
+
+
 def read_medic(path: str | Path) -> ConceptTable:
     """CTD MEDIC `IDS||name|name…`: IDS is one id or several joined by `|` (`C567755|613097`),
     which together name ONE concept, kept as `MESH:C567755|OMIM:613097`."""
@@ -41,7 +50,7 @@ def read_medic(path: str | Path) -> ConceptTable:
         if not line.strip():
             continue
         ids_field, sep, names_field = line.partition("||")
-        ids = [normalize_id(i) for i in ids_field.split("|") if i.strip()]
+        ids = [_check_field(path, lineno, "concept id", normalize_id(i)) for i in ids_field.split("|") if i.strip()]
         if not sep or not ids:
             raise InputError(
                 f"{path}, line {lineno}: expected MEDIC `IDS||name|name…` (ids, two pipes, names), "

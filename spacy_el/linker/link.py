@@ -13,8 +13,7 @@ from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from spacy_el.ids import ids_match
-from spacy_el.kb.index import id_owners, kb_spelling
+from spacy_el.ids import id_owners, ids_match, kb_spelling
 
 
 # ---------------------------------------------------------------------- linking texts
@@ -142,7 +141,7 @@ def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence
 
     corpus = read_pubtator(corpus_path, types=types)
     pipe = nlp.get_pipe(linker)
-    owners = id_owners(pipe.index.table)
+    owners = id_owners(pipe.index.table.ids)
     pairs = pubtator_docs(nlp, corpus, with_ents=gold_ents, label=label)
     disable = [name for name in nlp.pipe_names
                if name != linker and nlp.get_pipe_meta(name).factory != "abbreviation_detector"] if gold_ents else []

@@ -1,25 +1,32 @@
-"""`sap_linker`: links every entity to KB concepts by embedding its text with a SapEncoder and
-searching a ConceptIndex. It runs after any NER (`bilstm_ner`, spaCy's `ner`, an `entity_ruler`).
+"""`sap_linker`: links every entity to KB concepts by embedding its text with an encoder
+(`spacy_el.models.Encoder`) and searching a ConceptIndex. It runs after any NER (`bilstm_ner`,
+spaCy's `ner`, an `entity_ruler`).
 
 Per entity it sets
 - `ent.kb_id_` (through `token.ent_kb_id`): the best concept, or `nil_id` when its cosine is
-  below `threshold` (or the entity's label is not in `labels`, which leaves it untouched);
+  below `threshold` or the entity holds no letter or digit (punctuation and whitespace are never
+  linked); entities whose label is not in `labels` are left untouched;
 - `ent._.kb_candidates`: `[Candidate(concept_id, score, name, source), …]`, best first, up to
   `top_k` (a `Candidate` is a named tuple; `source` is "kb" or the corpus file an alias came from).
+  The candidates live in `doc.user_data`, so they survive `Doc.to_bytes`/`from_bytes` and
+  `nlp.pipe(n_process=…)`; the getter turns what serialisation made plain lists back into
+  `Candidate`s.
 
 `name_lookup` (on by default): a mention whose text is a KB name (up to case and spacing for an
 uncased encoder) takes that name's vector from the index instead of running the encoder. It is
 the vector the encoder gives that text, so links do not change; it needs an index that stores
 vectors uncompressed (`Flat`, `HNSW…`) and is skipped for others.
 
-Nothing is loaded when the component is created, because `spacy.load` of a packaged pipeline
-calls the factory with the config's paths, which need not exist on the target machine, and then
-`from_disk`. The encoder and index come, whichever happens first, from `from_disk` (the
-pipeline's own `encoder/` and `index/`), from `initialize(...)` (paths, or a KB file to build the
-index from), or from the config paths on first use.
+The encoder and the index are heavy state, shaped as spaCy's `entity_linker` shapes its KB:
+nothing is loaded when the component is created; `initialize` takes registered loaders
+(`encoder_loader`, e.g. `spacy_el.EncoderFromPath.v1`; `index_loader`, e.g.
+`spacy_el.IndexFromDir.v1` or `spacy_el.IndexFromKB.v1`, see `spacy_el.build`), and
+`to_disk`/`to_bytes` carry both, so a saved or packaged pipeline loads without the original paths.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
@@ -30,27 +37,55 @@ from spacy.pipeline import Pipe
 from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example
+import srsly
 from spacy.util import ensure_path, minibatch, registry
+from spacy.util import from_bytes as util_from_bytes
 from spacy.util import from_disk as util_from_disk
+from spacy.util import to_bytes as util_to_bytes
 from spacy.util import to_disk as util_to_disk
 from spacy.vocab import Vocab
 
+from spacy_el.ids import normalize_name
 from spacy_el.io import InputError
-
-if not Span.has_extension("kb_candidates"):
-    Span.set_extension("kb_candidates", default=None)
+from spacy_el.kb.index import Candidate, ConceptIndex
+from spacy_el.models import Encoder
 
 NIL = "NIL"
+#: The default NIL threshold: the cosine below which the best concept is not trusted; above the
+#: cosines of punctuation-only entities (see benchmarks/RESULTS.md, "NIL threshold").
+DEFAULT_THRESHOLD = 0.5
+#: Where `ent._.kb_candidates` keeps its value: the key spaCy gives a plain span extension.
+_CANDIDATES = "kb_candidates"
+
+
+def _get_candidates(span: Span) -> Optional[List[Candidate]]:
+    """The span's candidates as `Candidate`s, whatever serialisation made of them (msgpack
+    turns named tuples into lists)."""
+    value = span.doc.user_data.get(("._.", _CANDIDATES, span.start_char, span.end_char))
+    if value is None or not value or type(value[0]) is Candidate:
+        return value
+    return [Candidate(*c) for c in value]
+
+
+def _set_candidates(span: Span, value: Optional[List[Candidate]]) -> None:
+    span.doc.user_data[("._.", _CANDIDATES, span.start_char, span.end_char)] = value
+
+
+Span.set_extension(_CANDIDATES, getter=_get_candidates, setter=_set_candidates, force=True)
+
+#: An `encoder_loader` of `initialize`: () → the encoder (`spacy_el.EncoderFromPath.v1`).
+EncoderLoader = Callable[[], Encoder]
+#: An `index_loader` of `initialize`: the encoder → its concept index (`spacy_el.IndexFromDir.v1`, `…FromKB.v1`).
+IndexLoader = Callable[[Encoder], ConceptIndex]
 
 
 @Language.factory(
     "sap_linker",
-    assigns=["token.ent_kb_id"],
+    requires=["doc.ents"],
+    assigns=["token.ent_kb_id", "span._.kb_candidates"],
     default_config={
-        "encoder": None,
-        "index": None,
         "top_k": 5,
-        "threshold": 0.0,
+        "threshold": DEFAULT_THRESHOLD,
         "nil_id": NIL,
         "labels": [],
         "batch_size": 256,
@@ -64,8 +99,6 @@ NIL = "NIL"
 def make_sap_linker(
     nlp: Language,
     name: str,
-    encoder: Optional[str],
-    index: Optional[str],
     top_k: int,
     threshold: float,
     nil_id: str,
@@ -76,9 +109,9 @@ def make_sap_linker(
     name_lookup: bool,
     scorer: Optional[Callable],
 ) -> "SapEntityLinker":
-    """Create the linker (loads nothing yet: see the module docstring)."""
-    return SapEntityLinker(nlp.vocab, name, encoder=encoder, index=index, top_k=top_k, threshold=threshold,
-                           nil_id=nil_id, labels=labels, batch_size=batch_size, cache_size=cache_size,
+    """Create the linker (loads nothing: `initialize` or `from_disk` give it its encoder and index)."""
+    return SapEntityLinker(nlp.vocab, name, top_k=top_k, threshold=threshold, nil_id=nil_id, labels=labels,
+                           batch_size=batch_size, cache_size=cache_size,
                            resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup, scorer=scorer)
 
 
@@ -91,8 +124,9 @@ def _exact_key(text: str) -> str:
     return text
 
 
-def _uncased_key(text: str) -> str:
-    return " ".join(text.lower().split())
+def _linkable(text: str) -> bool:
+    """Text with a letter or digit: punctuation and whitespace name no concept."""
+    return any(c.isalnum() for c in text)
 
 
 @registry.scorers("spacy_el.linker_scorer.v1")
@@ -104,11 +138,10 @@ class SapEntityLinker(Pipe):
     """Links `doc.ents` to concepts (see the module docstring); not trainable here: the encoder
     is trained by `spacy-el pretrain` / `finetune` and the index built by `build-index`."""
 
-    def __init__(self, vocab: Vocab, name: str = "sap_linker", *, encoder: Optional[str] = None,
-                 index: Optional[str] = None, top_k: int = 5, threshold: float = 0.0, nil_id: str = NIL,
-                 labels: Sequence[str] = (), batch_size: int = 256, cache_size: int = 50_000,
-                 resolve_abbreviations: bool = False, name_lookup: bool = True,
-                 scorer: Optional[Callable] = score_linker) -> None:
+    def __init__(self, vocab: Vocab, name: str = "sap_linker", *, top_k: int = 5,
+                 threshold: float = DEFAULT_THRESHOLD, nil_id: str = NIL, labels: Sequence[str] = (),
+                 batch_size: int = 256, cache_size: int = 50_000, resolve_abbreviations: bool = False,
+                 name_lookup: bool = True, scorer: Optional[Callable] = score_linker) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
         if batch_size < 1:
@@ -116,14 +149,15 @@ class SapEntityLinker(Pipe):
         self.vocab = vocab
         self.name = name
         self.cfg: Dict[str, Any] = {
-            "encoder": str(encoder) if encoder else None, "index": str(index) if index else None,
             "top_k": top_k, "threshold": threshold, "nil_id": nil_id, "labels": list(labels),
             "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
             "name_lookup": name_lookup,
         }
         self.scorer = scorer
-        self._encoder = None
-        self._index = None
+        self._encoder: Optional[Encoder] = None
+        self._index: Optional[ConceptIndex] = None
+        #: The directory `from_bytes` unpacked into, kept while the encoder and index may read it.
+        self._unpacked: Optional[tempfile.TemporaryDirectory] = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         #: Search results of the texts in `_cache`, valid while `_found_state` holds.
         self._found: Dict[str, list] = {}
@@ -132,78 +166,69 @@ class SapEntityLinker(Pipe):
 
     # ------------------------------------------------------------------ the two parts
     @property
-    def encoder(self):
-        """The encoder (SapEncoder, or OnnxEncoder for an `export-onnx` directory), loaded from the
-        config path on first use if nothing set it."""
+    def encoder(self) -> Encoder:
+        """The encoder (`SapEncoder`, or `OnnxEncoder` for an `export-onnx` directory)."""
         if self._encoder is None:
-            if not self.cfg["encoder"]:
-                raise InputError(
-                    f"{self.name} has no encoder: set `encoder` in [components.{self.name}] or "
-                    f"[initialize.components.{self.name}], or load a saved pipeline that contains one")
-            from spacy_el.sap.encoder import load_encoder
-
-            self._encoder = load_encoder(self.cfg["encoder"])
+            raise InputError(
+                f"{self.name} has no encoder: give [initialize.components.{self.name}.encoder_loader] "
+                "(e.g. @misc = \"spacy_el.EncoderFromPath.v1\") and run nlp.initialize(), or load a saved "
+                "pipeline that contains one")
         return self._encoder
 
     @property
-    def index(self):
-        """The ConceptIndex, loaded from the config path on first use (checked against the encoder)."""
+    def index(self) -> ConceptIndex:
+        """The ConceptIndex (checked against the encoder when it was set)."""
         if self._index is None:
-            if not self.cfg["index"]:
-                raise InputError(
-                    f"{self.name} has no concept index: set `index` in [components.{self.name}], give "
-                    f"`index` or `kb` in [initialize.components.{self.name}], or load a saved pipeline")
-            from spacy_el.kb.index import ConceptIndex
-
-            self._index = ConceptIndex.load(self.cfg["index"], self.encoder)
+            raise InputError(
+                f"{self.name} has no concept index: give [initialize.components.{self.name}.index_loader] "
+                "(e.g. @misc = \"spacy_el.IndexFromDir.v1\" or \"spacy_el.IndexFromKB.v1\") and run "
+                "nlp.initialize(), or load a saved pipeline that contains one")
         return self._index
 
-    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
-                   nlp: Optional[Language] = None, encoder: Any = None, index: Any = None,
-                   kb: Optional[str] = None, kb_format: str = "auto", index_type: str = "Flat",
-                   add_mentions: Optional[List[str]] = None, mention_types: Optional[List[str]] = None,
-                   prior_from: Optional[List[str]] = None, prior_weight: Optional[float] = None,
-                   use_gpu: str = "auto") -> None:
-        """Set the encoder (path, hub name or SapEncoder) and the index: load one (path or
-        ConceptIndex), or build one from `kb` (+ `add_mentions`: annotated PubTator files whose
-        train mentions become aliases; `prior_from`: files whose gold-concept counts become the
-        index's corpus prior). Falls back to the config's paths."""
-        from spacy_el.kb.index import ConceptIndex, corpus_prior, mention_alias_table
-        from spacy_el.sap.encoder import load_encoder
-
-        if encoder is not None:
-            self._encoder = encoder if hasattr(encoder, "embed") else load_encoder(encoder)
-            self.cfg["encoder"] = None if hasattr(encoder, "embed") else str(encoder)
-        enc = self.encoder
-        if kb is not None:
-            from spacy_el.kb.readers import read_kb
-
-            self._index = ConceptIndex.build(read_kb(kb, kb_format), enc, index_type,
-                                             extra=mention_alias_table(add_mentions or (), mention_types),
-                                             use_gpu=use_gpu)
-        else:
-            if index is not None:
-                self._index = index if isinstance(index, ConceptIndex) else ConceptIndex.load(index, enc, use_gpu=use_gpu)
-                self.cfg["index"] = None if isinstance(index, ConceptIndex) else str(index)
-            self.index.check_encoder(enc)
-            if add_mentions:
-                self.index.add_aliases(mention_alias_table(add_mentions, mention_types), enc)
-        if prior_from:
-            self.index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
-        elif prior_weight is not None:
-            self.index.set_prior_weight(prior_weight)
+    def set_parts(self, encoder: Encoder, index: ConceptIndex) -> None:
+        """Use this encoder and index (the index must have been built with the encoder)."""
+        index.check_encoder(encoder)
+        self._encoder, self._index = encoder, index
         self.clear_cache()
         self._lookup_key = None
 
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
+                   nlp: Optional[Language] = None, encoder_loader: Optional[Callable] = None,
+                   index_loader: Optional[Callable] = None) -> None:
+        """Load the encoder and the index through registered loaders, as spaCy's `entity_linker`
+        loads its KB through `kb_loader` (`encoder_loader` is an `EncoderLoader`, `index_loader` an
+        `IndexLoader`; typed plainly here because spaCy validates these settings). A loader left out keeps the part already set (by
+        `from_disk`, `from_bytes` or an earlier `initialize`); the index is always checked
+        against the encoder it will be searched with."""
+        encoder = encoder_loader() if encoder_loader is not None else self._encoder
+        if encoder is None:
+            self.encoder  # noqa: B018 - raises the error that says how to give one
+        assert encoder is not None
+        index = index_loader(encoder) if index_loader is not None else self._index
+        if index is None:
+            self._encoder = encoder
+            self.index  # noqa: B018
+        assert index is not None
+        self.set_parts(encoder, index)
+
     # ------------------------------------------------------------------ linking
     def __call__(self, doc: Doc) -> Doc:
-        self._link([doc])
+        try:
+            self._link([doc])
+        except Exception as err:  # noqa: BLE001 - spaCy's error handler decides
+            self.get_error_handler()(self.name, self, [doc], err)
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        """Link a batch of docs at once: each distinct mention text is embedded once."""
+        """Link a batch of docs at once: each distinct mention text is embedded once. A batch
+        that fails goes to spaCy's error handler (`nlp.set_error_handler`), which raises by default."""
+        error_handler = self.get_error_handler()
         for docs in minibatch(stream, size=batch_size):
-            self._link(docs)
+            try:
+                self._link(docs)
+            except Exception as err:  # noqa: BLE001
+                error_handler(self.name, self, docs, err)
+                continue
             yield from docs
 
     def _link(self, docs: Sequence[Doc]) -> None:
@@ -212,14 +237,14 @@ class SapEntityLinker(Pipe):
         if not ents:
             return
         texts = [self._query_text(ent) for ent in ents]
-        candidates = self._candidates(list(dict.fromkeys(texts)))
+        candidates = self._candidates([t for t in dict.fromkeys(texts) if _linkable(t)])
         nil, threshold = self.cfg["nil_id"], self.cfg["threshold"]
         for ent, text in zip(ents, texts):
-            cands = candidates[text]
+            cands = candidates.get(text, [])
             kb_id = cands[0].concept_id if cands and cands[0].score >= threshold else nil
             for token in ent:
                 token.ent_kb_id_ = kb_id
-            ent._.kb_candidates = cands  # keyed by the span's offsets, so doc.ents sees it
+            ent._.kb_candidates = cands
 
     def _query_text(self, ent: Span) -> str:
         """The entity's text, or the long form of an abbreviation defined in the doc."""
@@ -274,14 +299,14 @@ class SapEntityLinker(Pipe):
         the name's stored vector: what the encoder would compute for it, without running it. Only
         indexes that keep vectors uncompressed (Flat, HNSW) can give them."""
         if self._lookup_key is None:
-            self._lookup_key = _uncased_key if getattr(self.encoder, "uncased", False) else _exact_key
+            self._lookup_key = normalize_name if getattr(self.encoder, "uncased", False) else _exact_key
         index = self.index
         rows = index.name_rows(self._lookup_key)
         hits = {t: rows[k] for t in texts if (k := self._lookup_key(t)) in rows}
         stored = index.stored_vectors(list(hits.values())) if hits else None
         return dict(zip(hits, stored)) if stored is not None else {}
 
-    # ------------------------------------------------------------------ disk
+    # ------------------------------------------------------------------ disk and bytes
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
         """`encoder/` (an HF directory, or an ONNX export) and `index/` (FAISS + table + meta): the pipeline
         then carries everything it needs and loads without the original paths."""
@@ -289,18 +314,63 @@ class SapEntityLinker(Pipe):
                                          "index": lambda p: self.index.save(p)}, exclude)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
-        from spacy_el.kb.index import ConceptIndex
-        from spacy_el.sap.encoder import load_encoder
+        from spacy_el.sap.encoders import load_encoder
 
         path = ensure_path(path)
+        parts: Dict[str, Any] = {}
+        util_from_disk(path, {"encoder": lambda p: parts.__setitem__("encoder", load_encoder(p)),
+                              "index": lambda p: parts.__setitem__("index", p)}, exclude)
+        self._set_loaded(parts.get("encoder"), parts.get("index"), mmap=True)
+        return self
 
-        def read_encoder(p: Path) -> None:
-            self._encoder = load_encoder(p)
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """The encoder's and the index's directories as bytes (their files in a msgpack map), so
+        `nlp.to_bytes()` carries the whole linker."""
+        return util_to_bytes({"encoder": lambda: _dir_bytes(self.encoder.save),
+                              "index": lambda: _dir_bytes(self.index.save)}, exclude)
 
-        def load_index(p: Path) -> None:
-            self._index = ConceptIndex.load(p, self.encoder)
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
+        """Unpack `to_bytes` into a private temporary directory (kept while this component lives:
+        an ONNX encoder re-saves from its files) and load the encoder and index from it."""
+        from spacy_el.sap.encoders import load_encoder
 
-        util_from_disk(path, {"encoder": read_encoder, "index": load_index}, exclude)
+        unpacked = tempfile.TemporaryDirectory(prefix="sap_linker.")
+        root = Path(unpacked.name)
+        parts: Dict[str, Any] = {}
+
+        def unpack(key: str, data: bytes) -> None:
+            _bytes_dir(data, root / key)
+            parts[key] = load_encoder(root / key) if key == "encoder" else root / key
+
+        util_from_bytes(bytes_data, {"encoder": lambda b: unpack("encoder", b),
+                                     "index": lambda b: unpack("index", b)}, exclude)
+        self._set_loaded(parts.get("encoder"), parts.get("index"), mmap=False)
+        self._unpacked = unpacked
+        return self
+
+    def _set_loaded(self, encoder: Optional[Encoder], index_dir: Optional[Path], mmap: bool) -> None:
+        if encoder is not None:
+            self._encoder = encoder
+        if index_dir is not None:
+            self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap)
         self.clear_cache()
         self._lookup_key = None
-        return self
+
+
+def _dir_bytes(save: Callable[[Path], None]) -> bytes:
+    """What `save(directory)` writes, as one msgpack map of relative path → file bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "part"
+        save(root)
+        files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return srsly.msgpack_dumps(files)
+
+
+def _bytes_dir(data: bytes, root: Path) -> None:
+    """Write the files of `_dir_bytes` under `root` (refusing paths that leave it)."""
+    for rel, content in srsly.msgpack_loads(data).items():
+        target = (root / rel).resolve()
+        if os.path.commonpath([target, root.resolve()]) != str(root.resolve()):
+            raise InputError(f"sap_linker bytes hold a file outside the component ({rel!r}); refusing to unpack")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)

@@ -1,6 +1,10 @@
-"""CoNLL-style NER files → spaCy `DocBin` (`.spacy`) for `spacy train`.
+"""NER corpora → spaCy `DocBin` (`.spacy`) for `spacy train`.
 
-Reads one token per line with the tag in the last column and a blank line between sentences:
+PubTator files (NCBI-disease, BC5CDR) are read as running text: title + " " + abstract, split by
+the pipeline's own tokenizer, one doc per abstract (document context) or per sentence, so the
+tagger trains on the tokens it will see at inference.
+
+CoNLL-style files: one token per line with the tag in the last column and a blank line between sentences:
 CoNLL-2003 (`token POS chunk NER`, space separated, `-DOCSTART-` lines start documents), and
 tab-separated files such as the NCBI-disease/BC5CDR `conll/*.tsv` (2 or 6 columns). Tags may be
 IOB1, IOB2/BIO, BILUO or IOBES; spaCy's `iob_to_biluo`/`biluo_tags_to_spans` make the spans.
@@ -9,15 +13,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
-from spacy.tokens import Doc, DocBin
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin, Span
 from spacy.training import biluo_tags_to_spans, iob_to_biluo
 from spacy.vocab import Vocab
 
 from spacy_el.io import InputError, atomic_write, read_lines
 
-FORMATS = ("conll", "tsv")
+FORMATS = ("conll", "tsv", "pubtator")
+CONTEXTS = ("doc", "sentence")
 _TAG = re.compile(r"^(O|[BIELSU]-\S.*)$")
 #: BILUO/IOBES prefixes folded to IOB before spaCy's iob_to_biluo repairs and converts them.
 _TO_IOB = {"B": "B", "U": "B", "S": "B", "I": "I", "L": "I", "E": "I"}
@@ -25,11 +31,57 @@ _TO_IOB = {"B": "B", "U": "B", "S": "B", "I": "I", "L": "I", "E": "I"}
 Sentence = List[Tuple[str, str]]
 
 
+def pubtator_to_docs(path: str | Path, nlp: Language, *, types: Optional[Sequence[str]] = None,
+                     label: Optional[str] = None, context: str = "doc") -> List[Doc]:
+    """One doc per abstract (`context="doc"`) or per sentence (`"sentence"`, split by spaCy's
+    `sentencizer`, never inside a mention), tokenized by `nlp`, with the mentions of `types`
+    (all when None) as entities labelled `label` (default: the mention type). A mention whose
+    offsets fall inside a token, and tokens of overlapping mentions after the first, are marked
+    missing, so training neither learns nor penalises them."""
+    from spacy_el.corpora.pubtator import read_pubtator
+
+    if context not in CONTEXTS:
+        raise InputError(f"unknown context {context!r}; use one of {', '.join(CONTEXTS)}")
+    corpus = read_pubtator(path, types=types)
+    sentencizer = nlp.get_pipe("sentencizer") if "sentencizer" in nlp.pipe_names else None
+    if context == "sentence" and sentencizer is None:
+        from spacy.pipeline import Sentencizer
+
+        sentencizer = Sentencizer()
+    docs = []
+    for pdoc in corpus.docs:
+        doc = nlp.make_doc(pdoc.text)
+        ents: List[Span] = []
+        missing: List[Span] = []
+        taken = set()
+        for m in sorted(pdoc.mentions, key=lambda m: (m.start, -m.end)):
+            span = doc.char_span(m.start, m.end, label=label or m.type)
+            if span is None:
+                missing.append(doc.char_span(m.start, m.end, alignment_mode="expand"))
+                continue
+            if taken & set(range(span.start, span.end)):
+                missing.append(span)
+                continue
+            taken |= set(range(span.start, span.end))
+            ents.append(span)
+        unknown = {i for s in missing if s is not None for i in range(s.start, s.end)} - taken
+        doc.set_ents(ents, missing=[doc[i : i + 1] for i in sorted(unknown)], default="outside")
+        if context == "doc":
+            docs.append(doc)
+            continue
+        sentencizer(doc)
+        for span in ents + [s for s in missing if s is not None]:  # never split inside a mention
+            for token in span[1:]:
+                token.is_sent_start = False
+        docs.extend(sent.as_doc() for sent in doc.sents)
+    return docs
+
+
 def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]:
     """Yield documents (lists of sentences of (token, IOB tag)) from a CoNLL/TSV file.
     Files without `-DOCSTART-` lines are one document."""
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt not in ("conll", "tsv"):
+        raise InputError(f"unknown format {fmt!r}; use conll or tsv")
     doc: List[Sentence] = []
     sent: Sentence = []
     for lineno, line in read_lines(path):
@@ -84,9 +136,20 @@ def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: i
     return docs
 
 
-def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1) -> Tuple[int, int, int]:
-    """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities)."""
-    docs = conll_to_docs(input_path, Vocab(), fmt, n_sents)
+def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1, *,
+                types: Optional[Sequence[str]] = None, label: Optional[str] = None, context: str = "doc",
+                lang: str = "en") -> Tuple[int, int, int]:
+    """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities).
+    CoNLL/TSV: `n_sents` sentences per doc. PubTator: `types`, `label` and `context` as in
+    `pubtator_to_docs`, tokenized by a blank `lang` pipeline (spaCy's default tokenizer)."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "pubtator":
+        import spacy
+
+        docs = pubtator_to_docs(input_path, spacy.blank(lang), types=types, label=label, context=context)
+    else:
+        docs = conll_to_docs(input_path, Vocab(), fmt, n_sents)
     data = DocBin(docs=docs, store_user_data=False).to_bytes()
     with atomic_write(output_path, "wb") as f:
         f.write(data)

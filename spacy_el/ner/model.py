@@ -1,5 +1,10 @@
-"""The BiLSTM tagger architecture: hash-embedded subword features (+ optional static vectors)
-→ bidirectional LSTM → per-token tag scores. Built from spaCy/thinc layers, not from scratch."""
+"""The BiLSTM tagger architectures: token features → bidirectional LSTM → per-token tag scores,
+optionally followed by a linear-chain CRF's learned transition scores. Built from spaCy/thinc
+layers, not from scratch.
+
+`spacy_el.BiLSTMTagger.v1` (hashed subword features + static vectors, softmax per token) is kept
+as released; `.v2` takes any token-feature sublayer (`spacy_el.TokenFeatures.v1`: characters, KB
+gazetteer, transformer features) and a `crf` switch."""
 
 from typing import List, Optional, Union
 
@@ -9,6 +14,7 @@ from spacy.util import registry
 from thinc.api import (
     ArgsKwargs,
     Dropout,
+    Linear,
     Model,
     PyTorchWrapper,
     Softmax_v2,
@@ -71,6 +77,65 @@ def build_bilstm_tagger(
     model.set_ref("output_layer", output_layer)
     model.attrs["include_static_vectors"] = include_static_vectors
     return model
+
+
+@registry.architectures("spacy_el.BiLSTMTagger.v2")
+def build_bilstm_crf_tagger(
+    features: Model[List[Doc], List[Floats2d]],
+    hidden_width: int,
+    depth: int,
+    crf: bool,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """Per-token tag scores for a batch of docs from the token vectors of `features` (its
+    `attrs["width"]` gives their width, as `spacy_el.TokenFeatures.v1` sets it).
+
+    crf: the scores are a CRF's emissions, and the model ends in a `bio_crf` layer holding
+    the learned start/transition/end scores (trained by `bilstm_ner` with the sequence-level
+    loss of `spacy_el.ner.crf`); otherwise they are softmax logits trained per token and decoded
+    by a BIO-constrained Viterbi (faster to train, usually less accurate).
+    Dropout follows the features and each BiLSTM layer at the `[training] dropout` rate."""
+    for name, value in (("hidden_width", hidden_width), ("depth", depth)):
+        if value < 1:
+            raise ValueError(f"spacy_el.BiLSTMTagger.v2: setting '{name}' must be >= 1, got {value}")
+    width = features.attrs.get("width")
+    if not width:
+        raise ValueError("spacy_el.BiLSTMTagger.v2: the 'features' sublayer must declare its output width "
+                         "(attrs['width']); use spacy_el.TokenFeatures.v1")
+    layers: List[Model] = [features, Dropout(0.0)]
+    for _ in range(depth):
+        layers.append(PackedBiLSTM(hidden_width, width))
+        layers.append(Dropout(0.0))
+        width = 2 * hidden_width
+    if crf:
+        output_layer = Linear(nO, width, init_W=zero_init)
+        crf_layer = BioCRF(nO)
+        model: Model = chain(*layers, with_array(output_layer), crf_layer)
+        model.set_ref("crf", crf_layer)
+    else:
+        output_layer = Softmax_v2(nO, width, init_W=zero_init, normalize_outputs=False)
+        model = chain(*layers, with_array(output_layer))
+    model.set_ref("features", features)
+    model.set_ref("output_layer", output_layer)
+    model.attrs["include_static_vectors"] = features.attrs.get("include_static_vectors", False)
+    return model
+
+
+def BioCRF(nO: Optional[int] = None) -> Model[List[Floats2d], List[Floats2d]]:
+    """Holds a CRF's learned `start` (nO,), `trans` (nO, nO) and `end` (nO,) scores and passes
+    the emissions through unchanged: the pipe reads the scores for its loss and decoder and
+    adds their gradients with `inc_grad`, so the optimizer updates them like any weight."""
+
+    def forward(model: Model, X: List[Floats2d], is_train: bool):
+        return X, lambda dY: dY
+
+    def init(model: Model, X=None, Y=None) -> None:
+        n = model.get_dim("nO")
+        model.set_param("start", model.ops.alloc1f(n))
+        model.set_param("trans", model.ops.alloc2f(n, n))
+        model.set_param("end", model.ops.alloc1f(n))
+
+    return Model("bio_crf", forward, init=init, dims={"nO": nO}, params={"start": None, "trans": None, "end": None})
 
 
 class _PackedLSTMModule(torch.nn.Module):

@@ -1,9 +1,11 @@
 """`bilstm_ner`: a trainable spaCy component that tags tokens with BIO tags using the
 `spacy_el.BiLSTMTagger.v1` model and turns them into `doc.ents`.
 
-Modelled on spaCy's own `Tagger`: the model scores each token, the loss is a masked
-cross-entropy (tokens without gold are ignored), and decoding is a Viterbi search restricted to
-valid BIO sequences (no `I-X` unless it follows `B-X`/`I-X`), so every output is a proper span set.
+Modelled on spaCy's own `Tagger`: the model scores each token and decoding is a Viterbi search
+restricted to valid BIO sequences (no `I-X` unless it follows `B-X`/`I-X`), so every output is a
+proper span set. The loss is sequence-level when the model ends in a CRF layer
+(`spacy_el.BiLSTMTagger.v2` with `crf = true`: `spacy_el.ner.crf`), otherwise a per-token
+cross-entropy; either way tokens without gold annotation give no gradient.
 """
 
 from itertools import islice
@@ -21,8 +23,10 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, SequenceCategoricalCrossentropy, set_dropout_rate
 from thinc.types import Floats2d, Ints1d
 
-# Imported for its side effect: registers "spacy_el.BiLSTMTagger.v1" for the default config.
+# Imported for their side effect: they register the architectures the configs name.
+from spacy_el.ner import features as _features  # noqa: F401
 from spacy_el.ner import model as _model  # noqa: F401
+from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, viterbi
 
 default_model_config = """
 [model]
@@ -35,9 +39,6 @@ rows = [5000, 1000, 2500, 2500]
 include_static_vectors = false
 """
 DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
-
-#: Viterbi score for a forbidden transition (finite, so sums never become NaN).
-_FORBIDDEN = -1e9
 
 
 @Language.factory(
@@ -81,7 +82,12 @@ class BiLSTMEntityRecognizer(TrainablePipe):
     @property
     def tags(self) -> List[str]:
         """The BIO tag set: index 0 is O, then B-/I- for each label."""
-        return ["O"] + [f"{prefix}-{label}" for label in self.labels for prefix in ("B", "I")]
+        return bio_tags(self.labels)
+
+    @property
+    def has_crf(self) -> bool:
+        """Whether the model ends in a CRF layer (sequence-level loss, learned transitions)."""
+        return self.model.has_ref("crf")
 
     def add_label(self, label: str) -> int:
         """Add an entity type before `initialize` (the output layer is sized from the labels)."""
@@ -132,8 +138,15 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         self.cfg["labels"] = labels  # re-initializing may rename labels, not change their number
         for label in labels:
             self.vocab.strings.add(label)
-        doc_sample = [eg.reference for eg in islice(get_examples(), 10) if len(eg.reference)]
+        doc_sample = [eg.predicted for eg in islice(get_examples(), 10) if len(eg.predicted)]
+        if nlp is not None:  # features such as KB-name flags come from the components before this one
+            for name, proc in nlp.pipeline:
+                if name == self.name:
+                    break
+                doc_sample = [proc(doc) for doc in doc_sample]
         output_layer.set_dim("nO", n_tags, force=True)  # also overrides a wrong config 'nO'
+        if self.has_crf:
+            self.model.get_ref("crf").set_dim("nO", n_tags, force=True)
         self.model.initialize(X=doc_sample or None)
 
     # -- prediction ---------------------------------------------------------------------------
@@ -143,7 +156,16 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         busy = [doc for doc in docs if len(doc)]
         scores = iter(self.model.predict(busy) if busy else [])
         logits = [self.model.ops.to_numpy(next(scores)) if len(doc) else np.zeros((0, len(self.tags)), "f") for doc in docs]
-        return viterbi_bio(logits, self.labels)
+        if not self.has_crf:
+            return viterbi_bio(logits, self.labels)
+        start, trans, end = self._crf_scores()
+        return viterbi(logits, start, trans, end)
+
+    def _crf_scores(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The CRF's learned start/transition/end scores plus the BIO constraints."""
+        crf, to_numpy = self.model.get_ref("crf"), self.model.ops.to_numpy
+        masks = bio_constraints(len(self.labels))
+        return tuple(to_numpy(crf.get_param(name)) + mask for name, mask in zip(("start", "trans", "end"), masks))
 
     def set_annotations(self, docs: Iterable[Doc], tag_ids: List[Ints1d]) -> None:
         tags = self.tags
@@ -177,15 +199,38 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         return losses
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]):
-        """Cross-entropy against the gold BIO tags; `None` (missing or unknown-label) tokens
-        get no gradient."""
+        """Loss against the gold BIO tags: the CRF's negative log-likelihood (which also adds
+        the gradients of the transition scores to the CRF layer), or the per-token
+        cross-entropy. `None` (missing or unknown-label) tokens constrain nothing."""
         validate_examples(examples, "BiLSTMEntityRecognizer.get_loss")
-        loss_func = SequenceCategoricalCrossentropy(names=self.tags, normalize=False)
         truths = [self._gold_bio(eg) for eg in examples]
+        if self.has_crf:
+            return self._crf_loss(truths, scores)
+        loss_func = SequenceCategoricalCrossentropy(names=self.tags, normalize=False)
         d_scores, loss = loss_func(scores, truths)
         if self.model.ops.xp.isnan(loss):
             raise ValueError("bilstm_ner: loss is NaN; lower [training.optimizer] learn_rate")
         return float(loss), d_scores
+
+    def _crf_loss(self, truths: List[List[Optional[str]]], scores: List[Floats2d]):
+        ops, index = self.model.ops, {tag: i for i, tag in enumerate(self.tags)}
+        allowed = []
+        for truth in truths:
+            mask = np.ones((len(truth), len(index)), dtype=bool)
+            for t, tag in enumerate(truth):
+                if tag is not None:
+                    mask[t] = False
+                    mask[t, index[tag]] = True
+            allowed.append(mask)
+        start, trans, end = self._crf_scores()
+        loss, d_scores, d_start, d_trans, d_end = crf_loss(
+            [ops.to_numpy(x) for x in scores], allowed, start, trans, end)
+        if not np.isfinite(loss):
+            raise ValueError("bilstm_ner: loss is not finite; lower [training.optimizer] learn_rate")
+        crf = self.model.get_ref("crf")
+        for name, grad in (("start", d_start), ("trans", d_trans), ("end", d_end)):
+            crf.inc_grad(name, ops.asarray(grad, dtype="f"))
+        return loss, [ops.asarray2f(d) for d in d_scores]
 
     def _gold_bio(self, example: Example) -> List[Optional[str]]:
         """Gold tags aligned to the predicted tokens, BILUO → BIO; missing ('-'/None) and labels
@@ -221,63 +266,13 @@ class BiLSTMEntityRecognizer(TrainablePipe):
 
 
 def bio_transitions(labels: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """(start, transition) score arrays for the tag order of `BiLSTMEntityRecognizer.tags`:
-    0 where allowed, a large negative number where the BIO scheme forbids it."""
-    n_tags = 1 + 2 * len(labels)
-    trans = np.zeros((n_tags, n_tags), dtype="f")
-    start = np.zeros((n_tags,), dtype="f")
-    for k in range(len(labels)):
-        b, i = 1 + 2 * k, 2 + 2 * k
-        trans[:, i] = _FORBIDDEN  # I-X only after B-X or I-X
-        trans[b, i] = 0.0
-        trans[i, i] = 0.0
-        start[i] = _FORBIDDEN
+    """(start, transition) scores for the tag order of `BiLSTMEntityRecognizer.tags`: 0 where
+    allowed, a large negative number where the BIO scheme forbids the move."""
+    start, trans, _ = bio_constraints(len(labels))
     return start, trans
 
 
 def viterbi_bio(logits: List[np.ndarray], labels: Sequence[str], max_cells: int = 200_000) -> List[np.ndarray]:
-    """Most probable *valid* BIO tag sequence per doc, from per-token logits.
-
-    Docs are sorted by length and decoded in padded groups (vectorised over docs and tags,
-    looping over time), with at most `max_cells` padded tokens per group so one very long doc
-    does not blow up memory.
-    """
+    """Most probable *valid* BIO tag sequence per doc from per-token softmax logits."""
     start, trans = bio_transitions(labels)
-    results: List[np.ndarray] = [np.zeros((0,), dtype="i")] * len(logits)
-    order = sorted(range(len(logits)), key=lambda i: -len(logits[i]))
-    order = [i for i in order if len(logits[i])]
-    pos = 0
-    while pos < len(order):
-        longest = len(logits[order[pos]])
-        size = max(1, max_cells // longest)
-        group = order[pos : pos + size]
-        pos += len(group)
-        for i, path in zip(group, _viterbi_group([logits[i] for i in group], start, trans)):
-            results[i] = path
-    return results
-
-
-def _viterbi_group(logits: List[np.ndarray], start: np.ndarray, trans: np.ndarray) -> List[np.ndarray]:
-    lengths = np.array([len(x) for x in logits])
-    n_docs, n_steps, n_tags = len(logits), int(lengths.max()), trans.shape[0]
-    scores = np.zeros((n_docs, n_steps, n_tags), dtype="f")
-    for d, x in enumerate(logits):
-        x = x - x.max(axis=1, keepdims=True)
-        scores[d, : len(x)] = x - np.log(np.exp(x).sum(axis=1, keepdims=True))  # log-softmax
-    identity = np.broadcast_to(np.arange(n_tags), (n_docs, n_tags))
-    back = np.zeros((n_docs, n_steps, n_tags), dtype="i")
-    delta = scores[:, 0] + start
-    for t in range(1, n_steps):
-        cand = delta[:, :, None] + trans[None]  # (docs, from, to)
-        best = cand.argmax(axis=1)
-        new = np.take_along_axis(cand, best[:, None, :], axis=1)[:, 0] + scores[:, t]
-        active = (t < lengths)[:, None]
-        delta = np.where(active, new, delta)
-        back[:, t] = np.where(active, best, identity)  # padding steps keep the path as is
-    paths = np.zeros((n_docs, n_steps), dtype="i")
-    current = delta.argmax(axis=1)
-    rows = np.arange(n_docs)
-    for t in range(n_steps - 1, -1, -1):
-        paths[:, t] = current
-        current = back[rows, t, current]
-    return [paths[d, :n] for d, n in enumerate(lengths)]
+    return viterbi([log_softmax(x) if len(x) else x for x in logits], start, trans, max_cells=max_cells)

@@ -37,12 +37,13 @@ from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.table import ConceptTable
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.finetune import KBVectors, dev_accuracy
-from spacy_el.sap.pretrain import TrainConfig, TrainResult, random_batches, train_encoder
+from spacy_el.sap.config import DISTILL_CONFIG, TrainConfig
+from spacy_el.sap.pretrain import random_batches
+from spacy_el.sap.train import TrainResult, train_encoder
 
 TEACHER_FILE = "teacher.npy"
 STATS_FILE = "distill.json"
 #: Distillation's defaults: a high rate (a 0-layer student moves only its embeddings), more epochs.
-DISTILL_CONFIG = TrainConfig(epochs=10, lr=5e-4, patience=2)
 
 
 def student_of(teacher: SapEncoder, layers: int) -> SapEncoder:

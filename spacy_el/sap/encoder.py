@@ -18,7 +18,6 @@ import hashlib
 import json
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,31 +25,8 @@ import numpy as np
 import torch
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
-from spacy_el.models import resolve_model
-
-SETTINGS_FILE = "sap_encoder.json"
-POOLINGS = ("cls", "mean")
-#: The settings that change vectors, hence the fingerprint.
-_VECTOR_SETTINGS = ("pooling", "max_length", "lowercase", "quantize")
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    """Everything besides the weights that decides the vectors (and `quantize`, which
-    trades a little accuracy for CPU speed)."""
-
-    pooling: str = "cls"
-    max_length: int = 25
-    lowercase: bool = False
-    quantize: bool = False
-    base: str = ""
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise InputError(f"encoder setting pooling={self.pooling!r}: use one of {', '.join(POOLINGS)}")
-        if not isinstance(self.max_length, int) or self.max_length < 2:
-            raise InputError(f"encoder setting max_length={self.max_length!r}: use an integer >= 2")
-
+from spacy_el.models import embed_in_batches, resolve_model
+from spacy_el.sap.settings import SETTINGS_FILE, VECTOR_SETTINGS, EncoderSettings
 
 def resolve_device(device: str) -> torch.device:
     """"auto" → CUDA if available else CPU; "cuda" without CUDA warns and falls back to the CPU."""
@@ -124,7 +100,7 @@ class SapEncoder:
                 "pass a local model directory or a hub name reachable from this machine"
             ) from None
         encoder = cls(model, tokenizer, settings, resolve_device(device), num_threads)
-        if saved.get("fingerprint") and all(saved.get(k) == getattr(settings, k) for k in _VECTOR_SETTINGS):
+        if saved.get("fingerprint") and all(saved.get(k) == getattr(settings, k) for k in VECTOR_SETTINGS):
             # The weights on disk are the ones fingerprinted at save time: trust the record
             # instead of re-hashing every tensor, which dominated a packaged pipeline's cold load.
             encoder._fingerprint = (encoder._weights_version(), saved["fingerprint"])
@@ -157,7 +133,7 @@ class SapEncoder:
         if self._fingerprint is None or self._fingerprint[0] != version:
             h = hashlib.blake2b(digest_size=16)
             s = self.settings
-            h.update(json.dumps([getattr(s, k) for k in _VECTOR_SETTINGS]).encode())
+            h.update(json.dumps([getattr(s, k) for k in VECTOR_SETTINGS]).encode())
             for key, tensor in sorted(self.model.state_dict().items()):
                 h.update(key.encode())
                 h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -235,45 +211,21 @@ class SapEncoder:
     def embed(self, texts: Sequence[str], batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
         """float32 (n, dim) L2-normalised vectors. Texts are batched by length (less padding)
         and returned in input order."""
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size}: use a positive integer")
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
         model = self._inference_model()
         was_training = model.training
         model.eval()
-        starts = range(0, len(order), batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="embedding", unit="batch")
+        def run(batch: list[str]) -> np.ndarray:
+            tokens = self.tokenize(batch)
+            pooled = self.pool(model(**tokens).last_hidden_state, tokens["attention_mask"]).float()
+            return torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+
         try:
             with self._threads(), torch.inference_mode(), self._autocast():
-                for start in starts:
-                    idx = order[start:start + batch_size]
-                    batch = self.tokenize([texts[i] for i in idx])
-                    pooled = self.pool(model(**batch).last_hidden_state, batch["attention_mask"]).float()
-                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                    out[idx] = pooled.cpu().numpy()
+                return embed_in_batches(texts, self.dim, batch_size, run, show_progress)
         finally:
             model.train(was_training)
-        return out
-
-
-def load_encoder(name_or_path: str | Path, **options):
-    """A SapEncoder, or an OnnxEncoder when the directory is an ONNX export (`export-onnx`).
-    Options an ONNX encoder cannot change (pooling, quantize…) are refused, not ignored."""
-    path = Path(name_or_path)
-    settings = path / SETTINGS_FILE
-    if path.is_dir() and settings.exists() and json.loads(settings.read_text()).get("runtime") == "onnx":
-        from spacy_el.sap.onnx import OnnxEncoder
-
-        fixed = {k: v for k, v in options.items() if k not in ("device", "num_threads") and v is not None}
-        if fixed:
-            raise InputError(f"{path} is an ONNX export: its {', '.join(sorted(fixed))} are fixed at export time; "
-                             "export again from the torch encoder to change them")
-        return OnnxEncoder.load(path, **{k: v for k, v in options.items() if v is not None})
-    return SapEncoder.load(name_or_path, **options)

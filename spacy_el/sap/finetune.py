@@ -32,18 +32,18 @@ from typing import Sequence
 
 import numpy as np
 
-from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, normalize_mention, read_pubtator
+from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, read_pubtator
 from spacy_el.evaluate import accuracy_at_k
-from spacy_el.ids import ids_match
+from spacy_el.ids import id_owners, ids_match, normalize_name
 from spacy_el.io import InputError, atomic_write
-from spacy_el.kb.index import ConceptIndex, id_owners
+from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.table import ConceptTable
 from spacy_el.sap.encoder import SapEncoder
-from spacy_el.sap.pretrain import ENCODER, Batches, BatchFactory, Example, TrainConfig, TrainResult, train_encoder
+from spacy_el.sap.config import FINETUNE_CONFIG, TrainConfig
+from spacy_el.sap.train import ENCODER, Batches, BatchFactory, SynonymPair, TrainResult, train_encoder
 
 STATS_FILE = "finetune.json"
 #: Fine-tuning's defaults: a few epochs over a few thousand mentions, early stopping on dev.
-FINETUNE_CONFIG = TrainConfig(epochs=3, patience=1)
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _corpus(source: str | Path | PubTatorCorpus, types: Sequence[str] | None) ->
 def mention_examples(corpus: PubTatorCorpus, kb: ConceptTable) -> tuple[list[tuple[str, str]], MentionStats]:
     """Distinct (mention text, KB concept id) pairs of a corpus, and what was left out and why.
     Mentions are deduplicated case- and space-insensitively; the first spelling is kept."""
-    owners = id_owners(kb)
+    owners = id_owners(kb.ids)
     stats = MentionStats(n_nil=corpus.n_nil)
     seen: set[tuple[str, str]] = set()
     out: list[tuple[str, str]] = []
@@ -98,7 +98,7 @@ def mention_examples(corpus: PubTatorCorpus, kb: ConceptTable) -> tuple[list[tup
         if len(concepts) > 1:
             stats.n_multi_concept += 1
             continue
-        key = (normalize_mention(q.text), concepts[0])
+        key = (normalize_name(q.text), concepts[0])
         if key not in seen:
             seen.add(key)
             out.append((q.text, concepts[0]))
@@ -161,13 +161,13 @@ def hard_negative_batches(examples: Sequence[tuple[str, str]], kb: KBVectors, ba
         names = index.table.names
         queries = encoder.embed(texts, batch_size=kb.batch_size)
         found = index.search(queries, k=n_negatives + 1) if n_negatives else [[] for _ in texts]
-        out: list[Example] = []
+        out: list[SynonymPair] = []
         for (text, cid), vec, cands in zip(examples, queries, found):
             gold_rows = rows[cid]
             best = gold_rows[int(np.argmax(kb.vectors(encoder, gold_rows) @ vec))] if len(gold_rows) > 1 \
                 else gold_rows[0]
             wrong = [(c.concept_id, c.name) for c in cands if not ids_match(c.concept_id, cid)]
-            out.append(Example(cid, text, names[best], tuple(wrong[:n_negatives])))
+            out.append(SynonymPair(cid, text, names[best], tuple(wrong[:n_negatives])))
         random.Random(f"{seed}:{epoch}").shuffle(out)
         return [out[i:i + batch_size] for i in range(0, len(out), batch_size)]
 

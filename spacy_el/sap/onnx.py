@@ -24,17 +24,29 @@ import logging
 import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
+from spacy_el.models import after_fork_in_child, embed_in_batches
+from spacy_el.sap.settings import SETTINGS_FILE, EncoderSettings
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-SETTINGS_FILE = "sap_encoder.json"
 RUNTIME = "onnx"
+
+
+#: Every OnnxEncoder alive, so a forked child can give each a fresh session.
+_LIVE: "weakref.WeakSet[OnnxEncoder]" = weakref.WeakSet()
+
+
+@after_fork_in_child
+def _sessions_after_fork() -> None:
+    for encoder in list(_LIVE):
+        encoder._new_session_after_fork()
 
 
 def _providers(device: str) -> list[str]:
@@ -61,8 +73,6 @@ class OnnxEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from spacy_el.sap.encoder import EncoderSettings
-
         self.directory = Path(directory)
         self.meta = meta
         self.settings = EncoderSettings(**{f.name: meta[f.name] for f in dataclasses.fields(EncoderSettings)
@@ -74,9 +84,19 @@ class OnnxEncoder:
         # no busy-waiting between runs: it starved FAISS's search threads of the same cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = _providers(device)
+        self._options, self._providers = options, providers
         self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=providers)
         self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
         self._inputs = {i.name for i in self.session.get_inputs()}
+        _LIVE.add(self)
+
+    def _new_session_after_fork(self) -> None:
+        """A forked child inherits the session but not its threads: build it again, one thread."""
+        import onnxruntime as ort
+
+        self._options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), self._options,
+                                            providers=self._providers)
 
     @property
     def dim(self) -> int:
@@ -177,35 +197,24 @@ class OnnxEncoder:
     # ---------------------------------------------------------------- encoding
     def embed(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """float32 (n, dim) L2-normalised vectors, in input order (batched by length)."""
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size}: use a positive integer")
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        starts = range(0, len(order), batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
+        return embed_in_batches(texts, self.dim, batch_size, self._run, show_progress)
 
-            starts = tqdm(starts, desc="embedding", unit="batch")
-        for start in starts:
-            idx = order[start:start + batch_size]
-            batch = [texts[i] for i in idx]
-            if self.settings.lowercase:
-                batch = [t.lower() for t in batch]
-            encodings = self.tokenizer.encode_batch(batch)
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
-            if self.settings.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                weights = mask[..., None].astype(np.float32)
-                pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
-            out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return out
+    def _run(self, batch: list[str]) -> np.ndarray:
+        if self.settings.lowercase:
+            batch = [t.lower() for t in batch]
+        encodings = self.tokenizer.encode_batch(batch)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        if self.settings.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def _with_settings(encoder, settings) -> str:

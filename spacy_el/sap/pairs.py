@@ -14,14 +14,11 @@ import itertools
 import random
 from pathlib import Path
 
+from spacy_el.ids import normalize_name
 from spacy_el.io import InputError, atomic_write, read_lines
 from spacy_el.kb.table import ConceptTable
 
 Pair = tuple[str, str, str]
-
-
-def normalize_name(name: str) -> str:
-    return " ".join(name.lower().split())
 
 
 def make_pairs(table: ConceptTable, max_pairs_per_concept: int = 50, seed: int = 0,

@@ -10,7 +10,8 @@ import pytest
 
 from spacy_el.io import InputError
 from spacy_el.kb import index as index_mod
-from spacy_el.kb.index import Candidate, ConceptIndex, build_index
+from spacy_el.build import build_index
+from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.kb.table import ConceptTable
 
 NAMES = [
@@ -254,7 +255,7 @@ def test_empty_kb_file_is_a_clear_error(encoder, tmp_path):
 
 
 def test_mention_aliases_keep_only_the_requested_types(tmp_path):
-    from spacy_el.kb.index import mention_alias_table
+    from spacy_el.build import mention_alias_table
 
     corpus = tmp_path / "cdr.PubTator"
     corpus.write_text("1|t|Cisplatin nephrotoxicity.\n1|a|x\n"
@@ -351,3 +352,31 @@ def test_build_index_prior_from_counts_train_mentions(encoder, tmp_path):
     with pytest.raises(InputError, match="without a corpus to count: give --prior-from"):
         build_index(kb, encoder, tmp_path / "idx2", kb_format="tsv", prior_weight=0.1, use_gpu=False)
     assert not (tmp_path / "idx2").exists()
+
+
+def test_truncated_meta_json_is_a_clear_error(encoder, tmp_path):
+    ConceptIndex.build(ConceptTable.from_rows(NAMES), encoder, use_gpu=False).save(tmp_path / "idx")
+    meta = tmp_path / "idx" / "meta.json"
+    meta.write_text(meta.read_text()[:40], encoding="utf-8")
+    with pytest.raises(InputError, match=r"meta.json: not valid JSON.*rebuild the index"):
+        ConceptIndex.load(tmp_path / "idx")
+
+
+def test_meta_dim_that_disagrees_with_index_faiss_is_named(encoder, tmp_path):
+    import json
+
+    ConceptIndex.build(ConceptTable.from_rows(NAMES), encoder, use_gpu=False).save(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["dim"] += 1
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(InputError, match=r"index.faiss holds vectors of dim \d+ but meta.json says dim"):
+        ConceptIndex.load(tmp_path / "idx", encoder)
+
+
+def test_a_tab_in_a_kb_id_is_refused_at_build_time_with_file_and_line(encoder, tmp_path):
+    kb = tmp_path / "CTD_diseases.txt"
+    kb.write_text("D003920||diabetes\nC5677\t55|613097||lipoma\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"CTD_diseases.txt, line 2: the concept id .* holds a tab"):
+        build_index(kb, encoder, tmp_path / "out", kb_format="medic", use_gpu=False)
+    assert not (tmp_path / "out").exists()

@@ -50,7 +50,11 @@ def test_build_index_reports_bad_rows_by_file_and_line(tiny_bert_dir, tmp_path):
 def pipeline_dir(built, tiny_bert_dir):
     nlp = spacy.blank("en")
     nlp.add_pipe("entity_ruler").add_patterns([{"label": "DISEASE", "pattern": p} for p in ("diabetes", "cancer")])
-    nlp.add_pipe("sap_linker", config={"encoder": str(tiny_bert_dir), "index": str(built / "index"), "top_k": 2})
+    from spacy_el.build import index_from_dir
+    from spacy_el.sap.encoders import encoder_from_path
+
+    linker = nlp.add_pipe("sap_linker", config={"top_k": 2, "threshold": 0.0})
+    linker.initialize(encoder_loader=encoder_from_path(str(tiny_bert_dir)), index_loader=index_from_dir(str(built / "index")))
     nlp.to_disk(built / "pipeline")
     return built / "pipeline"
 

@@ -81,7 +81,9 @@ def _write_pubtator(path, docs):
 def e2e_nlp(tiny_bert_dir, tmp_path_factory):
     import spacy
 
+    from spacy_el.build import index_from_dir
     from spacy_el.sap.encoder import SapEncoder
+    from spacy_el.sap.encoders import encoder_from_path
 
     index_dir = tmp_path_factory.mktemp("e2e") / "index"
     encoder = SapEncoder.load(tiny_bert_dir, device="cpu")
@@ -92,7 +94,8 @@ def e2e_nlp(tiny_bert_dir, tmp_path_factory):
         + [{"label": "GENE", "pattern": "BRCA1"}])
     nlp.add_pipe("abbreviation_detector")
     # every predicted text is a KB name, which `name_lookup` links exactly whatever the tiny encoder
-    nlp.add_pipe("sap_linker", config={"encoder": str(tiny_bert_dir), "index": str(index_dir)})
+    linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0})
+    linker.initialize(encoder_loader=encoder_from_path(str(tiny_bert_dir)), index_loader=index_from_dir(str(index_dir)))
     return nlp
 
 

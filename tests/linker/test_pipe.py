@@ -1,5 +1,6 @@
 """sap_linker after an entity_ruler: links, candidates, NIL threshold, label filter, batching,
-cache, disk round trip (without the original paths), scorer, lazy loading, clear errors."""
+cache, disk and bytes round trips (without the original paths), registered loaders, the error
+handler, scorer, clear errors."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +9,11 @@ import pytest
 import spacy
 from spacy.training import Example
 
+from spacy_el.build import index_from_dir, index_from_kb
 from spacy_el.io import InputError
 from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.kb.table import ConceptTable
+from spacy_el.sap.encoders import encoder_from_path
 
 NAMES = [
     ("MESH:D003920", "diabetes mellitus"), ("MESH:D003920", "diabetes"),
@@ -39,9 +42,13 @@ def index_dir(encoder, tmp_path_factory):
 
 
 def make_nlp(tiny_bert_dir, index_dir, **config):
+    """entity_ruler + sap_linker, initialized through the registered loaders. The threshold is 0
+    unless given: the random tiny BERT's cosines say nothing about a good NIL cut."""
     nlp = spacy.blank("en")
     nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
-    nlp.add_pipe("sap_linker", config={"encoder": str(tiny_bert_dir), "index": str(index_dir), **config})
+    linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0, **config})
+    linker.initialize(encoder_loader=encoder_from_path(str(tiny_bert_dir)),
+                      index_loader=index_from_dir(str(index_dir)))
     return nlp
 
 
@@ -180,18 +187,92 @@ def test_to_disk_then_spacy_load_links_the_same_without_the_config_paths(tiny_be
     assert links(loaded(TEXT)) == before
 
 
-def test_factory_loads_nothing_until_used(tmp_path):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("entity_ruler").add_patterns(PATTERNS)
-    nlp.add_pipe("sap_linker", config={"encoder": str(tmp_path / "nowhere"), "index": str(tmp_path / "nix")})
-    assert nlp("no entities here").ents == ()  # nothing to link, nothing loaded
-    with pytest.raises(InputError, match="nowhere"):
-        nlp(TEXT)
+def test_factory_loads_nothing_and_says_how_to_give_the_parts(tmp_path):
     unconfigured = spacy.blank("en")
     unconfigured.add_pipe("entity_ruler").add_patterns(PATTERNS)
-    unconfigured.add_pipe("sap_linker")
-    with pytest.raises(InputError, match=r"no encoder.*\[components.sap_linker\]"):
+    linker = unconfigured.add_pipe("sap_linker")
+    assert unconfigured("no entities here").ents == ()  # nothing to link, nothing needed
+    with pytest.raises(InputError, match=r"no encoder.*encoder_loader.*EncoderFromPath"):
         unconfigured(TEXT)
+    with pytest.raises(InputError, match="nowhere"):
+        linker.initialize(encoder_loader=encoder_from_path(str(tmp_path / "nowhere")))
+
+
+def test_spacy_shape_requires_and_assigns():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sap_linker")
+    summary = nlp.analyze_pipes()["summary"]["sap_linker"]
+    assert summary["requires"] == ["doc.ents"]
+    assert set(summary["assigns"]) == {"token.ent_kb_id", "span._.kb_candidates"}
+
+
+def test_loaders_are_registered_misc_functions():
+    from spacy.util import registry
+
+    assert registry.misc.get("spacy_el.EncoderFromPath.v1") is encoder_from_path
+    assert registry.misc.get("spacy_el.IndexFromDir.v1") is index_from_dir
+    assert registry.misc.get("spacy_el.IndexFromKB.v1") is index_from_kb
+
+
+def test_to_bytes_from_bytes_links_the_same_without_the_paths(tiny_bert_dir, index_dir, tmp_path):
+    enc_copy, idx_copy = tmp_path / "enc", tmp_path / "idx"
+    shutil.copytree(tiny_bert_dir, enc_copy)
+    shutil.copytree(index_dir, idx_copy)
+    nlp = make_nlp(enc_copy, idx_copy, top_k=3)
+    before = links(nlp(TEXT))
+    data = nlp.to_bytes()
+    shutil.rmtree(enc_copy)
+    shutil.rmtree(idx_copy)
+    other = spacy.blank("en")
+    other.add_pipe("entity_ruler").add_patterns(PATTERNS)  # spaCy's ruler does not rebuild its matcher from bytes
+    other.add_pipe("sap_linker", config={"threshold": 0.0, "top_k": 3})
+    other.from_bytes(data, exclude=["entity_ruler"])
+    assert links(other(TEXT)) == before
+    # and what came from bytes saves again (the encoder's files outlive from_bytes)
+    other.to_disk(tmp_path / "again")
+    assert links(spacy.load(tmp_path / "again")(TEXT)) == before
+
+
+def test_candidates_survive_doc_bytes(nlp):
+    doc = nlp(TEXT)
+    from spacy.tokens import Doc
+
+    back = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    assert links(back) == links(doc)
+    assert all(isinstance(c, Candidate) for e in back.ents for c in e._.kb_candidates)
+
+
+def test_pipe_honours_the_error_handler(tiny_bert_dir, index_dir, monkeypatch):
+    nlp = make_nlp(tiny_bert_dir, index_dir)
+    linker = nlp.get_pipe("sap_linker")
+
+    def broken(texts):
+        raise RuntimeError("encoder down")
+
+    monkeypatch.setattr(linker, "_candidates", broken)
+    with pytest.raises(RuntimeError, match="encoder down"):
+        list(nlp.pipe([TEXT]))
+    seen = []
+    nlp.set_error_handler(lambda name, proc, docs, err: seen.append((name, len(docs), str(err))))
+    assert list(nlp.pipe([TEXT, TEXT], batch_size=2)) == []
+    assert seen and seen[0][0] == "sap_linker" and seen[0][2] == "encoder down"
+
+
+def test_punctuation_and_whitespace_are_never_linked(nlp):
+    from spacy.tokens import Span
+
+    doc = nlp.make_doc("( diabetes ) ; -")
+    doc.ents = [Span(doc, 0, 1, label="DISEASE"), Span(doc, 1, 2, label="DISEASE"), Span(doc, 3, 5, label="DISEASE")]
+    doc = nlp.get_pipe("sap_linker")(doc)
+    assert [(e.text, e.kb_id_) for e in doc.ents] == [("(", "NIL"), ("diabetes", "MESH:D003920"), ("; -", "NIL")]
+    assert doc.ents[0]._.kb_candidates == []
+
+
+def test_default_threshold_is_the_dev_chosen_one():
+    from spacy_el.linker.pipe import DEFAULT_THRESHOLD
+
+    nlp = spacy.blank("en")
+    assert nlp.add_pipe("sap_linker").cfg["threshold"] == DEFAULT_THRESHOLD > 0
 
 
 def test_initialize_builds_the_index_from_a_kb_file_with_mention_aliases(tiny_bert_dir, tmp_path):
@@ -205,8 +286,9 @@ def test_initialize_builds_the_index_from_a_kb_file_with_mention_aliases(tiny_be
     nlp.add_pipe("sap_linker")
     nlp.config["initialize"]["components"]["entity_ruler"] = {"patterns": PATTERNS}
     nlp.config["initialize"]["components"]["sap_linker"] = {
-        "encoder": str(tiny_bert_dir), "kb": str(kb), "kb_format": "tsv", "add_mentions": [str(train)],
-        "prior_from": [str(train)], "prior_weight": 0.05}
+        "encoder_loader": {"@misc": "spacy_el.EncoderFromPath.v1", "path": str(tiny_bert_dir)},
+        "index_loader": {"@misc": "spacy_el.IndexFromKB.v1", "kb": str(kb), "kb_format": "tsv",
+                         "add_mentions": [str(train)], "prior_from": [str(train)], "prior_weight": 0.05}}
     nlp.initialize()
     linker = nlp.get_pipe("sap_linker")
     assert linker.index.meta["alias_files"] == ["train.PubTator"] and len(linker.index) == len(NAMES) + 1
@@ -221,9 +303,8 @@ def test_index_from_another_encoder_is_refused(tiny_bert_dir, index_dir, tmp_pat
     from spacy_el.sap.encoder import SapEncoder
 
     SapEncoder.load(tiny_bert_dir, device="cpu", pooling="mean").save(tmp_path / "mean_encoder")
-    nlp = make_nlp(tmp_path / "mean_encoder", index_dir)
     with pytest.raises(InputError, match="rebuild the index"):
-        nlp(TEXT)
+        make_nlp(tmp_path / "mean_encoder", index_dir)
 
 
 def test_scorer_reports_spacy_nel_scores(nlp):
@@ -282,3 +363,39 @@ def test_name_lookup_skips_the_encoder_for_kb_names_and_changes_no_link(tiny_ber
     embedded.clear()
     make_nlp(tiny_bert_dir, tmp_path / "sq")(text)
     assert sorted(embedded[0]) == ["BRCA1", "cancer", "diabetes", "heart attack"]
+
+
+LINKER_MP_SCRIPT = """
+import json, sys, torch
+import spacy
+from spacy_el.build import index_from_dir
+from spacy_el.kb.index import Candidate
+from spacy_el.sap.encoders import encoder_from_path
+
+torch.set_num_threads(2)
+nlp = spacy.blank("en")
+nlp.add_pipe("entity_ruler").add_patterns(json.loads(sys.argv[3]))
+linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0})
+linker.initialize(encoder_loader=encoder_from_path(sys.argv[1]), index_loader=index_from_dir(sys.argv[2]))
+texts = [sys.argv[4], "cancer and diabetes", "heart attack"] * 3
+def links(docs):
+    return [[(e.text, e.kb_id_, [tuple(c) for c in e._.kb_candidates],
+              all(type(c) is Candidate for c in e._.kb_candidates)) for e in d.ents] for d in docs]
+warm = links(nlp.pipe(texts))
+forked = links(nlp.pipe(texts, n_process=2, batch_size=2))
+print(json.dumps({"same": warm == forked, "candidates": all(x[3] for d in forked for x in d), "n": len(forked)}))
+"""
+
+
+def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(tiny_bert_dir, index_dir):
+    """The parent links first (torch's and FAISS's OpenMP pools are up), then forks two workers:
+    they must finish (see `spacy_el.models`) and return the same links, as `Candidate`s. A fresh
+    interpreter, so torch runs with its default threads."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LINKER_MP_SCRIPT, str(tiny_bert_dir), str(index_dir),
+                          json.dumps(PATTERNS), TEXT], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same": True, "candidates": True, "n": 9}

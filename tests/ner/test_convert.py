@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import spacy
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 from typer.testing import CliRunner
@@ -95,3 +96,54 @@ def test_convert_writes_docbin_and_cli(tmp_path):
 def test_conll2003_dev_converts(shared_data, tmp_path):
     n_docs, n_tokens, n_ents = convert_ner(shared_data / "conll2003" / "dev.txt", tmp_path / "dev.spacy", "conll", 10)
     assert n_tokens == 51362 and n_ents == 5942
+
+
+PUBTATOR = (
+    "1|t|Familial adenomatous polyposis (FAP) in a family.\n"
+    "1|a|FAP patients develop colorectal cancer. Mutations of the APC-gene were found.\n"
+    "1\t0\t30\tFamilial adenomatous polyposis\tSpecificDisease\tD011125\n"
+    "1\t32\t35\tFAP\tSpecificDisease\tD011125\n"
+    "1\t50\t53\tFAP\tSpecificDisease\tD011125\n"
+    "1\t71\t88\tcolorectal cancer\tSpecificDisease\tD015179\n"
+    "1\t71\t81\tcolorectal\tModifier\tD015179\n"  # overlaps the mention before: left out
+    "1\t107\t109\tAP\tModifier\tD011125\n"  # inside the token "APC": cannot be a span
+    "\n"
+)
+
+
+def test_pubtator_abstracts_become_docs_with_spacy_tokens(tmp_path):
+    from spacy_el.ner.convert import pubtator_to_docs
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(PUBTATOR)
+    nlp = spacy.blank("en")
+    (doc,) = pubtator_to_docs(path, nlp, label="Disease")
+    assert doc.text.startswith("Familial adenomatous polyposis (FAP) in a family. FAP patients")
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Familial adenomatous polyposis", "Disease"), ("FAP", "Disease"), ("FAP", "Disease"),
+        ("colorectal cancer", "Disease")]
+    apc = next(t for t in doc if t.text.startswith("APC"))
+    assert apc.ent_iob_ == ""  # missing: neither entity nor outside
+    assert doc[-1].ent_iob_ == "O"
+    typed = pubtator_to_docs(path, nlp)[0]
+    assert {e.label_ for e in typed.ents} == {"SpecificDisease"}
+    sentences = pubtator_to_docs(path, nlp, label="Disease", context="sentence")
+    assert len(sentences) == 3 and sum(len(d.ents) for d in sentences) == 4
+    assert sentences[0].text.startswith("Familial") and sentences[1].text.startswith("FAP patients")
+    with pytest.raises(InputError, match="context"):
+        pubtator_to_docs(path, nlp, context="paragraph")
+
+
+def test_convert_cli_reads_pubtator(tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(PUBTATOR)
+    out = tmp_path / "out.spacy"
+    result = CliRunner().invoke(app, ["convert-ner", str(path), str(out), "--format", "pubtator", "--label", "Disease"])
+    assert result.exit_code == 0, result.output
+    assert "Wrote 1 docs" in result.output and "4 entities" in result.output
+    (doc,) = DocBin().from_disk(out).get_docs(spacy.blank("en").vocab)
+    assert [e.label_ for e in doc.ents] == ["Disease"] * 4

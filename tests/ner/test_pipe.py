@@ -223,7 +223,9 @@ def test_training_config_errors_name_the_setting(kit):
     with pytest.raises(Exception, match="factory"):
         load_model_from_config(config, auto_fill=True)
     # Static vectors asked for, but no [initialize] vectors given.
-    nlp = load_model_from_config(config_with(include_static_vectors=True), auto_fill=True)
+    config = config_with()
+    config["components"]["bilstm_ner"]["model"]["features"]["include_static_vectors"] = True
+    nlp = load_model_from_config(config, auto_fill=True)
     with pytest.raises(ValueError, match=r"include_static_vectors.*\[initialize\] vectors"):
         nlp.initialize(lambda: kit.make_examples(nlp))
 

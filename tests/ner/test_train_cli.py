@@ -26,8 +26,8 @@ def test_spacy_train_runs_with_repo_config(tmp_path, kit):
     overrides = {
         "paths.train": str(tmp_path / "train.spacy"),
         "paths.dev": str(tmp_path / "train.spacy"),
-        "components.bilstm_ner.model.include_static_vectors": False,
-        "components.bilstm_ner.model.embed_width": 16,
+        "components.bilstm_ner.model.features.include_static_vectors": False,
+        "components.bilstm_ner.model.features.embed_width": 16,
         "components.bilstm_ner.model.hidden_width": 16,
         "training.max_steps": 6,
         "training.eval_frequency": 3,
@@ -42,10 +42,14 @@ def test_spacy_train_runs_with_repo_config(tmp_path, kit):
 def test_small_config_is_valid():
     from spacy.util import load_model_from_config
 
-    for name in ("ner_bilstm.cfg", "ner_bilstm_small.cfg"):
+    pipelines = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_small.cfg": ["bilstm_ner"],
+                 "ner_bilstm_v1.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
+                 "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"]}
+    assert {p.name for p in (REPO / "configs").glob("ner_*.cfg")} == set(pipelines)
+    for name, pipe_names in pipelines.items():
         config = Config().from_disk(REPO / "configs" / name)
         nlp = load_model_from_config(config, auto_fill=True, validate=True)
-        assert nlp.pipe_names == ["bilstm_ner"]
+        assert nlp.pipe_names == pipe_names
 
 
 def test_init_vectors_cli(tmp_path):

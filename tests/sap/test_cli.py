@@ -34,7 +34,7 @@ def test_bad_input_is_a_clean_error(tmp_path):
 
 
 def test_export_onnx_then_build_index_with_it(tmp_path, tiny_bert_dir):
-    from spacy_el.sap.encoder import load_encoder
+    from spacy_el.sap.encoders import load_encoder
     from spacy_el.sap.onnx import OnnxEncoder
 
     res = runner.invoke(app, ["export-onnx", str(tiny_bert_dir), str(tmp_path / "onnx"), "--quantize"])

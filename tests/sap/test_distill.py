@@ -9,7 +9,8 @@ from spacy_el.kb.readers import read_kb
 from spacy_el.sap.distill import (STATS_FILE, TEACHER_FILE, DistillLoss, distill, distillation_texts, student_of,
                                   teacher_vectors)
 from spacy_el.sap.encoder import SapEncoder
-from spacy_el.sap.pretrain import ENCODER, TrainConfig
+from spacy_el.sap.config import TrainConfig
+from spacy_el.sap.train import ENCODER
 
 from .test_finetune import MEAN, data  # noqa: F401  (data: the tiny KB and corpora fixture)
 

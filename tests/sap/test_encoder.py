@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from spacy_el.io import InputError
-from spacy_el.sap.encoder import SETTINGS_FILE, SapEncoder
+from spacy_el.sap.encoder import SapEncoder
+from spacy_el.sap.settings import SETTINGS_FILE
 
 NAMES = ["heart attack", "myocardial infarction", "colon cancer", "type 2 diabetes mellitus",
          "G6PD deficiency", "x", "", "ataxia-telangiectasia"]
@@ -77,8 +78,22 @@ def test_pooling_from_sentence_transformers_config(tiny_bert_dir, tmp_path):
     assert SapEncoder.load(st, pooling="cls").settings.pooling == "cls"
 
 
-def test_lowercase_setting(tiny_bert_dir):
-    enc = SapEncoder.load(tiny_bert_dir, pooling="mean", lowercase=True)
+def test_lowercase_setting(tiny_bert_dir, tmp_path):
+    """On a *cased* tokenizer (the fixture's MiniLM tokenizer lowercases by itself, which would let
+    this pass with the setting ignored) case changes the vector unless `lowercase` is set."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    cased = tmp_path / "cased"
+    shutil.copytree(tiny_bert_dir, cased)
+    AutoTokenizer.from_pretrained(str(tiny_bert_dir), do_lower_case=False).save_pretrained(cased)
+    plain = SapEncoder.load(cased, pooling="mean")
+    assert not plain.uncased
+    a, b = plain.embed(["Heart ATTACK", "heart attack"])
+    assert float(a @ b) < 1 - 1e-4  # the tokenizer really is cased
+    enc = SapEncoder.load(cased, pooling="mean", lowercase=True)
+    assert enc.uncased
     a, b = enc.embed(["Heart ATTACK", "heart attack"])
     np.testing.assert_allclose(a, b, atol=1e-6)
 

@@ -9,7 +9,8 @@ from spacy_el.kb.readers import read_kb
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.finetune import (STATS_FILE, KBVectors, dev_accuracy, finetune, hard_negative_batches,
                                    mention_examples)
-from spacy_el.sap.pretrain import ENCODER, PairLoss, TrainConfig
+from spacy_el.sap.config import TrainConfig
+from spacy_el.sap.train import ENCODER, PairLoss
 
 #: A random tiny BERT trains far faster with mean pooling than with its untrained [CLS].
 MEAN = {"pooling": "mean"}

@@ -8,8 +8,9 @@ import torch
 from spacy_el.io import InputError
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.pairs import write_pairs
-from spacy_el.sap.pretrain import (CHECKPOINT, ENCODER, Example, PairLoss, TrainConfig, neighbour_batches,
-                                   pretrain, random_batches, train_encoder)
+from spacy_el.sap.config import TrainConfig
+from spacy_el.sap.pretrain import neighbour_batches, pretrain, random_batches
+from spacy_el.sap.train import CHECKPOINT, ENCODER, PairLoss, SynonymPair, train_encoder
 
 PAIRS = [(f"C{i}", f"disease number {i} type {w}", f"{w} syndrome {i}") for i in range(40) for w in ("alpha", "beta")]
 
@@ -23,7 +24,7 @@ def pairs_file(tmp_path):
 def full_loss(encoder: SapEncoder) -> float:
     encoder.model.eval()
     with torch.no_grad():
-        return float(PairLoss(TrainConfig())(encoder, [Example(*p) for p in PAIRS]))
+        return float(PairLoss(TrainConfig())(encoder, [SynonymPair(*p) for p in PAIRS]))
 
 
 def test_few_steps_lower_the_loss(tiny_bert_dir, pairs_file, tmp_path):
@@ -46,7 +47,7 @@ def test_max_steps(tiny_bert_dir, pairs_file, tmp_path):
 
 def _train(tiny_bert_dir, out, resume=False):
     encoder = SapEncoder.load(tiny_bert_dir, pooling="mean")
-    factory = random_batches([Example(*p) for p in PAIRS], batch_size=16, seed=3)
+    factory = random_batches([SynonymPair(*p) for p in PAIRS], batch_size=16, seed=3)
     config = TrainConfig(epochs=2, lr=1e-3, checkpoint_every=3, seed=3)
     return encoder, train_encoder(encoder, factory, config, out, resume=resume, show_progress=False)
 
@@ -77,7 +78,7 @@ def test_hard_negatives_join_the_batch(tiny_bert_dir):
     seen = []
     encoder.model.register_forward_hook(lambda m, args, kw, out: seen.append(kw["input_ids"].shape[0]),
                                         with_kwargs=True)
-    batch = [Example("C1", "a b", "c d", negatives=(("C2", "a b c"), ("C3", "d")))]
+    batch = [SynonymPair("C1", "a b", "c d", negatives=(("C2", "a b c"), ("C3", "d")))]
     loss = PairLoss(TrainConfig())(encoder, batch)
     assert seen == [4] and loss.requires_grad
 
@@ -95,7 +96,7 @@ def _ddp_worker(rank: int, world: int, port: int, model_dir: str, out: str) -> N
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     encoder = SapEncoder.load(model_dir, pooling="mean", device="cpu")
-    factory = random_batches([Example(*p) for p in PAIRS], batch_size=8)
+    factory = random_batches([SynonymPair(*p) for p in PAIRS], batch_size=8)
     result = train_encoder(encoder, factory, TrainConfig(max_steps=3, lr=1e-3, checkpoint_every=2), out,
                            show_progress=False)
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
@@ -139,7 +140,7 @@ def test_neighbour_batches_group_close_concepts():
         key = f"c{k}"
         v = centres["A" if k % 2 else "B"] + 0.05 * rng.standard_normal(8)
         vectors[key] = v / np.linalg.norm(v)
-        examples += [Example(key, f"{key} name {j}", f"{key} other {j}") for j in range(1 + k % 3)]
+        examples += [SynonymPair(key, f"{key} name {j}", f"{key} other {j}") for j in range(1 + k % 3)]
     factory = neighbour_batches(examples, batch_size=4, seed=1)
     batches = factory(0, _FixedVectors(vectors))
     assert sorted(e for b in batches for e in b) == sorted(examples)  # every pair exactly once
@@ -166,14 +167,14 @@ def test_softmax_losses_train_too(tiny_bert_dir, pairs_file, tmp_path, loss):
     start = SapEncoder.load(tiny_bert_dir, pooling="mean")
     start.model.eval()
     with torch.no_grad():
-        before = float(PairLoss(ntxent)(start, [Example(*p) for p in PAIRS]))
+        before = float(PairLoss(ntxent)(start, [SynonymPair(*p) for p in PAIRS]))
     result = pretrain(pairs_file, tmp_path / "run", base=tiny_bert_dir, batch_size=16,
                       config=TrainConfig(epochs=2, lr=5e-3, checkpoint_every=0, loss=loss),
                       encoder_options={"pooling": "mean"}, show_progress=False)
     trained = SapEncoder.load(result.encoder_dir)
     trained.model.eval()
     with torch.no_grad():
-        after = float(PairLoss(ntxent)(trained, [Example(*p) for p in PAIRS]))
+        after = float(PairLoss(ntxent)(trained, [SynonymPair(*p) for p in PAIRS]))
     assert after < 0.8 * before
 
 

@@ -1,0 +1,194 @@
+"""NER ablation: `bilstm_ner` with each lever (CRF, characters, document context, KB gazetteer,
+transformer features) switched off in turn, same data, vectors and number of epochs per variant.
+
+    python benchmarks/ner_ablation.py --corpus ncbi --epochs 12 --parallel 2
+    python benchmarks/ner_ablation.py --corpus bc5cdr --epochs 12 --variants full,no_gazetteer
+    python benchmarks/ner_ablation.py --corpus conll --minutes 20 --variants full,v1_sentences
+
+Each variant is one `spacy train` run in a subprocess (1 intra-op thread) for `--epochs` passes
+over the train set (the same for every variant, so a busy machine does not change the result), or
+under a wall-clock budget with `--minutes` (the time-limit callback of benchmarks/ner_conll.py,
+as ner_conll.py compares systems); `model-best` is scored on dev
+(spaCy's scorer over the dev docs, entity P/R/F overall and per type) and timed through
+`nlp.pipe` on one thread. `--parallel 2` trains two variants at a time (one per core): accuracy
+is unaffected, wall-clock speed is not comparable, so use `--eval-only` on a quiet machine to
+re-time the trained models side by side. PubTator corpora are converted from the raw abstracts
+with spaCy's tokenizer (`convert-ner --format pubtator`), CoNLL from its files.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from ner_conll import evaluate  # noqa: E402
+
+#: corpus → (train, dev) sources, converter keyword arguments, KB for the gazetteer (format)
+CORPORA = {
+    "ncbi": {"train": ["ncbi_disease/NCBItrainset_corpus.txt"], "dev": "ncbi_disease/NCBIdevelopset_corpus.txt",
+             "convert": {"fmt": "pubtator", "label": "Disease"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
+    "ncbi+cdr": {"train": ["ncbi_disease/NCBItrainset_corpus.txt", "bc5cdr/CDR_TrainingSet.PubTator.txt"],
+                 "dev": "ncbi_disease/NCBIdevelopset_corpus.txt",
+                 "convert": {"fmt": "pubtator", "label": "Disease", "types": None},
+                 "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
+    "bc5cdr": {"train": ["bc5cdr/CDR_TrainingSet.PubTator.txt"], "dev": "bc5cdr/CDR_DevelopmentSet.PubTator.txt",
+               "convert": {"fmt": "pubtator"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
+    "conll": {"train": ["conll2003/train.txt"], "dev": "conll2003/dev.txt", "convert": {"fmt": "conll"}, "kb": None},
+}
+#: variant → (config file, context, config overrides)
+VARIANTS = {
+    "full": ("ner_bilstm_kb.cfg", "doc", []),
+    "no_crf": ("ner_bilstm_kb.cfg", "doc", ["--components.bilstm_ner.model.crf", "false"]),
+    "no_chars": ("ner_bilstm_kb.cfg", "doc", ["--components.bilstm_ner.model.features.char_width", "0"]),
+    "no_doc_context": ("ner_bilstm_kb.cfg", "sentence", []),
+    "no_gazetteer": ("ner_bilstm.cfg", "doc", []),
+    "transformer": ("ner_bilstm_trf.cfg", "doc", []),
+    # today's released tagger before this work: v1 architecture, one sentence per doc
+    "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
+}
+
+
+def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path]:
+    """Convert train (several files are concatenated) and dev once per context; GloVe vectors once."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    from spacy_el.ner.convert import conll_to_docs, pubtator_to_docs
+    from spacy_el.ner.vectors import init_glove_vectors
+
+    spec = CORPORA[corpus]
+    paths = {"train": work / f"train_{context}.spacy", "dev": work / f"dev_{context}.spacy",
+             "vectors": work.parent / "glove50"}
+    nlp = spacy.blank("en")
+    kwargs = {k: v for k, v in spec["convert"].items() if k != "fmt"}
+    for split, files in (("train", spec["train"]), ("dev", [spec["dev"]])):
+        if paths[split].exists():
+            continue
+        docs = []
+        for rel in files:
+            if spec["convert"]["fmt"] == "pubtator":
+                types = kwargs.get("types", ["Disease"] if corpus == "ncbi+cdr" and "CDR" in rel else None)
+                docs += pubtator_to_docs(data / rel, nlp, types=types, label=kwargs.get("label"), context=context)
+            else:
+                docs += conll_to_docs(data / rel, nlp.vocab, "conll", n_sents=1000 if context == "doc" else 1)
+        DocBin(docs=docs, store_user_data=False).to_disk(paths[split])
+    if not paths["vectors"].exists():
+        init_glove_vectors(paths["vectors"])
+    return paths
+
+
+def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | None, epochs: int | None) -> Dict:
+    config, context, overrides = VARIANTS[variant]
+    paths = prepare(data, corpus, context, work)
+    out, log = work / f"out_{variant}", work / f"train_{variant}.log"
+    cmd = [sys.executable, "-m", "spacy", "train", str(REPO / "configs" / config), "--output", str(out),
+           "--code", str(BENCH / "ner_conll.py"),
+           "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
+           "--paths.vectors", str(paths["vectors"]), "--training.max_steps", "0"]
+    if minutes:
+        cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
+    else:
+        cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
+    if "kb" in config:
+        if CORPORA[corpus]["kb"] is None:
+            raise SystemExit(f"variant {variant} needs a KB; corpus {corpus} has none")
+        kb, fmt = CORPORA[corpus]["kb"]
+        cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
+    cmd += overrides
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    start = time.time()
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    text = log.read_text()
+    if not (out / "model-best").exists():
+        raise RuntimeError(f"{variant}: training failed (exit {proc.returncode}); see {log}")
+    stop = re.search(r"spent at step (\d+), epoch (\d+)", text)
+    rows = re.findall(r"^\s*(\d+)\s+(\d+)\s+[\d.]+", text, flags=re.M)
+    step, epoch = (int(stop[1]), int(stop[2])) if stop else (int(rows[-1][1]), int(rows[-1][0]) + 1) if rows else (0, 0)
+    info = {"variant": variant, "train_seconds": time.time() - start, "steps": step, "epochs": epoch}
+    (out / "train_info.json").write_text(json.dumps(info))
+    return info
+
+
+def score(variant: str, corpus: str, data: Path, work: Path, n_process: bool) -> Dict:
+    context = VARIANTS[variant][1]
+    out = work / f"out_{variant}"
+    info = json.loads((out / "train_info.json").read_text())
+    info.update(evaluate(out / "model-best", work / f"dev_{context}.spacy", n_processes=(1, 2) if n_process else (1,)))
+    return info
+
+
+def markdown(corpus: str, budget: str, rows: List[Dict], command: str) -> str:
+    types = sorted({t for r in rows for t in r["per_type"]})
+    lines = [
+        f"### NER ablation, {corpus} dev, {budget} per variant", "",
+        f"Command: `{command}`  ",
+        f"Machine: {cpu_model()}, 2 cores, no GPU (CPU figures); Python {platform.python_version()}; "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average {os.getloadavg()[0]:.1f} "
+        "when timed. words/s: `nlp.pipe` over the dev docs, 1 process, 1 thread, best of 2.", "",
+        "| variant | dev F1 | P | R | " + " | ".join(f"F1 {t}" for t in types) + " | steps / epochs / train min | words/s |",
+        "|---|---|---|---|" + "---|" * len(types) + "---|---|",
+    ]
+    for r in rows:
+        per = " | ".join(f"{100 * r['per_type'].get(t, 0.0):.2f}" for t in types)
+        lines.append(f"| {r['variant']} | **{100 * r['f']:.2f}** | {100 * r['p']:.2f} | {100 * r['r']:.2f} | {per} | "
+                     f"{r['steps']} / {r['epochs']} / {r['train_seconds'] / 60:.1f} | {r['wps1']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="ncbi")
+    parser.add_argument("--variants", default="full,no_crf,no_chars,no_doc_context,no_gazetteer,v1_sentences")
+    parser.add_argument("--epochs", type=int, default=12, help="passes over the train set per variant")
+    parser.add_argument("--minutes", type=float, default=None, help="a wall-clock budget per variant instead of --epochs")
+    parser.add_argument("--parallel", type=int, default=1, help="variants trained at once (1 thread each)")
+    parser.add_argument("--eval-only", action="store_true", help="re-score the models a previous run left")
+    parser.add_argument("--n-process", action="store_true", help="also time nlp.pipe(n_process=2)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spacy_el_ner_ablation")
+    args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    work = args.work / args.corpus
+    work.mkdir(parents=True, exist_ok=True)
+    for context in sorted({VARIANTS[v][1] for v in variants}):  # convert once, before any parallel run
+        prepare(args.data, args.corpus, context, work)
+    if not args.eval_only:
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+            for info in pool.map(lambda v: train(v, args.corpus, args.data, work, args.minutes, args.epochs), variants):
+                print(json.dumps(info), flush=True)
+    rows = [score(v, args.corpus, args.data, work, args.n_process) for v in variants]
+    budget = f"{args.minutes:g}-minute training budget" if args.minutes else f"{args.epochs} epochs"
+    block = markdown(args.corpus, budget, rows, "python benchmarks/ner_ablation.py " + " ".join(sys.argv[1:]))
+    (work / "results.md").write_text(block)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()

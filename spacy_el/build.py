@@ -1,0 +1,122 @@
+"""Building a concept index from a KB file, an encoder and annotated corpora: the job above
+both `kb/` (tables, readers, the index) and `sap/` (encoders). Corpus mentions become aliases of
+their gold concepts; corpus concept counts become the index's prior.
+
+It also holds the registered loaders `sap_linker.initialize` takes (spaCy's `kb_loader`
+pattern), declared as `spacy_misc` entry points so a config can name them after `pip install`:
+
+```ini
+[initialize.components.sap_linker.encoder_loader]
+@misc = "spacy_el.EncoderFromPath.v1"
+path = "encoder/"
+
+[initialize.components.sap_linker.index_loader]
+@misc = "spacy_el.IndexFromDir.v1"      # or spacy_el.IndexFromKB.v1: build it from a KB file
+path = "index/"
+```
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from spacy.util import registry
+
+from spacy_el.corpora.pubtator import mention_aliases, mention_concept_counts, read_pubtator
+from spacy_el.io import InputError
+from spacy_el.kb.index import ConceptIndex
+from spacy_el.kb.readers import read_kb
+from spacy_el.kb.table import ConceptTable
+from spacy_el.models import Encoder
+from spacy_el.sap.encoders import encoder_from_path, load_encoder
+
+#: A loader of `sap_linker`'s index: given the pipeline's encoder, the concept index.
+IndexLoader = Callable[[Encoder], ConceptIndex]
+
+__all__ = ["build_index", "mention_alias_table", "corpus_prior", "index_from_dir", "index_from_kb",
+           "encoder_from_path", "IndexLoader"]
+
+
+def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Path, *, kb_format: str = "tsv",
+                index_type: str = "Flat", add_mentions: Iterable[str | Path] = (),
+                mention_types: Iterable[str] | None = None, prior_from: Iterable[str | Path] = (),
+                prior_weight: float | None = None, nprobe: int | None = None, ef_search: int | None = None,
+                refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
+                show_progress: bool = False) -> ConceptIndex:
+    """KB file (+ annotated corpora whose mentions become aliases, + corpora whose concept
+    counts become the prior) → index directory `output`. `encoder` is an encoder or its path.
+    Nothing is written unless the whole build succeeds."""
+    prior_from = list(prior_from)
+    if prior_weight is not None and not prior_from:
+        raise InputError(f"prior_weight={prior_weight} without a corpus to count: give --prior-from TRAIN.PubTator "
+                         "(the prior weighs that corpus's concept counts), or drop --prior-weight")
+    if not isinstance(encoder, Encoder):
+        encoder = load_encoder(encoder)
+    table = read_kb(kb, kb_format)
+    if not len(table):
+        raise InputError(f"{kb}: no concept names read (format {kb_format!r}); check the file and --format")
+    index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions, mention_types),
+                               nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
+                               batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
+    index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
+    if prior_from:
+        index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
+    index.save(output)
+    return index
+
+
+def mention_alias_table(corpora: Iterable[str | Path], types: Iterable[str] | None = None
+                        ) -> ConceptTable | None:
+    """Distinct normalised mentions of annotated PubTator corpora as aliases of their gold
+    concepts; each row's source is its file name (provenance for candidates and meta.json).
+    `types` keeps only those mention types (BC5CDR's chemicals do not belong in a disease KB)."""
+    paths = [Path(p) for p in corpora]
+    if not paths:
+        return None
+    return ConceptTable.from_rows((cid, text, path.name) for path in paths
+                                  for cid, text in mention_aliases(read_pubtator(path, types)))
+
+
+def corpus_prior(corpora: Iterable[str | Path], types: Iterable[str] | None = None) -> Counter:
+    """Train mentions per gold concept over annotated PubTator corpora (`ConceptIndex.set_prior`)."""
+    counts: Counter = Counter()
+    for path in corpora:
+        counts.update(mention_concept_counts(read_pubtator(path, types)))
+    return counts
+
+
+@registry.misc("spacy_el.IndexFromDir.v1")
+def index_from_dir(path: str, use_gpu: str = "auto", prior_weight: Optional[float] = None,
+                   add_mentions: Iterable[str] = (), mention_types: Optional[Iterable[str]] = None) -> IndexLoader:
+    """A loader of the index directory at `path` (checked against the encoder); `add_mentions`:
+    PubTator files whose mentions are added as aliases; `prior_weight` overrides the saved one."""
+
+    def load(encoder: Encoder) -> ConceptIndex:
+        index = ConceptIndex.load(path, encoder, use_gpu=use_gpu, prior_weight=prior_weight)
+        if add_mentions:
+            index.add_aliases(mention_alias_table(add_mentions, mention_types), encoder)
+        return index
+
+    return load
+
+
+@registry.misc("spacy_el.IndexFromKB.v1")
+def index_from_kb(kb: str, kb_format: str = "auto", index_type: str = "Flat", add_mentions: Iterable[str] = (),
+                  mention_types: Optional[Iterable[str]] = None, prior_from: Iterable[str] = (),
+                  prior_weight: Optional[float] = None, use_gpu: str = "auto") -> IndexLoader:
+    """A loader that builds the index from a KB file with the pipeline's encoder (+ corpus
+    aliases from `add_mentions`, + the corpus prior from `prior_from`), in memory."""
+
+    def load(encoder: Encoder) -> ConceptIndex:
+        prior = list(prior_from)
+        if prior_weight is not None and not prior:
+            raise InputError(f"prior_weight={prior_weight} without prior_from: name the corpus whose concept "
+                             "counts the prior weighs, or drop prior_weight")
+        index = ConceptIndex.build(read_kb(kb, kb_format), encoder, index_type,
+                                   extra=mention_alias_table(add_mentions, mention_types), use_gpu=use_gpu)
+        if prior:
+            index.set_prior(corpus_prior(prior, mention_types), prior, prior_weight)
+        return index
+
+    return load

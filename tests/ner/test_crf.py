@@ -1,0 +1,121 @@
+"""The BIO CRF: log-likelihood and gradients against brute-force enumeration, partial labels,
+and decoding that never yields an invalid BIO sequence."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from spacy_el.ner.crf import FORBIDDEN, bio_constraints, bio_tags, crf_loss, viterbi
+
+LABELS = ["A", "B"]
+N_TAGS = 1 + 2 * len(LABELS)
+
+
+@pytest.fixture
+def scores():
+    rng = np.random.default_rng(0)
+    masks = bio_constraints(len(LABELS))
+    learned = [rng.normal(size=m.shape).astype("f") for m in masks]
+    start, trans, end = (x + m for x, m in zip(learned, masks))
+    emissions = [rng.normal(size=(n, N_TAGS)).astype("f") for n in (4, 1, 3)]
+    return emissions, start, trans, end
+
+
+def path_score(e, path, start, trans, end) -> float:
+    return float(start[path[0]] + e[0, path[0]] + end[path[-1]]
+                 + sum(trans[a, b] + e[t + 1, b] for t, (a, b) in enumerate(zip(path, path[1:]))))
+
+
+def brute_nll(e, allowed, start, trans, end) -> float:
+    paths = list(itertools.product(range(N_TAGS), repeat=len(e)))
+    scores = np.array([path_score(e, p, start, trans, end) for p in paths], dtype="f8")
+    ok = np.array([all(allowed[t, tag] for t, tag in enumerate(p)) for p in paths])
+    return float(np.logaddexp.reduce(scores) - np.logaddexp.reduce(scores[ok]))
+
+
+def is_valid_bio(tags) -> bool:
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return False
+        previous = tag
+    return True
+
+
+def test_tag_order_and_constraints():
+    assert bio_tags(LABELS) == ["O", "B-A", "I-A", "B-B", "I-B"]
+    start, trans, end = bio_constraints(2)
+    assert start[2] == start[4] == FORBIDDEN and start[[0, 1, 3]].max() == 0
+    assert trans[1, 2] == trans[2, 2] == 0 and trans[0, 2] == trans[3, 2] == trans[4, 2] == FORBIDDEN
+    assert trans[0, 4] == trans[1, 4] == FORBIDDEN and trans[3, 4] == 0 and not end.any()
+
+
+@pytest.mark.parametrize("unknown", [False, True])
+def test_loss_equals_brute_force_enumeration(scores, unknown):
+    emissions, start, trans, end = scores
+    gold = [[1, 2, 0, 3], [3], [0, 3, 4]]
+    allowed = [np.eye(N_TAGS, dtype=bool)[g] for g in gold]
+    if unknown:  # a token without annotation: every tag allowed there
+        allowed[0][2] = True
+    loss, *_ = crf_loss(emissions, allowed, start, trans, end)
+    expected = sum(brute_nll(e, a, start, trans, end) for e, a in zip(emissions, allowed))
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_gradients_match_finite_differences(scores):
+    emissions, start, trans, end = scores
+    allowed = [np.eye(N_TAGS, dtype=bool)[g] for g in ([1, 2, 0, 3], [3], [0, 3, 4])]
+    allowed[0][1] = True
+    _, d_emissions, d_start, d_trans, d_end = crf_loss(emissions, allowed, start, trans, end)
+    eps = 1e-2
+
+    def numeric(make):
+        return (make(eps) - make(-eps)) / (2 * eps)
+
+    def with_emission(delta):
+        e = [x.astype("f8").copy() for x in emissions]
+        e[0][2, 3] += delta
+        return sum(brute_nll(x, a, start, trans, end) for x, a in zip(e, allowed))
+
+    def with_trans(delta):
+        t = trans.astype("f8").copy()
+        t[3, 4] += delta
+        return sum(brute_nll(x, a, start, t, end) for x, a in zip(emissions, allowed))
+
+    def with_end(delta):
+        e = end.astype("f8").copy()
+        e[0] += delta
+        return sum(brute_nll(x, a, start, trans, e) for x, a in zip(emissions, allowed))
+
+    assert d_emissions[0][2, 3] == pytest.approx(numeric(with_emission), abs=1e-3)
+    assert d_trans[3, 4] == pytest.approx(numeric(with_trans), abs=1e-3)
+    assert d_end[0] == pytest.approx(numeric(with_end), abs=1e-3)
+    assert d_start.shape == (N_TAGS,)
+
+
+def test_empty_docs_add_nothing(scores):
+    emissions, start, trans, end = scores
+    loss, d_emissions, *_ = crf_loss([np.zeros((0, N_TAGS), "f")], [np.zeros((0, N_TAGS), bool)], start, trans, end)
+    assert loss == 0.0 and d_emissions[0].shape == (0, N_TAGS)
+
+
+def test_viterbi_is_the_best_path(scores):
+    emissions, start, trans, end = scores
+    for e, path in zip(emissions, viterbi(emissions, start, trans, end)):
+        best = max(itertools.product(range(N_TAGS), repeat=len(e)), key=lambda p: path_score(e, p, start, trans, end))
+        assert tuple(path) == best
+
+
+def test_decoding_never_yields_invalid_bio():
+    rng = np.random.default_rng(1)
+    masks = bio_constraints(len(LABELS))
+    tags = bio_tags(LABELS)
+    for _ in range(50):
+        # Learned scores that strongly prefer forbidden moves (I-X first, I-B after B-A, …)
+        learned = [rng.normal(scale=50.0, size=m.shape).astype("f") for m in masks]
+        start, trans, end = (x + m for x, m in zip(learned, masks))
+        emissions = [rng.normal(scale=50.0, size=(n, N_TAGS)).astype("f") for n in rng.integers(1, 30, size=8)]
+        for path in viterbi(emissions, start, trans, end, max_cells=40):
+            assert is_valid_bio([tags[i] for i in path])

@@ -1,0 +1,143 @@
+"""kb_gazetteer: marks exactly the KB names of a doc, feeds bilstm_ner's KB-name flags, round-trips
+with the pipeline, and a missing or empty KB is an error naming the setting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import spacy
+from spacy.training import Example
+
+from spacy_el.ner.features import SpanFlags
+
+KB_ROWS = [
+    ("MESH:D011125", "Familial adenomatous polyposis"),
+    ("MESH:D011125", "adenomatous polyposis coli"),
+    ("MESH:D001943", "Breast Cancer"),
+    ("MESH:D009369", "cancer"),
+    ("MESH:X", "x"),  # shorter than min_length: left out
+]
+TEXT = "Familial adenomatous polyposis and breast cancer, not cancerous x."
+
+#: bilstm_ner v2 at test size: CRF, characters and the gazetteer flags.
+TINY_V2 = {
+    "@architectures": "spacy_el.BiLSTMTagger.v2",
+    "hidden_width": 32,
+    "depth": 1,
+    "crf": True,
+    "features": {
+        "@architectures": "spacy_el.TokenFeatures.v1",
+        "embed_width": 32,
+        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+        "rows": [500, 100, 200, 50],
+        "include_static_vectors": False,
+        "char_width": 16,
+        "char_length": 12,
+        "gazetteers": ["kb_names"],
+        "transformer": None,
+        "transformer_width": 0,
+    },
+}
+TRAIN = [
+    ("Familial adenomatous polyposis is inherited .", [(0, 30, "Disease")]),
+    ("Patients with breast cancer were enrolled .", [(14, 27, "Disease")]),
+    ("The cancer grew slowly in two patients .", [(4, 10, "Disease")]),
+    ("Adenomatous polyposis coli was seen in the family .", [(0, 26, "Disease")]),
+    ("No treatment was given .", []),
+]
+
+
+@pytest.fixture
+def kb_file(tmp_path):
+    path = tmp_path / "kb.tsv"
+    path.write_text("".join(f"{cid}\t{name}\n" for cid, name in KB_ROWS))
+    return path
+
+
+def gazetteer_pipeline(kb_file, with_ner: bool = False):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("kb_gazetteer", config={"label": "Disease"})
+    if with_ner:
+        nlp.add_pipe("bilstm_ner", config={"model": TINY_V2})
+    return nlp
+
+
+def spans(doc, key="kb_names"):
+    return [(s.start, s.end, s.text, s.label_) for s in doc.spans[key]]
+
+
+def test_marks_exactly_the_kb_names(kb_file):
+    nlp = gazetteer_pipeline(kb_file)
+    nlp.get_pipe("kb_gazetteer").initialize(kb=str(kb_file), kb_format="tsv")
+    doc = nlp(TEXT)
+    assert spans(doc) == [(0, 3, "Familial adenomatous polyposis", "Disease"),
+                          (4, 6, "breast cancer", "Disease"), (5, 6, "cancer", "Disease")]
+    flags = SpanFlags(["kb_names"]).predict([doc])[0]
+    assert flags[:, 0].nonzero()[0].tolist() == [0, 4, 5]  # B: a name starts here
+    assert flags[:, 1].nonzero()[0].tolist() == [1, 2, 5]  # I: inside a name
+    assert spans(nlp("")) == [] and spans(nlp("No names here.")) == []
+
+
+def test_missing_or_empty_kb_is_a_clear_error(tmp_path, kb_file):
+    nlp = gazetteer_pipeline(kb_file)
+    gaz = nlp.get_pipe("kb_gazetteer")
+    with pytest.raises(ValueError, match=r"\[initialize.components.kb_gazetteer\] kb"):
+        gaz.initialize()
+    with pytest.raises(ValueError, match=r"nope.tsv.*\[initialize.components.kb_gazetteer\] kb.*does not exist"):
+        gaz.initialize(kb=str(tmp_path / "nope.tsv"))
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="kb_gazetteer"):
+        gaz.initialize(kb=str(empty), kb_format="tsv")
+
+
+def test_ner_without_the_gazetteer_component_says_how_to_fix():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_ner", config={"model": TINY_V2})
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+    with pytest.raises(ValueError, match="kb_gazetteer.*annotating_components"):
+        nlp.initialize(lambda: examples)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from spacy.util import fix_random_seed
+    from thinc.api import Adam
+
+    tmp = tmp_path_factory.mktemp("gaz")
+    kb = tmp / "kb.tsv"
+    kb.write_text("".join(f"{cid}\t{name}\n" for cid, name in KB_ROWS))
+    nlp = gazetteer_pipeline(kb, with_ner=True)
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+    fix_random_seed(0)
+    nlp.config["initialize"]["components"] = {"kb_gazetteer": {"kb": str(kb), "kb_format": "tsv"}}
+    optimizer = nlp.initialize(lambda: examples)
+    optimizer.learn_rate = 0.01
+    for _ in range(60):
+        # as `spacy train` with annotating_components = ["kb_gazetteer"]
+        nlp.update(examples, sgd=optimizer, drop=0.0, annotates=["kb_gazetteer"])
+    return nlp
+
+
+def ents(doc):
+    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+def test_crf_tagger_with_gazetteer_learns_and_round_trips(trained, tmp_path):
+    assert trained.get_pipe("bilstm_ner").has_crf
+    for text, gold in TRAIN:
+        assert ents(trained(text)) == gold
+    trained.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.get_pipe("kb_gazetteer").names == trained.get_pipe("kb_gazetteer").names
+    from_bytes = spacy.blank("en")
+    for name in trained.pipe_names:
+        config = {k: v for k, v in trained.config["components"][name].items() if k != "factory"}
+        from_bytes.add_pipe(name, config=config)
+    from_bytes.from_bytes(trained.to_bytes())
+    docs = [TEXT, "", "Adenomatous polyposis coli and cancer."]
+    expected = [(ents(d), spans(d)) for d in trained.pipe(docs)]
+    for other in (loaded, from_bytes):
+        assert [(ents(d), spans(d)) for d in other.pipe(docs)] == expected
+    ner = trained.get_pipe("bilstm_ner")
+    emissions = ner.model.predict([trained(TEXT)])[0]
+    assert np.allclose(loaded.get_pipe("bilstm_ner").model.predict([loaded(TEXT)])[0], emissions)

@@ -1,0 +1,54 @@
+"""configs/ner_bilstm_trf.cfg: a spacy-transformers `transformer` (a tiny BERT built in the test)
+feeds bilstm_ner through a TransformerListener; it trains with `spacy train` and round-trips."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.training import Example
+
+pytest.importorskip("spacy_transformers")
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ner_bilstm_trf.cfg"
+
+
+def test_trf_config_trains_and_round_trips(tmp_path, tiny_bert_dir, kit):
+    from spacy.cli.train import train
+
+    nlp = spacy.blank("en")
+    docs = [eg.reference for eg in kit.make_examples(nlp)]
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    overrides = {
+        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
+        "paths.transformer": str(tiny_bert_dir), "paths.vectors": None,
+        "components.bilstm_ner.model.features.include_static_vectors": False,
+        "components.bilstm_ner.model.features.transformer_width": 16,
+        "components.bilstm_ner.model.hidden_width": 16,
+        "training.max_steps": 4, "training.eval_frequency": 2,
+    }
+    train(CONFIG, tmp_path / "out", overrides=overrides)
+    loaded = spacy.load(tmp_path / "out" / "model-last")
+    assert loaded.pipe_names == ["transformer", "bilstm_ner"]
+    ner = loaded.get_pipe("bilstm_ner")
+    assert ner.has_crf and ner.labels == ("LOC", "ORG", "PER")
+    text = kit.TRAIN_DATA[1][0]
+
+    def emissions(nlp):
+        return ner_of(nlp).model.predict([nlp(text)])[0]
+
+    def ner_of(nlp):
+        return nlp.get_pipe("bilstm_ner")
+
+    before = emissions(loaded)
+    assert before.shape == (len(loaded.make_doc(text)), len(ner.tags)) and np.abs(before).sum() > 0
+    again = spacy.blank("en")
+    for name in loaded.pipe_names:
+        again.add_pipe(name, config={k: v for k, v in loaded.config["components"][name].items() if k != "factory"})
+    again.from_bytes(loaded.to_bytes())
+    assert np.allclose(emissions(again), before, atol=1e-5)
+    assert [d.ents for d in loaded.pipe(["", text])][0] == ()
+    scores = loaded.evaluate([Example(loaded.make_doc(d.text), d) for d in docs])
+    assert "ents_f" in scores
