@@ -102,7 +102,8 @@ def evaluate_linking_command(
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder directory or hub name"),
     index: Optional[Path] = typer.Option(None, "--index", help="Index directory (built with that encoder)"),
     pipeline: Optional[str] = typer.Option(None, "--pipeline",
-                                           help="Also score this pipeline end to end (nel_micro_p/r/f, ents_p/r/f)"),
+                                           help="Also score this pipeline end to end: mention spans, mention linking and "
+                                                "document concepts P/R/F, words/s"),
     types: Types = [],
     label: Optional[str] = typer.Option(None, "--label", help="NER label of the gold mentions (e.g. Disease)"),
     gold_ents: bool = typer.Option(False, "--gold-ents", help="Pipeline: link the gold spans (skip NER)"),
@@ -146,6 +147,13 @@ def evaluate_linking_command(
         ner = f"  ents_f {s['ents_f']:.3f}" if "ents_f" in s else ""
         typer.echo(f"nel_micro_p {s['nel_micro_p']:.3f}  nel_micro_r {s['nel_micro_r']:.3f}  "
                    f"nel_micro_f {s['nel_micro_f']:.3f}{ner}  ({s['n_docs']} docs)")
+        for key, name in (("spans", "mention spans"), ("linking", "mention linking"),
+                          ("doc_concepts", "document concepts")):
+            g = s[key]
+            typer.echo(f"{name:<18} P {g['p']:6.2f}  R {g['r']:6.2f}  F {g['f']:6.2f}  "
+                       f"({g['n_pred']} predicted, {g['n_gold']} gold)")
+        typer.echo(f"{s['words_per_s']:.0f} words/s ({s['n_words']} tokens in {s['seconds']:.1f} s"
+                   f"{', gold spans' if s['gold_ents'] else ''})")
 
 
 @app.command("query")

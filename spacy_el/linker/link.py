@@ -1,8 +1,10 @@
 """Linking as a library: link texts through a pipeline into records, evaluate an encoder + index
-on PubTator mentions (Acc@k, SapBERT protocol) and a pipeline end to end (spaCy's nel scores).
+on PubTator mentions (Acc@k, SapBERT protocol) and a pipeline end to end (spans, linking and
+document concepts, `spacy_el.evaluate`).
 The CLI commands in `spacy_el.cli.kb` are thin wrappers over these functions."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -121,36 +123,73 @@ def pubtator_docs(nlp: Language, corpus, *, with_ents: bool, label: str | None =
 def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence[str] | None = None,
                       label: str | None = None, linker: str = "sap_linker", gold_ents: bool = False,
                       batch_size: int = 32) -> dict[str, Any]:
-    """End-to-end linking scores of a pipeline on a PubTator file: spaCy's `nel_micro_p/r/f`
-    (over predicted entities whose span equals a gold mention) and the NER's `ents_p/r/f`.
+    """End-to-end scores of a pipeline on a PubTator file, each document's `title + " " +
+    abstract` going through the pipeline's own tokenizer and every component:
+
+    - `spans`, `linking`, `doc_concepts`: `spacy_el.evaluate.end_to_end_scores` (percent) over
+      the predicted entities of the gold mentions' label(s): exact character offsets; span and
+      concept; per-document concept sets (the DNorm/TaggerOne normalisation protocol);
+    - `words_per_s`: tokens / wall seconds of `nlp.pipe` (after one warm-up document);
+    - spaCy's `nel_micro_p/r/f` and `ents_p/r/f` (fractions, all predicted entities), as before.
     A gold id field with several ids (composite or joint) counts a prediction that shares any of
-    them as correct (SapBERT's protocol); gold single ids are spelt as the KB spells them.
-    With `gold_ents`, the gold spans are given to the pipeline and NER is skipped; `label` names
-    the NER label of every gold mention (e.g. "Disease" for NCBI's four disease types)."""
+    them as correct (SapBERT's protocol). `label` names the NER label of every gold mention (e.g.
+    "Disease" for NCBI's four disease types); without it the mention types are the labels.
+    With `gold_ents`, the gold spans are given to the pipeline and only `abbreviation_detector`
+    and the linker run (the NER-perfect upper bound of linking)."""
     from spacy_el.corpora.pubtator import read_pubtator
+    from spacy_el.evaluate import NIL_IDS, end_to_end_scores
 
     corpus = read_pubtator(corpus_path, types=types)
-    owners = id_owners(nlp.get_pipe(linker).index.table.ids)
+    pipe = nlp.get_pipe(linker)
+    owners = id_owners(pipe.index.table.ids)
     pairs = pubtator_docs(nlp, corpus, with_ents=gold_ents, label=label)
-    disable = [name for name in nlp.pipe_names if name != linker] if gold_ents else []
+    disable = [name for name in nlp.pipe_names
+               if name != linker and nlp.get_pipe_meta(name).factory != "abbreviation_detector"] if gold_ents else []
     with nlp.select_pipes(disable=disable):
-        predicted = list(nlp.pipe((doc for doc, _ in pairs), batch_size=batch_size))
+        predicted, seconds = _timed_pipe(nlp, [doc for doc, _ in pairs] if gold_ents else
+                                         [pdoc.text for pdoc in corpus.docs], pipe, batch_size)
     examples = []
     for pred, (_, gold) in zip(predicted, pairs):
         by_offset = {(e.start_char, e.end_char): e.kb_id_ for e in pred.ents}
         ref = nlp.make_doc(pred.text)
         spans = []
-        for start, end, label, gold_id in gold:
+        for start, end, label_, gold_id in gold:
             kb_id = kb_spelling(owners, gold_id)
             pred_id = by_offset.get((start, end))
             if pred_id and ids_match(pred_id, gold_id):
                 kb_id = pred_id
-            spans.append(ref.char_span(start, end, label=label, kb_id=kb_id, alignment_mode="expand"))
+            spans.append(ref.char_span(start, end, label=label_, kb_id=kb_id, alignment_mode="expand"))
         ref.ents = spans
         examples.append(Example(pred, ref))
-    nil = nlp.get_pipe(linker).cfg["nil_id"]
+    nil = pipe.cfg["nil_id"]
     scores = Scorer.score_links(examples, negative_labels=[nil])
     if not gold_ents:
         scores |= Scorer.score_spans(examples, "ents")
-    return {k: v for k, v in scores.items() if not k.endswith("per_type")} | {
-        "n_docs": len(examples), "n_gold_mentions": sum(len(g) for _, g in pairs), "corpus": str(corpus_path)}
+    scores = {k: v for k, v in scores.items() if not k.endswith("per_type")}
+    # the end-to-end scorer: documents keyed by position (a PMID may repeat in a corpus)
+    wanted = {label} if label else set(types) if types else None
+    gold_anns = [(str(i), m.start, m.end, label or m.type, "|".join(m.ids))
+                 for i, pdoc in enumerate(corpus.docs) for m in pdoc.mentions]
+    pred_anns = [(str(i), e.start_char, e.end_char, e.label_, e.kb_id_)
+                 for i, doc in enumerate(predicted) for e in doc.ents if wanted is None or e.label_ in wanted]
+    scores |= end_to_end_scores(gold_anns, pred_anns, labels=True, nil_ids=NIL_IDS | {nil},
+                                doc_ids=[str(i) for i in range(len(predicted))])
+    n_words = sum(len(doc) for doc in predicted)
+    return scores | {
+        "words_per_s": n_words / seconds if seconds > 0 else 0.0, "n_words": n_words, "seconds": seconds,
+        "n_docs": len(examples), "n_gold_mentions": sum(len(g) for _, g in pairs),
+        "n_nil_skipped": corpus.n_nil, "gold_ents": gold_ents, "corpus": str(corpus_path)}
+
+
+def _timed_pipe(nlp: Language, inputs: list, linker, batch_size: int) -> tuple[list[Doc], float]:
+    """The docs of `nlp.pipe(inputs)` and its wall seconds, after one warm-up document (which
+    loads lazily loaded models) and with the linker's mention cache emptied before and after."""
+    if inputs:
+        first = inputs[0]
+        nlp(first.copy() if isinstance(first, Doc) else first)
+    linker.clear_cache()
+    start = time.perf_counter()
+    docs = list(nlp.pipe(inputs, batch_size=batch_size))
+    seconds = time.perf_counter() - start
+    linker.clear_cache()
+    return docs, seconds

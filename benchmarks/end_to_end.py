@@ -1,0 +1,271 @@
+"""End-to-end benchmark: raw PubTator abstracts (title + " " + abstract, the pipeline's own
+tokenizer) → NER → abbreviation_detector → sap_linker, on NCBI-disease dev and BC5CDR dev, scored
+by `spacy_el.linker.link.evaluate_pipeline` (what `spacy-el evaluate-linking --pipeline` runs):
+
+- mention spans P/R/F by exact character offsets and label;
+- mention-level linking P/R/F (exact span and a concept sharing an id with the gold);
+- document-level concepts P/R/F (the DNorm/TaggerOne normalisation protocol, micro-averaged);
+- words/s of the whole pipeline (tokens / wall seconds of `nlp.pipe`, one process, CPU).
+
+Peers in the same run, with the same linker: the linker on the gold spans (NER-perfect upper
+bound) and a KB-dictionary NER (spaCy `PhraseMatcher` on LOWER over the linker's index names,
+longest match; the lexicon-only floor).
+
+The pipeline is `--pipeline DIR`, or `--ner DIR` (any pipeline with an NER; a linker it holds is
+dropped) with `--linker DIR` (a pipeline holding a `sap_linker`) or `--encoder E --index I` (a
+`sap_linker` built here). `abbreviation_detector` is added before the linker when missing and the
+linker resolves short forms by their long form (`--keep-pipeline` runs the pipeline as it is).
+Chemical rows (BC5CDR) run when the NER has a `Chemical` label and `--chemical-linker DIR` is given.
+
+    flock -x /work/heavy.lock python benchmarks/end_to_end.py --pipeline training/pipeline \\
+        [--out /tmp/e2e.md] [--write-results]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import spacy
+from spacy.language import Language
+from spacy.lang.en.stop_words import STOP_WORDS
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+from spacy.util import filter_spans
+
+from spacy_el.linker.link import evaluate_pipeline
+
+HERE = Path(__file__).resolve().parent
+SECTION = "## End to end"
+DATA = HERE.parent.parent / "shared" / "data"
+CORPORA = {  # name: (dev file, mention types, label)
+    "NCBI-disease": (DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None, "Disease"),
+    "BC5CDR-disease": (DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt", ["Disease"], "Disease"),
+    "BC5CDR-chemical": (DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt", ["Chemical"], "Chemical"),
+}
+ANCHORS = ("Published test-set figures, **not run here** (different split): TaggerOne (Leaman & Lu 2016), "
+           "NCBI-disease test: NER F 82.9, normalisation (document-level concepts) F 80.7.")
+
+
+# ---------------------------------------------------------------------- the dictionary NER peer
+@Language.factory("e2e_kb_dictionary_ner", default_config={"label": "Disease", "min_chars": 3})
+def make_dictionary_ner(nlp: Language, name: str, label: str, min_chars: int) -> "DictionaryNER":
+    return DictionaryNER(nlp, label, min_chars)
+
+
+class DictionaryNER:
+    """Entities where a KB name matches (lower-cased tokens), the longest match winning overlaps.
+    Names shorter than `min_chars` or made of stop words only ("all", "was") are left out."""
+
+    def __init__(self, nlp: Language, label: str, min_chars: int):
+        self.nlp, self.label, self.min_chars = nlp, label, min_chars
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        self.n_names = 0
+
+    def set_names(self, names) -> None:
+        keep = sorted({n.lower() for n in names if len(n.strip()) >= self.min_chars
+                       and not all(w in STOP_WORDS for w in n.lower().split())})
+        self.matcher.add(self.label, list(self.nlp.tokenizer.pipe(keep)))
+        self.n_names = len(keep)
+
+    def __call__(self, doc: Doc) -> Doc:
+        spans = [doc[s:e] for _, s, e in self.matcher(doc)]
+        doc.ents = [doc.char_span(s.start_char, s.end_char, label=self.label) for s in filter_spans(spans)]
+        return doc
+
+
+# ---------------------------------------------------------------------- pipelines
+def factory_names(nlp: Language, factory: str) -> list[str]:
+    return [n for n in nlp.pipe_names if nlp.get_pipe_meta(n).factory == factory]
+
+
+def ner_names(nlp: Language) -> list[str]:
+    """Components that set `doc.ents` (the NER), the linker excepted."""
+    return [n for n in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(n).assigns]
+
+
+def ner_labels(nlp: Language) -> set[str]:
+    return {label for n in ner_names(nlp) for label in getattr(nlp.get_pipe(n), "labels", ())}
+
+
+def linker_source(args, which: str = "disease") -> Language:
+    """A pipeline holding a sap_linker: `--linker`/`--chemical-linker`, or one built from
+    `--encoder` and `--index`."""
+    path = args.linker if which == "disease" else args.chemical_linker
+    if path:
+        return spacy.load(path)
+    from spacy_el.build import index_from_dir
+    from spacy_el.sap.encoders import encoder_from_path
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sap_linker").initialize(encoder_loader=encoder_from_path(str(args.encoder)),
+                                          index_loader=index_from_dir(str(args.index)))
+    return nlp
+
+
+def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
+    """The pipeline to benchmark and notes on what was changed to make it."""
+    notes = []
+    if args.pipeline and which == "disease":
+        nlp = spacy.load(args.pipeline)
+    else:
+        nlp = spacy.load(args.ner or args.pipeline)
+        for name in factory_names(nlp, "sap_linker"):
+            nlp.remove_pipe(name)
+        source = linker_source(args, which)
+        src_name = factory_names(source, "sap_linker")[0]
+        nlp.add_pipe(src_name, name="sap_linker", source=source)
+        notes.append(f"NER from `{args.ner or args.pipeline}`, linker from "
+                     f"`{(args.chemical_linker if which != 'disease' else args.linker) or args.index}`")
+    linker = factory_names(nlp, "sap_linker")[0]
+    if not args.keep_pipeline:
+        if not factory_names(nlp, "abbreviation_detector"):
+            nlp.add_pipe("abbreviation_detector", before=linker)
+            notes.append("`abbreviation_detector` added before the linker")
+        if not nlp.get_pipe(linker).cfg["resolve_abbreviations"]:
+            nlp.get_pipe(linker).cfg["resolve_abbreviations"] = True
+            notes.append("linker `resolve_abbreviations` switched on")
+    return nlp, notes
+
+
+def dictionary_pipeline(nlp: Language, label: str) -> tuple[Language, int]:
+    """The same pipeline with its NER replaced by the KB-dictionary matcher over the linker's names."""
+    linker = factory_names(nlp, "sap_linker")[0]
+    disable = [n for n in nlp.pipe_names if n != linker and n not in factory_names(nlp, "abbreviation_detector")]
+    dict_nlp = spacy.blank(nlp.lang, vocab=nlp.vocab)
+    dict_nlp.tokenizer = nlp.tokenizer
+    pipe = dict_nlp.add_pipe("e2e_kb_dictionary_ner", config={"label": label})
+    pipe.set_names(nlp.get_pipe(linker).index.table.names)
+    for name in nlp.pipe_names:
+        if name not in disable:
+            dict_nlp.add_pipe(name, source=nlp)
+    return dict_nlp, pipe.n_names
+
+
+# ---------------------------------------------------------------------- the run
+def run(args) -> dict:
+    rows, notes = [], []
+    nlp, assembled = assemble(args)
+    notes += assembled
+    labels = ner_labels(nlp)
+    linker = nlp.get_pipe(factory_names(nlp, "sap_linker")[0])
+    table = linker.index.table
+    info = {"kb_names": len(table), "kb_concepts": table.n_concepts, "pipe_names": nlp.pipe_names,
+            "ner_labels": sorted(labels), "index_meta_sources": linker.index.meta.get("sources")}
+    chem_nlp = None
+    for corpus, (path, types, label) in CORPORA.items():
+        if args.corpora and corpus not in args.corpora:
+            continue
+        use = nlp
+        if label == "Chemical":
+            if "Chemical" not in labels or not args.chemical_linker:
+                notes.append(f"{corpus} skipped: " + ("the NER has no `Chemical` label" if "Chemical" not in labels
+                                                       else "no `--chemical-linker` given"))
+                continue
+            if chem_nlp is None:
+                chem_nlp, _ = assemble(args, "chemical")
+            use = chem_nlp
+        if label not in labels:
+            notes.append(f"{corpus}: the NER has no `{label}` label ({sorted(labels)}); its rows score 0 spans")
+        dict_nlp, n_names = dictionary_pipeline(use, label)
+        for system, pipe_nlp, gold in (("pipeline (NER → abbreviations → linker)", use, False),
+                                       ("linker on gold spans (NER-perfect bound)", use, True),
+                                       (f"KB dictionary NER (PhraseMatcher LOWER, {n_names:,} names) → linker",
+                                        dict_nlp, False)):
+            start = time.perf_counter()
+            s = evaluate_pipeline(pipe_nlp, path, types=types, label=label, gold_ents=gold, batch_size=args.batch_size)
+            s["wall_s_incl_scoring"] = time.perf_counter() - start
+            rows.append({"corpus": corpus, "system": system, "scores": s})
+            print(f"{corpus:16s} {system[:40]:40s} spans F {s['spans']['f']:.2f}  linking F {s['linking']['f']:.2f}  "
+                  f"doc concepts F {s['doc_concepts']['f']:.2f}  {s['words_per_s']:.0f} words/s", file=sys.stderr)
+    return {"rows": rows, "notes": notes, "info": info}
+
+
+def header(argv: list[str]) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    import torch
+
+    return (f"`python benchmarks/end_to_end.py {shlex.join(argv)}` — "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu}, {os.cpu_count()} cores, no GPU "
+            f"(**CPU figures**); torch threads {torch.get_num_threads()}; `uptime` at the start: {load}")
+
+
+def markdown(res: dict, head: str, load_end: str) -> str:
+    info = res["info"]
+    lines = [SECTION, "", f"{head}; at the end: {load_end}.", "",
+             f"Pipeline components: {', '.join(f'`{n}`' for n in info['pipe_names'])}; NER labels "
+             f"{info['ner_labels']}; linker index {info['kb_names']:,} names of {info['kb_concepts']:,} concepts "
+             f"(sources {info['index_meta_sources']}). Dev sets only; P/R/F in percent; words/s = tokens / wall "
+             "seconds of `nlp.pipe` over the corpus (tokenizer and every component that runs; one process).", "",
+             "| corpus (dev) | system | spans P | spans R | spans F | linking P | linking R | linking F | "
+             "doc concepts P | doc concepts R | doc concepts F | words/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in res["rows"]:
+        s = row["scores"]
+        cells = [f"{s[g][m]:.2f}" for g in ("spans", "linking", "doc_concepts") for m in ("p", "r", "f")]
+        lines.append(f"| {row['corpus']} | {row['system']} | " + " | ".join(cells) + f" | {s['words_per_s']:,.0f} |")
+    lines += ["", f"- Anchors: {ANCHORS}"]
+    for row in res["rows"][:1] + [r for r in res["rows"] if r["corpus"] != res["rows"][0]["corpus"]][:1]:
+        s = row["scores"]
+        lines.append(f"- {row['corpus']}: {s['n_docs']} abstracts, {s['n_words']:,} tokens, {s['spans']['n_gold']} "
+                     f"gold mentions ({s['n_nil_skipped']} NIL mentions left out by the reader), "
+                     f"{s['doc_concepts']['n_gold']} gold document concepts.")
+    lines += [f"- {note}." for note in res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pipeline", help="A full pipeline: NER (+ abbreviation_detector) + sap_linker")
+    ap.add_argument("--ner", help="Any pipeline with an NER (its own linker, if any, is replaced)")
+    ap.add_argument("--linker", help="A pipeline holding a sap_linker (with --ner)")
+    ap.add_argument("--encoder", help="With --index and --ner: build the sap_linker from these")
+    ap.add_argument("--index", help="Index directory built with --encoder")
+    ap.add_argument("--chemical-linker", help="A pipeline holding a sap_linker over a chemical KB (BC5CDR Chemical)")
+    ap.add_argument("--corpora", nargs="*", choices=list(CORPORA), help="Default: all that apply")
+    ap.add_argument("--keep-pipeline", action="store_true",
+                    help="Run the pipeline as it is (no abbreviation_detector added, no resolve_abbreviations)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--label", default=None, help="A note for the section title (e.g. which tagger)")
+    ap.add_argument("--out", type=Path, help="Write the markdown here (and the scores as OUT.json)")
+    ap.add_argument("--write-results", action="store_true", help="Replace the section in benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    if not args.pipeline and not (args.ner and (args.linker or (args.encoder and args.index))):
+        ap.error("give --pipeline DIR, or --ner DIR with --linker DIR (or --encoder E --index I)")
+    head = header(argv)
+    res = run(args)
+    load_end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    block = markdown(res, head, load_end)
+    if args.label:
+        block = block.replace(SECTION + "\n", f"{SECTION}\n\n{args.label}\n", 1)
+    print(block)
+    if args.out:
+        args.out.write_text(block, encoding="utf-8")
+        args.out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
+    if args.write_results:
+        write_section(HERE / "RESULTS.md", block)
+
+
+if __name__ == "__main__":
+    main()
