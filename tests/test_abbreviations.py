@@ -101,3 +101,20 @@ def test_helpers():
 def test_find_definitions_with_trailing_text_in_parens(nlp):
     doc = nlp("Huntington disease (HD; a neurodegenerative disorder) is inherited.")
     assert [(s.text, l.text) for s, l in find_definitions(doc)] == [("HD", "Huntington disease")]
+
+
+def test_propagate_ents_tags_every_short_form_of_an_entity_long_form():
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "Disease", "pattern": "familial adenomatous polyposis"},
+                        {"label": "Disease", "pattern": "colorectal cancer"}])
+    nlp.add_pipe("abbreviation_detector", config={"propagate_ents": True})
+    text = ("Patients with familial adenomatous polyposis (FAP) develop colorectal cancer. "
+            "FAP is inherited; the tumour suppressor APC (adenomatous polyposis coli) is mutated in FAP.")
+    doc = nlp(text)
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("familial adenomatous polyposis", "Disease"), ("FAP", "Disease"), ("colorectal cancer", "Disease"),
+        ("FAP", "Disease"), ("FAP", "Disease")]  # APC's long form is no entity: APC stays untagged
+    nlp.get_pipe("abbreviation_detector").propagate_ents = False
+    assert [e.text for e in nlp(text).ents] == ["familial adenomatous polyposis", "colorectal cancer"]
+    assert nlp("").ents == ()
