@@ -30,13 +30,22 @@ from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, v
 
 default_model_config = """
 [model]
-@architectures = "spacy_el.BiLSTMTagger.v1"
-embed_width = 128
+@architectures = "spacy_el.BiLSTMTagger.v2"
 hidden_width = 128
 depth = 1
+crf = true
+
+[model.features]
+@architectures = "spacy_el.TokenFeatures.v1"
+embed_width = 128
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [5000, 1000, 2500, 2500]
 include_static_vectors = false
+char_width = 32
+char_length = 16
+gazetteers = []
+transformer = null
+transformer_width = 0
 """
 DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 
