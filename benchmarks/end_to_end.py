@@ -180,6 +180,8 @@ def run(args) -> dict:
                                        ("linker on gold spans (NER-perfect bound)", use, True),
                                        (f"KB dictionary NER (PhraseMatcher LOWER, {n_names:,} names) → linker",
                                         dict_nlp, False)):
+            for name in factory_names(pipe_nlp, "abbreviation_detector"):  # never adds to gold spans
+                pipe_nlp.get_pipe(name).propagate_ents = args.propagate_ents and not gold
             start = time.perf_counter()
             s = evaluate_pipeline(pipe_nlp, path, types=types, label=label, gold_ents=gold, batch_size=args.batch_size)
             s["wall_s_incl_scoring"] = time.perf_counter() - start
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-pipeline", action="store_true",
                     help="Run the pipeline as it is (no abbreviation_detector added, no resolve_abbreviations)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--propagate-ents", action="store_true",
+                    help="abbreviation_detector makes short forms of entity long forms entities (not on gold spans)")
     ap.add_argument("--label", default=None, help="A note for the section title (e.g. which tagger)")
     ap.add_argument("--out", type=Path, help="Write the markdown here (and the scores as OUT.json)")
     ap.add_argument("--write-results", action="store_true", help="Replace the section in benchmarks/RESULTS.md")

@@ -141,3 +141,9 @@ def test_crf_tagger_with_gazetteer_learns_and_round_trips(trained, tmp_path):
     ner = trained.get_pipe("bilstm_ner")
     emissions = ner.model.predict([trained(TEXT)])[0]
     assert np.allclose(loaded.get_pipe("bilstm_ner").model.predict([loaded(TEXT)])[0], emissions)
+
+
+def test_n_process_2_gives_the_same_entities_and_names(trained):
+    texts = [TEXT, "", "Adenomatous polyposis coli and cancer.", "No names here at all."] * 2
+    expected = [(ents(d), spans(d)) for d in trained.pipe(texts)]
+    assert [(ents(d), spans(d)) for d in trained.pipe(texts, n_process=2, batch_size=2)] == expected
