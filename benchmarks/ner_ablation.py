@@ -102,11 +102,12 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
     else:
         cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
-    if "kb" in config:
+    if "kb" in config:  # a corpus without a KB (CoNLL) trains the same tagger without the gazetteer
         if CORPORA[corpus]["kb"] is None:
-            raise SystemExit(f"variant {variant} needs a KB; corpus {corpus} has none")
-        kb, fmt = CORPORA[corpus]["kb"]
-        cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
+            cmd[4] = str(REPO / "configs" / config.replace("_kb", ""))
+        else:
+            kb, fmt = CORPORA[corpus]["kb"]
+            cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
     cmd += overrides
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     start = time.time()

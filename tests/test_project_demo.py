@@ -38,8 +38,8 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     nlp = spacy.load(project / "training" / "pipeline")
     assert nlp.pipe_names == ["kb_gazetteer", "bilstm_ner", "abbreviation_detector", "sap_linker"]
     assert nlp.vocab.vectors.shape[0] <= 3 * 5000  # pruned GloVe (each row keyed also as Title, UPPER)
-    gazetteer = nlp("Germline mutations cause familial adenomatous polyposis.").spans["kb_names"]
-    assert "familial adenomatous polyposis" in [s.text for s in gazetteer]
+    doc = nlp("Germline mutations cause familial adenomatous polyposis.")
+    assert "familial adenomatous polyposis" in [s.text for s in doc.spans["kb_names"]]
     doc = nlp.make_doc("Familial adenomatous polyposis is inherited.")
     doc.ents = [Span(doc, 0, 3, label="Disease")]
     doc = nlp.get_pipe("sap_linker")(doc)
