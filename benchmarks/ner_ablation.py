@@ -118,7 +118,7 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         raise RuntimeError(f"{variant}: training failed (exit {proc.returncode}); see {log}")
     stop = re.search(r"spent at step (\d+), epoch (\d+)", text)
     rows = re.findall(r"^\s*(\d+)\s+(\d+)\s+[\d.]+", text, flags=re.M)
-    step, epoch = (int(stop[1]), int(stop[2])) if stop else (int(rows[-1][1]), int(rows[-1][0]) + 1) if rows else (0, 0)
+    step, epoch = (int(stop[1]), int(stop[2])) if stop else (int(rows[-1][1]) if rows else 0, epochs)
     info = {"variant": variant, "train_seconds": time.time() - start, "steps": step, "epochs": epoch}
     (out / "train_info.json").write_text(json.dumps(info))
     return info
