@@ -12,11 +12,22 @@ parent ran a model (spaCy's `nlp.pipe(n_process=2)` after a warm pass) hung on i
 In a forked child the hook sets torch and FAISS to one thread (each worker is one of several
 processes anyway; no OpenMP pool is entered then) and runs the callbacks registered with
 `after_fork_in_child` (an ONNX encoder re-creates its session there).
+
+Orphan workers: spaCy's `nlp.pipe(n_process=…)` workers wait on a queue from the parent, so a
+parent killed with SIGKILL left them waiting for ever. On Linux a `multiprocessing` child forked
+from the parent's main thread asks the kernel for SIGTERM when its parent dies
+(`prctl(PR_SET_PDEATHSIG)`). Only such children: a plain `os.fork` (a daemon's double fork) is
+left alone, and a child forked from another thread is too, because the kernel ties the signal
+to the forking *thread*, which may end long before the process.
 """
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.util
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -122,9 +133,56 @@ def _reset_thread_pools() -> None:
         callback()
 
 
+#: Set in the parent just before each fork (the child inherits it): whether the forking thread
+#: is the main thread, so a PR_SET_PDEATHSIG tied to it lasts as long as the process.
+_FORKED_FROM_MAIN_THREAD = False
+#: PR_SET_PDEATHSIG from <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def _note_forking_thread() -> None:
+    global _FORKED_FROM_MAIN_THREAD
+    _FORKED_FROM_MAIN_THREAD = threading.current_thread() is threading.main_thread()
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Linux only: have the kernel send `sig` to this process when its parent exits, and exit now
+    if the parent is already gone. Returns whether the request was made."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # died between fork and prctl
+        os.kill(os.getpid(), sig)
+    return True
+
+
+class _AfterForkToken:
+    """A long-lived object for `multiprocessing.util.register_after_fork` (a weak registry)."""
+
+
+_TOKEN = _AfterForkToken()
+
+
+def _multiprocessing_child(_: object) -> None:
+    """In a `multiprocessing` child (spaCy's `n_process` workers): die with the parent, when forked
+    from its main thread (see the module docstring)."""
+    if _FORKED_FROM_MAIN_THREAD:
+        die_with_parent()
+
+
 def install_fork_hook() -> None:
-    """Register `_reset_thread_pools` to run in forked children (once per process)."""
+    """Register `_reset_thread_pools` to run in forked children and the parent-death request
+    for `multiprocessing` children (once per process)."""
     global _HOOK_INSTALLED
     if not _HOOK_INSTALLED and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_reset_thread_pools)
+        os.register_at_fork(before=_note_forking_thread, after_in_child=_reset_thread_pools)
+        multiprocessing.util.register_after_fork(_TOKEN, _multiprocessing_child)
         _HOOK_INSTALLED = True

@@ -4,78 +4,45 @@ table that maps index rows back to concept ids, names and provenance.
 Inner product over unit vectors is cosine, so every FAISS index type built with
 `METRIC_INNER_PRODUCT` (`Flat`, `HNSW32`, `IVF1024,Flat`, `PCA128,SQ8`, `IVF1024,PQ64,RFlat`…)
 ranks names by cosine. A concept has many names, so `search` looks deeper than k names and keeps
-each concept's best name: callers get the top-k *concepts*.
+each concept's best name (`spacy_el.kb.ranking.collapse`, which also applies the corpus prior):
+callers get the top-k *concepts*.
 
-On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source) and
+On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source),
 `meta.json` (encoder fingerprint and dim, metric, counts, index type, search settings, alias
-files). It is written atomically and memory-mapped on load where FAISS allows it, so a pipeline
-holding a large KB loads fast and shares pages between processes.
-
-A *corpus prior* (`set_prior`, `prior.tsv`) breaks the near-ties that dominate the errors on
-annotated corpora: MEDIC gives one text to several concepts ("Lipoma" is both `MESH:D008067` and
-`OMIM:151900`; "FAP" two MeSH concepts), and an encoder scores such names alike. Ranking by
-`cosine + prior_weight · log(1 + n)`, with n the number of train mentions the annotators linked
-to the concept, prefers the concepts a corpus actually uses. `Candidate.score` stays the cosine.
-
-Why one file of ~490 lines: `ConceptIndex` is one class whose building, searching (the
-vectorised collapse of names to concepts, the prior's bonus) and disk format share its private
-state; FAISS plumbing and index building from files already live in `faiss_utils.py` and
-`spacy_el.build`.
+files) and, with a corpus prior, `prior.tsv`. It is written atomically and memory-mapped on load
+where FAISS allows it, so a pipeline holding a large KB loads fast and shares pages between
+processes. FAISS plumbing lives in `faiss_utils.py`, index building from files in `spacy_el.build`.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import faiss
 import numpy as np
 
-from spacy_el.ids import id_owners, kb_spelling, normalize_name
-from spacy_el.io import InputError, atomic_dir, atomic_write, read_lines
+from spacy_el.io import InputError, atomic_dir, atomic_write
 from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
                                      sub_indexes)
+from spacy_el.kb.ranking import (DEFAULT_PRIOR_WEIGHT, KB_SOURCE, Candidate, RowCodes, align_alias_ids, align_prior,
+                                  check_prior_weight, collapse, prior_bonus, read_prior, row_codes, write_prior)
 from spacy_el.kb.table import ConceptTable
 from spacy_el.models import Encoder
+
+__all__ = ["ConceptIndex", "Candidate", "DEFAULT_PRIOR_WEIGHT", "KB_SOURCE", "align_alias_ids"]
 
 INDEX_FILE = "index.faiss"
 TABLE_FILE = "table.tsv"
 META_FILE = "meta.json"
 PRIOR_FILE = "prior.tsv"
-#: Weight of log(1 + train mentions of the concept) added to the cosine when ranking concepts
-#: (tuned on NCBI-disease and BC5CDR *dev*; 0 turns the prior off).
-DEFAULT_PRIOR_WEIGHT = 0.02
 FORMAT_VERSION = 1
-KB_SOURCE = "kb"
 #: How many names per wanted concept the first search pass fetches before collapsing.
 DEPTH_FACTOR = 8
-#: Cosines equal to this many decimals are ties (see `ConceptIndex._collapse`).
-TIE_DECIMALS = 5
 #: At most this many names train an IVF/PQ/PCA index (a seeded sample; FAISS subsamples anyway).
 MAX_TRAIN = 200_000
-
-
-class Candidate(NamedTuple):
-    """One linked concept: its id, the cosine of its best-matching name, that name, and where
-    the name came from ("kb" or the corpus file whose mention was added as an alias)."""
-
-    concept_id: str
-    score: float
-    name: str
-    source: str
-
-
-class _RowCodes(NamedTuple):
-    """The table as integer arrays for `ConceptIndex._collapse` (see `_row_codes`)."""
-
-    text: np.ndarray
-    concept: np.ndarray
-    is_kb: np.ndarray
-    #: concept id → its number (the values of `concept`), in number order
-    concept_numbers: dict[str, int]
 
 
 class ConceptIndex:
@@ -90,8 +57,8 @@ class ConceptIndex:
         self.meta = meta
         self.cpu_index = index
         self._name_rows: tuple[Callable[[str], str], dict[str, int]] | None = None
-        self._codes: tuple[ConceptTable, _RowCodes] | None = None
-        #: concept id (as the table spells it) → train mentions linked to it (see module docstring)
+        self._codes: tuple[ConceptTable, RowCodes] | None = None
+        #: concept id (as the table spells it) → train mentions linked to it (see `spacy_el.kb.ranking`)
         self.prior: dict[str, int] = dict(prior or {})
         self.index, self.on_gpu = maybe_gpu(index, use_gpu)
         apply_search_settings(self.index, meta["settings"])
@@ -208,25 +175,16 @@ class ConceptIndex:
         return len(new)
 
     def set_prior(self, counts: dict[str, int], files: Sequence[str] = (), weight: float | None = None) -> None:
-        """Rank concepts by cosine + `weight` · log(1 + counts[concept]) (see the module docstring).
+        """Rank concepts by cosine + `weight` · log(1 + counts[concept]) (see `spacy_el.kb.ranking`).
         Ids are spelt as the table spells them (`MESH:C567755` joins `MESH:C567755|OMIM:613097`);
         the counts of concepts absent from the table are kept out and reported in `meta["prior"]`."""
-        owners, known = id_owners(self.table.ids), set(self.table.ids)
-        aligned: Counter = Counter()
-        for cid, n in counts.items():
-            aligned[kb_spelling(owners, cid)] += int(n)
-        self.prior = {cid: n for cid, n in aligned.items() if cid in known and n > 0}
-        self.meta["prior"] = {"weight": DEFAULT_PRIOR_WEIGHT, "files": [Path(f).name for f in files],
-                              "n_concepts": len(self.prior), "n_mentions": sum(self.prior.values()),
-                              "n_mentions_absent_from_kb": sum(n for c, n in aligned.items() if c not in known)}
+        self.prior, self.meta["prior"] = align_prior(self.table, counts, files)
         if weight is not None:
             self.set_prior_weight(weight)
 
     def set_prior_weight(self, weight: float) -> None:
         """How much the corpus prior counts (0 turns it off)."""
-        if not isinstance(weight, (int, float)) or weight < 0 or not math.isfinite(weight):
-            raise InputError(f"prior_weight={weight!r}: use a number >= 0 (0 turns the prior off)")
-        self.meta.setdefault("prior", {})["weight"] = float(weight)
+        self.meta.setdefault("prior", {})["weight"] = check_prior_weight(weight)
 
     @property
     def prior_weight(self) -> float:
@@ -261,34 +219,13 @@ class ConceptIndex:
     def __len__(self) -> int:
         return len(self.table)
 
-    def _row_codes(self) -> "_RowCodes":
-        """Per table row, as arrays: its text (name up to case and spacing) and concept as
-        integers and whether it is a KB name; built once per table (aliases added later extend
-        it, which rebuilds them)."""
+    def _row_codes(self) -> RowCodes:
+        """The table as `RowCodes`, built once per table (aliases added later extend it, which
+        rebuilds them)."""
         table = self.table
         if self._codes is None or self._codes[0] is not table or len(self._codes[1].text) != len(table):
-            texts: dict[str, int] = {}
-            concepts: dict[str, int] = {}
-            n = len(table)
-            codes = _RowCodes(
-                text=np.fromiter((texts.setdefault(normalize_name(name), len(texts))
-                                  for name in table.names), dtype=np.int64, count=n),
-                concept=np.fromiter((concepts.setdefault(cid, len(concepts)) for cid in table.ids),
-                                    dtype=np.int64, count=n),
-                is_kb=np.fromiter((source == KB_SOURCE for source in table.sources), dtype=bool, count=n),
-                concept_numbers=concepts)
-            self._codes = (table, codes)
+            self._codes = (table, row_codes(table))
         return self._codes[1]
-
-    def _bonus(self, codes: "_RowCodes") -> np.ndarray:
-        """The prior's ranking bonus per concept number: weight · log(1 + train mentions)."""
-        bonus = np.zeros(len(codes.concept_numbers))
-        weight = self.prior_weight
-        if weight:
-            for cid, n in self.prior.items():
-                if cid in codes.concept_numbers:
-                    bonus[codes.concept_numbers[cid]] = weight * math.log1p(n)
-        return bonus
 
     def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
         """Top-k concepts per query vector, best first, each with its best name's cosine.
@@ -301,12 +238,12 @@ class ConceptIndex:
         if k <= 0 or not len(queries):
             return results
         codes = self._row_codes()
-        bonus = self._bonus(codes)
+        bonus = prior_bonus(self.prior, self.prior_weight, codes)
         todo = np.arange(len(queries))
         depth = min(len(self.table), max(k * DEPTH_FACTOR, 32))
         while len(todo):
             scores, rows = self.index.search(queries[todo], depth)
-            found = self._collapse(scores, rows, k, codes, bonus)
+            found = collapse(scores, rows, k, codes, bonus, self.table)
             again = []
             for qi, cands, q_rows in zip(todo, found, rows):
                 results[qi] = cands
@@ -316,45 +253,6 @@ class ConceptIndex:
             todo = np.array(again, dtype=int)
             depth = min(len(self.table), depth * 4)
         return results
-
-    def _collapse(self, scores: np.ndarray, rows: np.ndarray, k: int, codes: "_RowCodes",
-                  bonus: np.ndarray) -> list[list[Candidate]]:
-        """Per query (a row of FAISS's `scores`/`rows`), the first k concepts in the order of their
-        best names, each scored by its best name's cosine.
-
-        Names with the same text up to case and spacing are one text: they share its best cosine
-        (an int8 encoder scores identical texts with a little noise). Names rank by that cosine
-        rounded to `TIE_DECIMALS` plus their concept's prior `bonus`; on a tie a corpus alias
-        comes before a KB name, then FAISS's order. Where a KB name and a train mention share a
-        text, the alias records which concept the annotators meant, while the KB name is often
-        attached to several concepts (MEDIC's "ANIRIDIA" and "Aniridia"). Sorting also repairs
-        the slightly out-of-order scores of approximate indexes. Vectorised over the batch: the
-        per-query Python this replaces was most of a fast encoder's linking time."""
-        n_queries, depth = rows.shape
-        valid = rows >= 0
-        query = np.repeat(np.arange(n_queries), depth)[valid.ravel()]
-        position = np.tile(np.arange(depth), n_queries)[valid.ravel()]
-        row = rows[valid]
-        score = scores[valid].astype(np.float64)
-        text, concept = codes.text[row], codes.concept[row]
-        # the best score of each (query, text): the first of its group sorted by descending score
-        by_text = np.lexsort((-score, text, query))
-        head = np.ones(len(by_text), dtype=bool)
-        head[1:] = (query[by_text][1:] != query[by_text][:-1]) | (text[by_text][1:] != text[by_text][:-1])
-        text_score = np.empty_like(score)
-        text_score[by_text] = score[by_text][head][np.cumsum(head) - 1]
-        rank_key = -(np.round(text_score, TIE_DECIMALS) + bonus[concept])
-        order = np.lexsort((position, codes.is_kb[row], rank_key, query))
-        # each concept's first name in that order, then the first k concepts of each query
-        _, first = np.unique(query[order] * len(codes.concept_numbers) + concept[order], return_index=True)
-        chosen = order[np.sort(first)]
-        starts = np.searchsorted(query[chosen], np.arange(n_queries))
-        keep = chosen[np.arange(len(chosen)) - starts[query[chosen]] < k]
-        out: list[list[Candidate]] = [[] for _ in range(n_queries)]
-        names, sources, ids = self.table.names, self.table.sources, self.table.ids
-        for q, r, sc in zip(query[keep].tolist(), row[keep].tolist(), text_score[keep].tolist()):
-            out[q].append(Candidate(ids[r], sc, names[r], sources[r]))
-        return out
 
     def check_encoder(self, encoder: Encoder, what: str = "the encoder") -> None:
         """Vectors from another encoder live in another space: refuse them with the fix."""
@@ -378,8 +276,7 @@ class ConceptIndex:
             faiss.write_index(cpu, str(tmp / INDEX_FILE))
             self.table.to_tsv(tmp / TABLE_FILE)
             if self.prior:
-                with atomic_write(tmp / PRIOR_FILE) as f:
-                    f.writelines(f"{cid}\t{n}\n" for cid, n in sorted(self.prior.items()))
+                write_prior(tmp / PRIOR_FILE, self.prior)
             with atomic_write(tmp / META_FILE) as f:
                 json.dump(meta, f, indent=2)
 
@@ -406,7 +303,7 @@ class ConceptIndex:
         table = ConceptTable.from_tsv(path / TABLE_FILE)
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
-        prior = _read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
+        prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
         self = cls(table, index, meta, use_gpu=use_gpu, prior=prior)
         if prior_weight is not None:
             self.set_prior_weight(prior_weight)
@@ -433,20 +330,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_prior(path: Path) -> dict[str, int]:
-    """`concept_id<TAB>count` rows; a bad row is an error naming file and line."""
-    prior: dict[str, int] = {}
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        cols = line.split("\t")
-        if len(cols) != 2 or not cols[0].strip() or not cols[1].strip().isdigit():
-            raise InputError(f"{path}, line {lineno}: expected concept_id<TAB>count (a whole number), "
-                             f"found {line[:80]!r}; rebuild the index or fix the row")
-        prior[cols[0].strip()] = int(cols[1])
-    return prior
-
-
 def _check_ids(ids: Sequence[str]) -> None:
     """What is written must read back: `table.tsv` cannot hold an id with a tab or a line break.
     The KB readers reject such rows with their file and line; this catches tables built in code."""
@@ -458,14 +341,6 @@ def _check_ids(ids: Sequence[str]) -> None:
 
 def _concat(table: ConceptTable, extra: ConceptTable) -> ConceptTable:
     return ConceptTable.from_rows([*table.rows(), *extra.rows()])
-
-
-def align_alias_ids(kb: ConceptTable, aliases: ConceptTable) -> ConceptTable:
-    """Spell each alias's concept id the way the KB does: a mention annotated `MESH:C567755`
-    joins the KB concept `MESH:C567755|OMIM:613097`, so both collapse to one concept. Ids
-    that span several KB concepts (or none) are kept as written."""
-    owners = id_owners(kb.ids)
-    return ConceptTable.from_rows((kb_spelling(owners, cid), name, source) for cid, name, source in aliases.rows())
 
 
 def _clean(table: ConceptTable, allow_empty: bool = False) -> ConceptTable:

@@ -91,9 +91,16 @@ class OnnxEncoder:
         _LIVE.add(self)
 
     def _new_session_after_fork(self) -> None:
-        """A forked child inherits the session but not its threads: build it again, one thread."""
+        """A forked child inherits the session but not its threads: build it again, one thread.
+        The inherited session is never destroyed here: its destructor waits on the parent's
+        thread pool (a condition variable whose waiters were not copied by the fork) and hung
+        the child, so it gets one reference that is never dropped (its pages are shared with the
+        parent copy-on-write, so this costs no memory)."""
+        import ctypes
+
         import onnxruntime as ort
 
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self.session))
         self._options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), self._options,
                                             providers=self._providers)

@@ -383,19 +383,36 @@ def links(docs):
               all(type(c) is Candidate for c in e._.kb_candidates)) for e in d.ents] for d in docs]
 warm = links(nlp.pipe(texts))
 forked = links(nlp.pipe(texts, n_process=2, batch_size=2))
-print(json.dumps({"same": warm == forked, "candidates": all(x[3] for d in forked for x in d), "n": len(forked)}))
+print(json.dumps({"same": warm == forked, "candidates": all(x[3] for d in forked for x in d), "n": len(forked),
+                  "encoder": type(linker.encoder).__name__}))
 """
 
 
-def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(tiny_bert_dir, index_dir):
-    """The parent links first (torch's and FAISS's OpenMP pools are up), then forks two workers:
-    they must finish (see `spacy_el.models`) and return the same links, as `Candidate`s. A fresh
-    interpreter, so torch runs with its default threads."""
+@pytest.fixture(scope="module")
+def onnx_dir(encoder, tmp_path_factory):
+    """The tiny BERT exported to ONNX (fp32: same fingerprint, so the torch-built index fits)."""
+    pytest.importorskip("onnxruntime")
+    from spacy_el.sap.onnx import OnnxEncoder
+
+    path = tmp_path_factory.mktemp("linker_onnx") / "encoder"
+    OnnxEncoder.export(encoder, path)
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(runtime, tiny_bert_dir, index_dir,
+                                                                            request):
+    """The parent links first (torch's and FAISS's OpenMP pools, or an ONNX Runtime session, are
+    up), then forks two workers: they must finish (see `spacy_el.models`; an ONNX encoder
+    re-creates its session in the child) and return the same links, as `Candidate`s. A fresh
+    interpreter, so the runtimes run with their default threads."""
     import json
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", LINKER_MP_SCRIPT, str(tiny_bert_dir), str(index_dir),
-                          json.dumps(PATTERNS), TEXT], capture_output=True, text=True, timeout=240)
+    encoder_dir = tiny_bert_dir if runtime == "torch" else request.getfixturevalue("onnx_dir")
+    out = subprocess.run([sys.executable, "-c", LINKER_MP_SCRIPT, str(encoder_dir), str(index_dir),
+                          json.dumps(PATTERNS), TEXT], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same": True, "candidates": True, "n": 9}
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "same": True, "candidates": True, "n": 9, "encoder": {"torch": "SapEncoder", "onnx": "OnnxEncoder"}[runtime]}
