@@ -2,8 +2,8 @@
 Parquet row per entity, in shards that make a killed job resumable.
 
 Documents come from PubTator, JSONL (`{"id": ..., "text": ...}` per line) or Parquet (`id` and
-`text` columns). They are numbered in input order (bad rows skipped with `skip_bad` do not get a
-number), and shard `i` holds the documents `i·shard_size … (i+1)·shard_size − 1`: the shard a
+`text` columns), read by `spacy_el.corpora.documents`. They are numbered in input order (bad
+rows skipped with `skip_bad` do not get a number), and shard `i` holds the documents `i·shard_size … (i+1)·shard_size − 1`: the shard a
 document belongs to depends only on the input, so a rerun recomputes exactly the shards whose
 file is missing. Each shard (`part-00000.parquet`, and `part-00000.pubtator` when asked) is
 written atomically and the Parquet file last, so an existing Parquet file means a finished shard
@@ -23,7 +23,6 @@ Two engines run the pipeline:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -31,10 +30,10 @@ from typing import Any, Iterable, Iterator, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spacy_el.io import InputError, atomic_write, read_lines
+from spacy_el.corpora.documents import BadRows, InputDoc, input_format, read_documents
+from spacy_el.io import InputError, atomic_write
 
 MANIFEST = "_annotate.json"
-FORMATS = ("auto", "pubtator", "jsonl", "parquet")
 ENGINES = ("local", "ray")
 
 _CANDIDATE = pa.struct([("id", pa.string()), ("name", pa.string()), ("score", pa.float32()),
@@ -48,16 +47,6 @@ SCHEMA = pa.schema([
 
 
 @dataclass
-class InputDoc:
-    """One document to annotate; `title` is set for PubTator input (its `|t|` line), so the
-    PubTator output can split the text back into title and abstract."""
-
-    id: str
-    text: str
-    title: Optional[str] = None
-
-
-@dataclass
 class AnnotateStats:
     """What a run did: documents and entities written now, shards skipped as already done."""
 
@@ -65,101 +54,15 @@ class AnnotateStats:
     n_entities: int = 0
     n_shards_written: int = 0
     n_shards_skipped: int = 0
-    n_bad_rows: int = 0
-    bad_rows: list[str] = field(default_factory=list)
+    bad: BadRows = field(default_factory=BadRows)
 
+    @property
+    def n_bad_rows(self) -> int:
+        return self.bad.n
 
-# ---------------------------------------------------------------------- reading
-def input_format(path: Path, fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if fmt != "auto":
-        return fmt
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".json", ".ndjson")):
-        return "jsonl"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if "pubtator" in name or name.endswith(".txt"):
-        return "pubtator"
-    raise InputError(f"{path}: cannot tell the input format from the file name; pass --format "
-                     "pubtator, jsonl or parquet")
-
-
-def read_documents(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False,
-                   stats: AnnotateStats | None = None) -> Iterator[InputDoc]:
-    """The documents of `path`, in order. A bad row raises an `InputError` naming the file and
-    line (or row); with `skip_bad` it is skipped and counted in `stats`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: input file not found")
-    stats = stats if stats is not None else AnnotateStats()
-    fmt = input_format(path, fmt)
-    if fmt == "pubtator":
-        from spacy_el.corpora.pubtator import read_pubtator
-
-        for doc in read_pubtator(path).docs:
-            yield InputDoc(doc.pmid, doc.text, doc.title)
-    elif fmt == "jsonl":
-        for lineno, line in read_lines(path):
-            if not line.strip():
-                continue
-            doc = _jsonl_doc(line)
-            if isinstance(doc, str):
-                _bad(f"{path}, line {lineno}: {doc}", skip_bad, stats)
-            else:
-                yield doc
-    else:
-        yield from _parquet_docs(path, skip_bad, stats)
-
-
-def _jsonl_doc(line: str) -> InputDoc | str:
-    """The document of one JSONL line, or what is wrong with it."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        return f"not valid JSON ({err.msg} at column {err.colno})"
-    if not isinstance(obj, dict):
-        return f"expected an object {{\"id\": ..., \"text\": ...}}, found {type(obj).__name__}"
-    return _doc_of(obj.get("id"), obj.get("text"))
-
-
-def _doc_of(doc_id: Any, text: Any) -> InputDoc | str:
-    if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
-        return "no \"id\" (each document needs a non-empty id)"
-    if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-        return f"\"id\" must be a string or an integer, found {type(doc_id).__name__}"
-    if not isinstance(text, str):
-        return f"\"text\" must be a string, found {'nothing' if text is None else type(text).__name__}"
-    return InputDoc(str(doc_id), text)
-
-
-def _parquet_docs(path: Path, skip_bad: bool, stats: AnnotateStats) -> Iterator[InputDoc]:
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    missing = [c for c in ("id", "text") if c not in parquet.schema_arrow.names]
-    if missing:
-        raise InputError(f"{path}: no column {', '.join(missing)} (found {', '.join(parquet.schema_arrow.names)}); "
-                         "the input needs an `id` and a `text` column")
-    row = 0
-    for batch in parquet.iter_batches(columns=["id", "text"], batch_size=10_000):
-        for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            row += 1
-            doc = _doc_of(doc_id, text)
-            if isinstance(doc, str):
-                _bad(f"{path}, row {row}: {doc}", skip_bad, stats)
-            else:
-                yield doc
-
-
-def _bad(message: str, skip_bad: bool, stats: AnnotateStats) -> None:
-    if not skip_bad:
-        raise InputError(f"{message}; fix the row or pass --skip-bad to skip and count such rows")
-    stats.n_bad_rows += 1
-    if len(stats.bad_rows) < 20:
-        stats.bad_rows.append(message)
+    @property
+    def bad_rows(self) -> list[str]:
+        return self.bad.examples
 
 
 # ---------------------------------------------------------------------- records and shards
@@ -270,7 +173,7 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
                              "skip_bad": skip_bad, "pipeline": str(pipeline)})
     stats = AnnotateStats()
     done = finished_shards(output)
-    pending = _pending(read_documents(input_path, fmt, skip_bad=skip_bad, stats=stats), shard_size, done, stats)
+    pending = _pending(read_documents(input_path, fmt, skip_bad=skip_bad, bad=stats.bad), shard_size, done, stats)
     if engine == "local":
         _run_local(pipeline, pending, output, stats, n_process=n_process, batch_size=batch_size,
                    pubtator=pubtator, show_progress=show_progress)
@@ -348,13 +251,11 @@ class RayAnnotator:
     def __init__(self, pipeline: str, batch_size: int, threads: int) -> None:
         import spacy
 
-        try:
-            import torch
+        from spacy_el.models import one_thread_per_worker
 
-            torch.set_num_threads(max(1, threads))
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
         self.nlp = spacy.load(pipeline)
+        if threads <= 1:  # actors share the machine's cores: one thread each, as nlp.pipe's workers
+            one_thread_per_worker()
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

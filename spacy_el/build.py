@@ -78,13 +78,16 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
 def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Path, output: str | Path, *,
                           index_type: str = "IVF4096,PQ64", train_size: int = 100_000, chunk_size: int = 50_000,
                           batch_size: int = 256, nprobe: int | None = None, use_gpu: bool | str = False,
-                          seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
+                          seed: int = 0, show_progress: bool = False,
+                          on_chunk: Callable[[list[tuple[str, str, str]], np.ndarray], None] | None = None
+                          ) -> dict[str, Any]:
     """Index a KB too large for `build_index` (whose vectors are all in memory at once): `rows()`
     is called twice, once to draw a seeded uniform sample of `train_size` names (reservoir
     sampling) that trains the index, once to embed and add the names `chunk_size` at a time
     (`spacy_el.kb.streaming`). Memory: the index's codes, the table being written and one
-    chunk. Rows must be unique (concept, name) pairs. Returns the written index's meta;
-    `ConceptIndex.load(output)` reads it."""
+    chunk. Rows must be unique (concept, name) pairs. `on_chunk(rows, vectors)` sees every chunk
+    as it is added (e.g. to compute exact neighbours for an evaluation in the same pass).
+    Returns the written index's meta; `ConceptIndex.load(output)` reads it."""
     if not isinstance(encoder, Encoder):
         encoder = load_encoder(encoder)
     if train_size < 1 or chunk_size < 1:
@@ -106,7 +109,10 @@ def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Pat
         stream = iter(rows())
         with tqdm(disable=not show_progress, unit="name", desc="index", mininterval=5.0) as bar:
             while chunk := list(itertools.islice(stream, chunk_size)):
-                yield chunk, np.asarray(encoder.embed([r[1] for r in chunk], batch_size=batch_size), dtype="float32")
+                vectors = np.asarray(encoder.embed([r[1] for r in chunk], batch_size=batch_size), dtype="float32")
+                if on_chunk is not None:
+                    on_chunk(chunk, vectors)
+                yield chunk, vectors
                 bar.update(len(chunk))
 
     return build_index_from_chunks(output, train, chunks(), index_type=index_type, encoder_meta=encoder_meta(encoder),

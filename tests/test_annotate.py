@@ -12,7 +12,8 @@ import spacy
 from typer.testing import CliRunner
 
 import spacy_el.annotate as annotate_mod
-from spacy_el.annotate import annotate, entity_rows, read_documents, read_entities
+from spacy_el.annotate import annotate, entity_rows, read_entities
+from spacy_el.corpora.documents import read_documents
 from spacy_el.build import index_from_dir
 from spacy_el.io import InputError
 from spacy_el.kb.index import ConceptIndex
