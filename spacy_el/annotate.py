@@ -22,6 +22,7 @@ Two engines run the pipeline:
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,10 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
     stats = AnnotateStats()
     done = finished_shards(output)
     pending = _pending(read_documents(input_path, fmt, skip_bad=skip_bad, bad=stats.bad), shard_size, done, stats)
+    first = next(pending, None)
+    if first is None:  # every shard is done (or the input is empty): nothing to load or run
+        return stats
+    pending = itertools.chain([first], pending)
     if engine == "local":
         _run_local(pipeline, pending, output, stats, n_process=n_process, batch_size=batch_size,
                    pubtator=pubtator, show_progress=show_progress)

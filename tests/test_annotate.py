@@ -153,6 +153,13 @@ def test_cli_annotates_and_reports(pipeline_dir, tmp_path):
     assert result.exit_code == 1 and "none.jsonl: input file not found" in result.output
 
 
+def test_ray_engine_without_ray_says_how_to_install_it(pipeline_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(InputError, match=r"pip install 'spacy-el\[ray\]'"):
+        annotate(pipeline_dir, write_jsonl(tmp_path / "docs.jsonl"), tmp_path / "out", engine="ray",
+                 show_progress=False)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
