@@ -168,6 +168,8 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
     if shard_size < 1 or batch_size < 1 or n_process < 1 or workers < 1:
         raise InputError("--shard-size, --batch-size, --n-process and --workers must be at least 1")
     input_path, output = Path(input_path), Path(output)
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: input file not found")
     fmt = input_format(input_path, fmt)
     output.mkdir(parents=True, exist_ok=True)
     _check_manifest(output, {"input": str(input_path.resolve()), "format": fmt, "shard_size": shard_size,

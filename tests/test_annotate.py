@@ -151,6 +151,7 @@ def test_cli_annotates_and_reports(pipeline_dir, tmp_path):
     result = CliRunner().invoke(app, ["annotate", str(pipeline_dir), str(tmp_path / "none.jsonl"),
                                       str(tmp_path / "out3")])
     assert result.exit_code == 1 and "none.jsonl: input file not found" in result.output
+    assert not (tmp_path / "out3").exists()  # nothing written for a run that cannot start
 
 
 def test_ray_engine_without_ray_says_how_to_install_it(pipeline_dir, tmp_path, monkeypatch):
