@@ -147,11 +147,14 @@ def build(args: argparse.Namespace) -> None:
     def exact(rows, vectors):  # running exact top-K of the queries over every chunk (evaluation only)
         t = time.perf_counter()
         v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        scores = np.concatenate([best_s, qvec @ v.T], axis=1)
-        ids = np.concatenate([best_i, np.broadcast_to(np.arange(offset[0], offset[0] + len(v)), (len(qvec), len(v)))],
-                             axis=1)
-        top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
-        best_s[:], best_i[:] = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+        for q0 in range(0, len(qvec), 1000):  # 1000 queries at a time: a (1000, chunk) score block
+            q1 = min(q0 + 1000, len(qvec))
+            scores = qvec[q0:q1] @ v.T
+            top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+            cand_s = np.concatenate([best_s[q0:q1], np.take_along_axis(scores, top, 1)], axis=1)
+            cand_i = np.concatenate([best_i[q0:q1], top + offset[0]], axis=1)
+            keep = np.argpartition(-cand_s, K - 1, axis=1)[:, :K]
+            best_s[q0:q1], best_i[q0:q1] = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
         offset[0] += len(v)
         timing["exact_s"] += time.perf_counter() - t
 
