@@ -17,16 +17,22 @@ path = "index/"
 """
 from __future__ import annotations
 
+import itertools
+import random
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
 
 from spacy.util import registry
 
 from spacy_el.corpora.pubtator import mention_aliases, mention_concept_counts, read_pubtator
 from spacy_el.io import InputError
 from spacy_el.kb.index import ConceptIndex
+from spacy_el.kb.index import encoder_meta
 from spacy_el.kb.readers import read_kb
+from spacy_el.kb.streaming import build_index_from_chunks
 from spacy_el.kb.table import ConceptTable
 from spacy_el.models import Encoder
 from spacy_el.sap.encoders import encoder_from_path, load_encoder
@@ -34,7 +40,10 @@ from spacy_el.sap.encoders import encoder_from_path, load_encoder
 #: A loader of `sap_linker`'s index: given the pipeline's encoder, the concept index.
 IndexLoader = Callable[[Encoder], ConceptIndex]
 
-__all__ = ["build_index", "mention_alias_table", "corpus_prior", "index_from_dir", "index_from_kb",
+#: Rows of a KB to index in a stream: (concept id, name, source).
+Rows = Iterable[tuple[str, str, str]]
+
+__all__ = ["build_index", "build_index_streaming", "mention_alias_table", "corpus_prior", "index_from_dir", "index_from_kb",
            "encoder_from_path", "IndexLoader"]
 
 
@@ -64,6 +73,50 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
         index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
     index.save(output)
     return index
+
+
+def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Path, output: str | Path, *,
+                          index_type: str = "IVF4096,PQ64", train_size: int = 100_000, chunk_size: int = 50_000,
+                          batch_size: int = 256, nprobe: int | None = None, use_gpu: bool | str = False,
+                          seed: int = 0, show_progress: bool = False,
+                          on_chunk: Callable[[list[tuple[str, str, str]], np.ndarray], None] | None = None
+                          ) -> dict[str, Any]:
+    """Index a KB too large for `build_index` (whose vectors are all in memory at once): `rows()`
+    is called twice, once to draw a seeded uniform sample of `train_size` names (reservoir
+    sampling) that trains the index, once to embed and add the names `chunk_size` at a time
+    (`spacy_el.kb.streaming`). Memory: the index's codes, the table being written and one
+    chunk. Rows must be unique (concept, name) pairs. `on_chunk(rows, vectors)` sees every chunk
+    as it is added (e.g. to compute exact neighbours for an evaluation in the same pass).
+    Returns the written index's meta; `ConceptIndex.load(output)` reads it."""
+    if not isinstance(encoder, Encoder):
+        encoder = load_encoder(encoder)
+    if train_size < 1 or chunk_size < 1:
+        raise InputError("train_size and chunk_size must be at least 1")
+    rng = random.Random(seed)
+    sample: list[str] = []
+    for i, (_, name, _) in enumerate(rows()):
+        if i < train_size:
+            sample.append(name)
+        elif (j := rng.randrange(i + 1)) < train_size:
+            sample[j] = name
+    if not sample:
+        raise InputError("no names to index: the KB rows were empty")
+    train = np.asarray(encoder.embed(sample, batch_size=batch_size), dtype="float32")
+
+    def chunks() -> Iterator[tuple[list[tuple[str, str, str]], np.ndarray]]:
+        from tqdm import tqdm
+
+        stream = iter(rows())
+        with tqdm(disable=not show_progress, unit="name", desc="index", mininterval=5.0) as bar:
+            while chunk := list(itertools.islice(stream, chunk_size)):
+                vectors = np.asarray(encoder.embed([r[1] for r in chunk], batch_size=batch_size), dtype="float32")
+                if on_chunk is not None:
+                    on_chunk(chunk, vectors)
+                yield chunk, vectors
+                bar.update(len(chunk))
+
+    return build_index_from_chunks(output, train, chunks(), index_type=index_type, encoder_meta=encoder_meta(encoder),
+                                   nprobe=nprobe, use_gpu=use_gpu)
 
 
 def mention_alias_table(corpora: Iterable[str | Path], types: Iterable[str] | None = None

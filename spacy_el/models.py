@@ -178,6 +178,13 @@ def _multiprocessing_child(_: object) -> None:
         die_with_parent()
 
 
+def one_thread_per_worker() -> None:
+    """Make this process one single-threaded worker of several (a Ray actor with one CPU, as a
+    forked child is): torch and FAISS on one thread, and the `after_fork_in_child` callbacks
+    (ONNX encoders re-create their sessions on one thread)."""
+    _reset_thread_pools()
+
+
 def install_fork_hook() -> None:
     """Register `_reset_thread_pools` to run in forked children and the parent-death request
     for `multiprocessing` children (once per process)."""

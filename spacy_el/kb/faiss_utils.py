@@ -64,26 +64,46 @@ def _is_gpu(index: faiss.Index) -> bool:
     return "Gpu" in type(index).__name__
 
 
-def maybe_gpu(index: faiss.Index, use_gpu: bool | str) -> tuple[faiss.Index, bool]:
+def maybe_gpu(index: faiss.Index, use_gpu: bool | str, *, shard: bool = False) -> tuple[faiss.Index, bool]:
     """Move the index to every visible GPU when asked ("auto": when FAISS sees one); anything
     that prevents it (faiss-cpu, no device, an index type without GPU support) falls back to
-    the CPU index, with a warning only if the GPU was requested explicitly."""
+    the CPU index, with a warning only if the GPU was requested explicitly. `shard` splits the
+    vectors across the GPUs (for an index larger than one GPU's memory) instead of copying the
+    whole index to each."""
+    return to_all_gpus(index, use_gpu, shard=shard)
+
+
+def _parse_use_gpu(use_gpu: bool | str) -> bool | str:
     if isinstance(use_gpu, str):
         if use_gpu.lower() not in ("auto", "true", "false"):
             raise InputError(f"use_gpu={use_gpu!r}: use true, false or 'auto'")
-        use_gpu = "auto" if use_gpu.lower() == "auto" else use_gpu.lower() == "true"
+        return "auto" if use_gpu.lower() == "auto" else use_gpu.lower() == "true"
+    return use_gpu
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use (0 with faiss-cpu)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def to_all_gpus(index: faiss.Index, use_gpu: bool | str, *, shard: bool = False) -> tuple[faiss.Index, bool]:
+    """`faiss.index_cpu_to_all_gpus` (sharded or replicated) with the CPU fallback of `maybe_gpu`;
+    returns the index to use and whether it is on the GPUs."""
+    use_gpu = _parse_use_gpu(use_gpu)
     if use_gpu is False:
         return index, False
-    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if n_gpus == 0 or not hasattr(faiss, "index_cpu_to_all_gpus"):
+    if gpu_count() == 0 or not hasattr(faiss, "index_cpu_to_all_gpus"):
         if use_gpu is True:
             warnings.warn("use_gpu=True but FAISS sees no GPU (faiss-cpu installed, or no CUDA device); "
-                          "searching on the CPU")
+                          "running on the CPU")
         return index, False
     try:
-        return faiss.index_cpu_to_all_gpus(index), True
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = shard
+        options.useFloat16 = shard  # a sharded (large) index: half the GPU memory for flat storage, fp16 PQ tables
+        return faiss.index_cpu_to_all_gpus(index, co=options), True
     except (RuntimeError, AttributeError) as err:
-        warnings.warn(f"could not move the FAISS index to the GPU ({faiss_msg(err)}); searching on the CPU")
+        warnings.warn(f"could not move the FAISS index to the GPU ({faiss_msg(err)}); running on the CPU")
         return index, False
 
 

@@ -363,6 +363,11 @@ def _embed(encoder: Encoder, texts: Sequence[str], batch_size: int, show_progres
                       dtype="float32")
 
 
+def encoder_meta(encoder: Encoder | None) -> dict[str, Any]:
+    """What meta.json records of the encoder an index was built with (fingerprint, dim, name)."""
+    return _encoder_meta(encoder)
+
+
 def _encoder_meta(encoder: Encoder | None) -> dict[str, Any]:
     if encoder is None:
         return {"fingerprint": None, "dim": None, "name": None}

@@ -1,0 +1,159 @@
+"""Corpus annotation throughput: `nlp.pipe` in one process against `spacy-el annotate` with the
+local engine (n_process 1 and 2) and the Ray engine (1 and 2 actors), in one run, same corpus,
+same pipeline.
+
+Corpus: the NCBI-disease and BC5CDR train+dev abstracts (PubTator), repeated with an id suffix
+(`-r1`, `-r2`, …) until there are `--docs` of them (repeated texts are identical; the linker's
+mention cache sees the repeats, in every engine alike). Pipeline: an `entity_ruler` over every
+MEDIC name (label DISEASE, case-insensitive) + `sap_linker` with an ONNX encoder over a MEDIC
+index. Build those first:
+
+    spacy-el export-onnx MINILM_DIR minilm_int8 --quantize
+    spacy-el build-index medic_06Jul2012.txt minilm_int8 medic_hnsw --index-type HNSW32
+    python benchmarks/annotate.py --encoder minilm_int8 --index medic_hnsw --work /tmp/annotate_bench
+
+Every engine's time includes loading the pipeline (and, for Ray, starting its actors; `ray.init`
+is timed apart). Engines other than `nlp.pipe` also write Parquet shards. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CORPORA = [DATA / "ncbi_disease" / "NCBItrainset_corpus.txt", DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt",
+           DATA / "bc5cdr" / "CDR_TrainingSet.PubTator.txt", DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"]
+MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def build_corpus(path: Path, n_docs: int) -> tuple[int, int, int]:
+    """JSONL of ≥ n_docs abstracts; returns (docs, distinct abstracts, words)."""
+    from spacy_el.corpora.pubtator import read_pubtator
+
+    seen, base = set(), []
+    for corpus in CORPORA:
+        for doc in read_pubtator(corpus).docs:
+            if doc.pmid not in seen:
+                seen.add(doc.pmid)
+                base.append((doc.pmid, doc.text))
+    docs, words, copy = [], 0, 0
+    while len(docs) < n_docs:
+        for pmid, text in base:
+            if len(docs) == n_docs:
+                break
+            docs.append(json.dumps({"id": pmid if copy == 0 else f"{pmid}-r{copy}", "text": text}))
+            words += len(text.split())
+        copy += 1
+    path.write_text("\n".join(docs) + "\n")
+    return len(docs), len(base), words
+
+
+def build_pipeline(path: Path, encoder: str, index: str) -> None:
+    import spacy
+
+    from spacy_el.build import index_from_dir
+    from spacy_el.kb.readers import read_kb
+    from spacy_el.sap.encoders import encoder_from_path
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER"})
+    names = sorted({n for n in read_kb(MEDIC, "medic").names if len(n) > 2})
+    ruler.add_patterns([{"label": "DISEASE", "pattern": n} for n in names])
+    nlp.add_pipe("sap_linker").initialize(encoder_loader=encoder_from_path(encoder),
+                                          index_loader=index_from_dir(index))
+    nlp.to_disk(path)
+
+
+def time_nlp_pipe(pipeline: Path, corpus: Path, batch_size: int) -> tuple[float, int]:
+    import spacy
+
+    t0 = time.perf_counter()
+    nlp = spacy.load(pipeline)
+    texts = (json.loads(line)["text"] for line in corpus.open())
+    n_ents = sum(len(doc.ents) for doc in nlp.pipe(texts, batch_size=batch_size))
+    return time.perf_counter() - t0, n_ents
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", required=True, help="ONNX (or torch) encoder directory of the linker")
+    ap.add_argument("--index", required=True, help="Concept index directory built with that encoder")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/annotate_bench"))
+    ap.add_argument("--docs", type=int, default=5000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--shard-size", type=int, default=500)
+    ap.add_argument("--engines", nargs="+", default=["pipe", "local1", "local2", "ray1", "ray2"])
+    args = ap.parse_args()
+
+    from spacy_el.annotate import annotate
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    corpus, pipeline = args.work / "corpus.jsonl", args.work / "pipeline"
+    n_docs, n_base, n_words = build_corpus(corpus, args.docs)
+    if not pipeline.exists():
+        build_pipeline(pipeline, args.encoder, args.index)
+    load0 = os.getloadavg()[0]
+    started = datetime.now(timezone.utc)
+    results: dict[str, tuple[float, int]] = {}
+    ray_init_s = None
+    for engine in args.engines:
+        out = args.work / f"out_{engine}"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        if engine == "pipe":
+            results[engine] = time_nlp_pipe(pipeline, corpus, args.batch_size)
+            continue
+        if engine.startswith("ray") and ray_init_s is None:
+            import ray
+
+            t0 = time.perf_counter()
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
+            ray_init_s = time.perf_counter() - t0
+        n = int(engine[-1])
+        t0 = time.perf_counter()
+        stats = annotate(pipeline, corpus, out, engine="ray" if engine.startswith("ray") else "local",
+                         n_process=n, workers=n, batch_size=args.batch_size, shard_size=args.shard_size,
+                         show_progress=False)
+        results[engine] = (time.perf_counter() - t0, stats.n_entities)
+    load1 = os.getloadavg()[0]
+    labels = {"pipe": "`nlp.pipe`, 1 process (no output)", "local1": "annotate --engine local --n-process 1",
+              "local2": "annotate --engine local --n-process 2", "ray1": "annotate --engine ray --workers 1",
+              "ray2": "annotate --engine ray --workers 2"}
+    ref = results.get("pipe", next(iter(results.values())))[0]
+    print(f"\n`python benchmarks/annotate.py --encoder {args.encoder} --index {args.index} --docs {args.docs} "
+          f"--batch-size {args.batch_size} --shard-size {args.shard_size}` — {started:%Y-%m-%d %H:%M} UTC, "
+          f"{cpu_model()}, {os.cpu_count()} CPU cores, no GPU (CPU figures); load average {load0:.1f} at the start, "
+          f"{load1:.1f} at the end; {n_docs} abstracts ({n_base} distinct NCBI-disease + BC5CDR train/dev abstracts, "
+          f"repeated with an id suffix), {n_words} words (whitespace-separated)"
+          + (f"; `ray.init` {ray_init_s:.1f} s, not included" if ray_init_s is not None else "") + ".\n")
+    print("| engine | wall s | docs/s | words/s | entities | vs `nlp.pipe` |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for engine, (secs, ents) in results.items():
+        print(f"| {labels[engine]} | {secs:.1f} | {n_docs / secs:.1f} | {n_words / secs:.0f} | {ents} | "
+              f"{ref / secs:.2f}× |")
+    if "ray1" in results and "ray2" in results:
+        print(f"\nRay 2 actors vs 1: {results['ray1'][0] / results['ray2'][0]:.2f}×; "
+              f"local n_process 2 vs 1: {results['local1'][0] / results['local2'][0]:.2f}×"
+              if "local1" in results and "local2" in results else "")
+
+
+if __name__ == "__main__":
+    main()
