@@ -10,7 +10,7 @@ import spacy_el
 
 #: Rooms, lowest first; a room may import only rooms strictly below it.
 LEVEL = {"io": 0, "ids": 0, "models": 0, "data": 0, "evaluate": 1, "abbreviations": 1, "corpora": 2, "kb": 2,
-         "sap": 3, "ner": 4, "linker": 4, "build": 5, "annotate": 5, "umls": 5, "cli": 6, "__main__": 7}
+         "sap": 3, "rerank": 3.5, "ner": 4, "linker": 4, "build": 5, "annotate": 5, "umls": 5, "cli": 6, "__main__": 7}
 ROOT = Path(spacy_el.__file__).parent
 
 

@@ -29,7 +29,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import faiss
 import numpy as np
@@ -59,13 +59,16 @@ MAX_TRAIN = 200_000
 
 
 class Candidate(NamedTuple):
-    """One linked concept: its id, the cosine of its best-matching name, that name, and where
-    the name came from ("kb" or the corpus file whose mention was added as an alias)."""
+    """One linked concept: its id, the cosine of its best-matching name, that name, where the
+    name came from ("kb", a merged KB's file or the corpus file whose mention was added as an
+    alias) and, when a reranker reordered the candidates, its score of the mention in context
+    (None otherwise)."""
 
     concept_id: str
     score: float
     name: str
     source: str
+    rerank_score: Optional[float] = None
 
 
 class _RowCodes(NamedTuple):
