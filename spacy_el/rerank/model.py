@@ -234,7 +234,9 @@ class OnnxReranker:
         return ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
 
     def _session_after_fork(self) -> None:
-        self.session = self._session(1)
+        """In a forked child: the inherited session's threads are gone; a one-thread session is
+        built on first use (not inside the fork handler, where the runtime's state may be locked)."""
+        self.session = None
 
     @classmethod
     def load(cls, path: str | Path, *, num_threads: int | None = None) -> "OnnxReranker":
@@ -255,6 +257,8 @@ class OnnxReranker:
             _write_settings(Path(tmp), self.settings, self.runtime)
 
     def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if self.session is None:
+            self.session = self._session(1)
         out = np.zeros(len(contexts), dtype=np.float32)
         for idx in _length_batches([len(contexts[i]) + len(candidates[i]) for i in range(len(contexts))], batch_size):
             enc = self.tokenizer.encode_batch([(contexts[i], candidates[i]) for i in idx])
