@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -31,6 +32,7 @@ from spacy_el.corpora.pubtator import mention_aliases, mention_concept_counts, r
 from spacy_el.io import InputError
 from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.index import encoder_meta
+from spacy_el.kb.merge import MergeStats, merge_by_xrefs, read_merge_kb
 from spacy_el.kb.readers import read_kb
 from spacy_el.kb.streaming import build_index_from_chunks
 from spacy_el.kb.table import ConceptTable
@@ -43,7 +45,7 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
 #: Rows of a KB to index in a stream: (concept id, name, source).
 Rows = Iterable[tuple[str, str, str]]
 
-__all__ = ["build_index", "build_index_streaming", "mention_alias_table", "corpus_prior", "index_from_dir", "index_from_kb",
+__all__ = ["build_index", "build_index_streaming", "enrich_table", "mention_alias_table", "corpus_prior", "index_from_dir", "index_from_kb",
            "encoder_from_path", "IndexLoader"]
 
 
@@ -52,10 +54,12 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
                 mention_types: Iterable[str] | None = None, prior_from: Iterable[str | Path] = (),
                 prior_weight: float | None = None, nprobe: int | None = None, ef_search: int | None = None,
                 refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
-                show_progress: bool = False) -> ConceptIndex:
-    """KB file (+ annotated corpora whose mentions become aliases, + corpora whose concept
-    counts become the prior) → index directory `output`. `encoder` is an encoder or its path.
-    Nothing is written unless the whole build succeeds."""
+                show_progress: bool = False, merge: Iterable[str | Path] = (),
+                merge_format: str = "obo-xrefs") -> ConceptIndex:
+    """KB file (+ names of `merge` KBs joined through cross-references, + annotated corpora whose
+    mentions become aliases, + corpora whose concept counts become the prior) → index directory
+    `output`. `encoder` is an encoder or its path. Nothing is written unless the whole build
+    succeeds; the merge counts are recorded in `meta.json` (`build.merge`)."""
     prior_from = list(prior_from)
     if prior_weight is not None and not prior_from:
         raise InputError(f"prior_weight={prior_weight} without a corpus to count: give --prior-from TRAIN.PubTator "
@@ -65,10 +69,13 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
     table = read_kb(kb, kb_format)
     if not len(table):
         raise InputError(f"{kb}: no concept names read (format {kb_format!r}); check the file and --format")
+    table, merged = enrich_table(table, merge, merge_format)
     index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions, mention_types),
                                nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
                                batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
     index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
+    if merged:
+        index.meta["build"]["merge"] = [asdict(m) for m in merged]
     if prior_from:
         index.set_prior(corpus_prior(prior_from, mention_types), prior_from, prior_weight)
     index.save(output)
@@ -119,6 +126,18 @@ def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Pat
                                    nprobe=nprobe, use_gpu=use_gpu)
 
 
+def enrich_table(table: ConceptTable, merge: Iterable[str | Path], merge_format: str = "obo-xrefs"
+                 ) -> tuple[ConceptTable, list[MergeStats]]:
+    """`table` with the names of each KB in `merge` added to the concepts their cross-references
+    name (`spacy_el.kb.merge`); each merged name's source is its KB's file name."""
+    stats = []
+    for path in merge:
+        other, xrefs = read_merge_kb(path, merge_format)
+        table, done = merge_by_xrefs(table, other, xrefs, Path(path).name)
+        stats.append(done)
+    return table, stats
+
+
 def mention_alias_table(corpora: Iterable[str | Path], types: Iterable[str] | None = None
                         ) -> ConceptTable | None:
     """Distinct normalised mentions of annotated PubTator corpora as aliases of their gold
@@ -157,16 +176,19 @@ def index_from_dir(path: str, use_gpu: str = "auto", prior_weight: Optional[floa
 @registry.misc("spacy_el.IndexFromKB.v1")
 def index_from_kb(kb: str, kb_format: str = "auto", index_type: str = "Flat", add_mentions: Iterable[str] = (),
                   mention_types: Optional[Iterable[str]] = None, prior_from: Iterable[str] = (),
-                  prior_weight: Optional[float] = None, use_gpu: str = "auto") -> IndexLoader:
-    """A loader that builds the index from a KB file with the pipeline's encoder (+ corpus
-    aliases from `add_mentions`, + the corpus prior from `prior_from`), in memory."""
+                  prior_weight: Optional[float] = None, use_gpu: str = "auto", merge: Iterable[str] = (),
+                  merge_format: str = "obo-xrefs") -> IndexLoader:
+    """A loader that builds the index from a KB file with the pipeline's encoder (+ names of the
+    `merge` KBs through cross-references, + corpus aliases from `add_mentions`, + the corpus prior
+    from `prior_from`), in memory."""
 
     def load(encoder: Encoder) -> ConceptIndex:
         prior = list(prior_from)
         if prior_weight is not None and not prior:
             raise InputError(f"prior_weight={prior_weight} without prior_from: name the corpus whose concept "
                              "counts the prior weighs, or drop prior_weight")
-        index = ConceptIndex.build(read_kb(kb, kb_format), encoder, index_type,
+        table = enrich_table(read_kb(kb, kb_format), merge, merge_format)[0]
+        index = ConceptIndex.build(table, encoder, index_type,
                                    extra=mention_alias_table(add_mentions, mention_types), use_gpu=use_gpu)
         if prior:
             index.set_prior(corpus_prior(prior, mention_types), prior, prior_weight)

@@ -17,4 +17,4 @@ def fail(err: Exception) -> typer.Exit:
 
 
 # Each module registers its commands on `app` (imported for that side effect).
-from spacy_el.cli import annotate, data, finetune, kb, ner, sap  # noqa: E402,F401
+from spacy_el.cli import annotate, data, finetune, kb, ner, rerank, sap  # noqa: E402,F401

@@ -35,6 +35,11 @@ def build_index_command(
     prior_weight: Optional[float] = typer.Option(None, "--prior-weight",
                                                  help="Weight of log(1 + train mentions) added to the cosine "
                                                       "(default 0.02; 0 = off)"),
+    merge: List[Path] = typer.Option([], "--merge",
+                                     help="Second KB whose names join the concepts its cross-references name, "
+                                          "e.g. the Disease Ontology into MEDIC (repeatable)"),
+    merge_format: str = typer.Option("obo-xrefs", "--merge-format",
+                                     help="obo-xrefs (OBO with MESH/OMIM xrefs), medic or tsv (own ids are MeSH/OMIM)"),
     batch_size: int = typer.Option(256, "--batch-size", help="Names per encoder batch"),
     use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
 ) -> None:
@@ -46,10 +51,14 @@ def build_index_command(
                             add_mentions=add_mentions, mention_types=mention_types or None, prior_from=prior_from,
                             prior_weight=prior_weight, nprobe=nprobe, ef_search=ef_search,
                             refine_k_factor=refine_k_factor, batch_size=batch_size, use_gpu=use_gpu,
-                            show_progress=True)
+                            show_progress=True, merge=merge, merge_format=merge_format)
     except InputError as err:
         raise fail(err) from None
     meta = index.meta
+    for m in meta["build"].get("merge", []):
+        typer.echo(f"Merged {m['source']}: {m['n_names_added']} names added to the concepts of "
+                   f"{m['n_terms_matched']} of its {m['n_terms']} terms; {m['n_xrefs_unmatched']} of "
+                   f"{m['n_xrefs']} cross-references matched no concept (e.g. {', '.join(m['unmatched_examples'][:3])})")
     typer.echo(f"Indexed {meta['n_names']} names of {meta['n_concepts']} concepts ({index_type}, "
                f"{meta['build']['names_per_second']:.0f} names/s; sources {meta['sources']}) → {output_dir}")
 

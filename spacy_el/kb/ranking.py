@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple, Optional
 
 import numpy as np
 
@@ -37,13 +37,16 @@ TIE_DECIMALS = 5
 
 
 class Candidate(NamedTuple):
-    """One linked concept: its id, the cosine of its best-matching name, that name, and where
-    the name came from ("kb" or the corpus file whose mention was added as an alias)."""
+    """One linked concept: its id, the cosine of its best-matching name, that name, where the
+    name came from ("kb", a merged KB's file or the corpus file whose mention was added as an
+    alias) and, when a reranker reordered the candidates, its score of the mention in context
+    (None otherwise)."""
 
     concept_id: str
     score: float
     name: str
     source: str
+    rerank_score: Optional[float] = None
 
 
 class RowCodes(NamedTuple):

@@ -25,6 +25,7 @@ def entity_record(ent) -> dict[str, Any]:
         "start": ent.start_char, "end": ent.end_char, "text": ent.text, "label": ent.label_,
         "id": ent.kb_id_, "name": best.name if best else None, "score": round(best.score, 4) if best else None,
         "candidates": [{"id": c.concept_id, "name": c.name, "score": round(c.score, 4), "source": c.source}
+                       | ({"rerank_score": round(c.rerank_score, 4)} if c.rerank_score is not None else {})
                        for c in cands],
     }
 
@@ -53,12 +54,15 @@ def records_table(records: Iterable[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence[str] | None = None,
-                     batch_size: int = 256, resolve_abbreviations: bool = False) -> dict[str, Any]:
+                     batch_size: int = 256, resolve_abbreviations: bool = False, reranker=None,
+                     rerank_top_k: int | None = None) -> dict[str, Any]:
     """Acc@1/Acc@5 of encoder + index on a PubTator file's mentions, SapBERT's protocol
     (composite mentions split into parts when their texts line up; any shared id counts).
     Mentions whose gold ids are absent from the KB stay in the denominator and are counted.
     `resolve_abbreviations`: a mention that is a short form defined in its abstract
-    (`abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do."""
+    (`abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do.
+    `reranker` (`spacy_el.sap.rerank.model.Reranker`): each mention's first `rerank_top_k` candidates
+    are reordered by it, reading the mention in its abstract, as `sap_linker` does."""
     from spacy_el.corpora.pubtator import linking_queries, read_pubtator
     from spacy_el.evaluate import accuracy_at_k, missing_from_kb
 
@@ -66,8 +70,18 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     queries = linking_queries(corpus)
     texts = query_texts(corpus, queries, resolve_abbreviations)
     unique = list(dict.fromkeys(texts))
-    found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=5))) if unique else {}
-    ranked = [[c.concept_id for c in found[t]] for t in texts]
+    k = max(5, rerank_top_k or 0)
+    found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=k))) if unique else {}
+    lists = [found[t] for t in texts]
+    if reranker is not None:
+        from spacy_el.sap.rerank.context import concept_names, mention_in_context
+        from spacy_el.sap.rerank.model import rerank
+
+        doc_text = {d.pmid: d.text for d in corpus.docs}
+        contexts = [mention_in_context(doc_text[q.pmid], q.start, q.end, query=t, window=reranker.settings.window)
+                    for q, t in zip(queries, texts)]
+        lists = rerank(reranker, contexts, lists, concept_names(index.table), top_k=rerank_top_k)
+    ranked = [[c.concept_id for c in cands] for cands in lists]
     scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
     return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
                      "n_nil_skipped": corpus.n_nil, "n_docs": len(corpus.docs), "corpus": str(corpus_path),

@@ -1,4 +1,5 @@
-"""`sap_linker`: links every entity to KB concepts by embedding its text with an encoder
+"""`sap_linker` (one component class of ~440 lines: linking, its parts and their serialisation share
+its state): links every entity to KB concepts by embedding its text with an encoder
 (`spacy_el.models.Encoder`) and searching a ConceptIndex. It runs after any NER (`bilstm_ner`,
 spaCy's `ner`, an `entity_ruler`).
 
@@ -22,6 +23,13 @@ nothing is loaded when the component is created; `initialize` takes registered l
 (`encoder_loader`, e.g. `spacy_el.EncoderFromPath.v1`; `index_loader`, e.g.
 `spacy_el.IndexFromDir.v1` or `spacy_el.IndexFromKB.v1`, see `spacy_el.build`), and
 `to_disk`/`to_bytes` carry both, so a saved or packaged pipeline loads without the original paths.
+
+Reranking (optional, `reranker_loader` in `initialize`, e.g. `spacy_el.RerankerFromPath.v1`): a
+cross-encoder (`spacy_el.sap.rerank`) reads each entity in a window of its doc with each of its first
+`rerank_top_k` candidates and reorders them by cosine + weight × its score; `rerank_margin`, when
+set, skips entities whose best cosine leads the second by at least that much (the clear cases,
+for speed). Candidates then carry both scores (`score`, `rerank_score`); the NIL decision still
+reads the bi-encoder's best cosine. The reranker is saved with the pipeline (`reranker/`).
 """
 from __future__ import annotations
 
@@ -92,6 +100,8 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
         "cache_size": 50_000,
         "resolve_abbreviations": False,
         "name_lookup": True,
+        "rerank_top_k": 5,
+        "rerank_margin": None,
         "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
     },
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
@@ -108,11 +118,14 @@ def make_sap_linker(
     resolve_abbreviations: bool,
     name_lookup: bool,
     scorer: Optional[Callable],
+    rerank_top_k: int = 5,
+    rerank_margin: Optional[float] = None,
 ) -> "SapEntityLinker":
     """Create the linker (loads nothing: `initialize` or `from_disk` give it its encoder and index)."""
     return SapEntityLinker(nlp.vocab, name, top_k=top_k, threshold=threshold, nil_id=nil_id, labels=labels,
                            batch_size=batch_size, cache_size=cache_size,
-                           resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup, scorer=scorer)
+                           resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup, scorer=scorer,
+                           rerank_top_k=rerank_top_k, rerank_margin=rerank_margin)
 
 
 def score_linker(examples: Iterable[Example], *, nil_id: str = NIL, **kwargs: Any) -> Dict[str, Any]:
@@ -141,21 +154,27 @@ class SapEntityLinker(Pipe):
     def __init__(self, vocab: Vocab, name: str = "sap_linker", *, top_k: int = 5,
                  threshold: float = DEFAULT_THRESHOLD, nil_id: str = NIL, labels: Sequence[str] = (),
                  batch_size: int = 256, cache_size: int = 50_000, resolve_abbreviations: bool = False,
-                 name_lookup: bool = True, scorer: Optional[Callable] = score_linker) -> None:
+                 name_lookup: bool = True, scorer: Optional[Callable] = score_linker, rerank_top_k: int = 5,
+                 rerank_margin: Optional[float] = None) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
         if batch_size < 1:
             raise InputError(f"[components.{name}] batch_size={batch_size}: use an integer >= 1")
+        if rerank_top_k < 1:
+            raise InputError(f"[components.{name}] rerank_top_k={rerank_top_k}: use an integer >= 1")
         self.vocab = vocab
         self.name = name
         self.cfg: Dict[str, Any] = {
             "top_k": top_k, "threshold": threshold, "nil_id": nil_id, "labels": list(labels),
             "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
-            "name_lookup": name_lookup,
+            "name_lookup": name_lookup, "rerank_top_k": rerank_top_k, "rerank_margin": rerank_margin,
         }
         self.scorer = scorer
         self._encoder: Optional[Encoder] = None
         self._index: Optional[ConceptIndex] = None
+        self._reranker: Optional[Any] = None
+        #: (id of the index, concept id → names) for the reranker's candidate texts.
+        self._names: Optional[tuple[int, Any]] = None
         #: The directory `from_bytes` unpacked into, kept while the encoder and index may read it.
         self._unpacked: Optional[tempfile.TemporaryDirectory] = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -194,12 +213,13 @@ class SapEntityLinker(Pipe):
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None, encoder_loader: Optional[Callable] = None,
-                   index_loader: Optional[Callable] = None) -> None:
+                   index_loader: Optional[Callable] = None, reranker_loader: Optional[Callable] = None) -> None:
         """Load the encoder and the index through registered loaders, as spaCy's `entity_linker`
         loads its KB through `kb_loader` (`encoder_loader` is an `EncoderLoader`, `index_loader` an
         `IndexLoader`; typed plainly here because spaCy validates these settings). A loader left out keeps the part already set (by
         `from_disk`, `from_bytes` or an earlier `initialize`); the index is always checked
-        against the encoder it will be searched with."""
+        against the encoder it will be searched with. `reranker_loader` (`spacy_el.RerankerFromPath.v1`)
+        adds a reranker over the top candidates."""
         encoder = encoder_loader() if encoder_loader is not None else self._encoder
         if encoder is None:
             self.encoder  # noqa: B018 - raises the error that says how to give one
@@ -210,6 +230,22 @@ class SapEntityLinker(Pipe):
             self.index  # noqa: B018
         assert index is not None
         self.set_parts(encoder, index)
+        if reranker_loader is not None:
+            self.reranker = reranker_loader()
+
+    @property
+    def reranker(self) -> Optional[Any]:
+        """The cross-encoder reranking the top candidates (`spacy_el.sap.rerank.model.Reranker`), or None."""
+        return self._reranker
+
+    @reranker.setter
+    def reranker(self, reranker: Optional[Any]) -> None:
+        from spacy_el.sap.rerank.model import Reranker
+
+        if reranker is not None and not isinstance(reranker, Reranker):
+            raise InputError(f"{self.name}: the reranker must score (context, candidate) pairs "
+                             f"(spacy_el.sap.rerank.model.Reranker), got {type(reranker).__name__}")
+        self._reranker = reranker
 
     # ------------------------------------------------------------------ linking
     def __call__(self, doc: Doc) -> Doc:
@@ -238,13 +274,25 @@ class SapEntityLinker(Pipe):
             return
         texts = [self._query_text(ent) for ent in ents]
         candidates = self._candidates([t for t in dict.fromkeys(texts) if _linkable(t)])
-        nil, threshold = self.cfg["nil_id"], self.cfg["threshold"]
-        for ent, text in zip(ents, texts):
-            cands = candidates.get(text, [])
-            kb_id = cands[0].concept_id if cands and cands[0].score >= threshold else nil
+        per_ent = [candidates.get(text, []) for text in texts]
+        ranked = self._rerank(ents, texts, per_ent) if self._reranker is not None else per_ent
+        nil, threshold, top_k = self.cfg["nil_id"], self.cfg["threshold"], self.cfg["top_k"]
+        for ent, bi, cands in zip(ents, per_ent, ranked):
+            cands = cands[:top_k]
+            kb_id = cands[0].concept_id if cands and bi[0].score >= threshold else nil
             for token in ent:
                 token.ent_kb_id_ = kb_id
             ent._.kb_candidates = cands
+
+    def _rerank(self, ents: Sequence[Span], texts: Sequence[str], cands: List[list]) -> List[list]:
+        """The reranker's order of each entity's candidates (`spacy_el.sap.rerank.model.rerank_spans`)."""
+        from spacy_el.sap.rerank.context import concept_names
+        from spacy_el.sap.rerank.model import rerank_spans
+
+        if self._names is None or self._names[0] != id(self.index):
+            self._names = (id(self.index), concept_names(self.index.table))
+        return rerank_spans(self._reranker, ents, texts, cands, self._names[1], top_k=self.cfg["rerank_top_k"],
+                            margin=self.cfg["rerank_margin"], batch_size=self.cfg["batch_size"])
 
     def _query_text(self, ent: Span) -> str:
         """The entity's text, or the long form of an abbreviation defined in the doc."""
@@ -264,7 +312,8 @@ class SapEntityLinker(Pipe):
         search result while the index, its prior and `top_k` are unchanged (mentions repeat
         across documents, and on a fast encoder the search is most of the cost)."""
         vectors = self._vectors(texts)
-        index, k = self.index, self.cfg["top_k"]
+        index = self.index
+        k = max(self.cfg["top_k"], self.cfg["rerank_top_k"]) if self._reranker is not None else self.cfg["top_k"]
         state = (id(index), len(index), id(index.prior), index.prior_weight, k)
         if state != self._found_state:
             self._found.clear()
@@ -310,8 +359,10 @@ class SapEntityLinker(Pipe):
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
         """`encoder/` (an HF directory, or an ONNX export) and `index/` (FAISS + table + meta): the pipeline
         then carries everything it needs and loads without the original paths."""
-        util_to_disk(ensure_path(path), {"encoder": lambda p: self.encoder.save(p),
-                                         "index": lambda p: self.index.save(p)}, exclude)
+        writers: Dict[str, Callable] = {"encoder": lambda p: self.encoder.save(p), "index": lambda p: self.index.save(p)}
+        if self._reranker is not None:
+            writers["reranker"] = lambda p: self._reranker.save(p)
+        util_to_disk(ensure_path(path), writers, exclude)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
         from spacy_el.sap.encoders import load_encoder
@@ -319,15 +370,21 @@ class SapEntityLinker(Pipe):
         path = ensure_path(path)
         parts: Dict[str, Any] = {}
         util_from_disk(path, {"encoder": lambda p: parts.__setitem__("encoder", load_encoder(p)),
-                              "index": lambda p: parts.__setitem__("index", p)}, exclude)
+                              "index": lambda p: parts.__setitem__("index", p),
+                              "reranker": lambda p: parts.__setitem__("reranker", _load_reranker(p) if p.exists()
+                                                                      else None)}, exclude)
         self._set_loaded(parts.get("encoder"), parts.get("index"), mmap=True)
+        self._reranker = parts.get("reranker")
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """The encoder's and the index's directories as bytes (their files in a msgpack map), so
         `nlp.to_bytes()` carries the whole linker."""
-        return util_to_bytes({"encoder": lambda: _dir_bytes(self.encoder.save),
-                              "index": lambda: _dir_bytes(self.index.save)}, exclude)
+        getters: Dict[str, Callable] = {"encoder": lambda: _dir_bytes(self.encoder.save),
+                                        "index": lambda: _dir_bytes(self.index.save)}
+        if self._reranker is not None:
+            getters["reranker"] = lambda: _dir_bytes(self._reranker.save)
+        return util_to_bytes(getters, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
         """Unpack `to_bytes` into a private temporary directory (kept while this component lives:
@@ -340,11 +397,14 @@ class SapEntityLinker(Pipe):
 
         def unpack(key: str, data: bytes) -> None:
             _bytes_dir(data, root / key)
-            parts[key] = load_encoder(root / key) if key == "encoder" else root / key
+            loaders = {"encoder": load_encoder, "reranker": _load_reranker}
+            parts[key] = loaders[key](root / key) if key in loaders else root / key
 
         util_from_bytes(bytes_data, {"encoder": lambda b: unpack("encoder", b),
-                                     "index": lambda b: unpack("index", b)}, exclude)
+                                     "index": lambda b: unpack("index", b),
+                                     "reranker": lambda b: unpack("reranker", b)}, exclude)
         self._set_loaded(parts.get("encoder"), parts.get("index"), mmap=False)
+        self._reranker = parts.get("reranker")
         self._unpacked = unpacked
         return self
 
@@ -355,6 +415,12 @@ class SapEntityLinker(Pipe):
             self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap)
         self.clear_cache()
         self._lookup_key = None
+
+
+def _load_reranker(path: Path):
+    from spacy_el.sap.rerank.model import load_reranker
+
+    return load_reranker(path)
 
 
 def _dir_bytes(save: Callable[[Path], None]) -> bytes:

@@ -1,0 +1,379 @@
+"""A cross-encoder reranker over the linker's top-k: it reads a mention in its context together
+with a candidate concept's names and gives the pair one score (a BERT-like model with a one-logit
+head, `AutoModelForSequenceClassification`), which a name-only bi-encoder cannot: whether "SJS"
+near "myotonia" is Schwartz-Jampel or Stevens-Johnson syndrome.
+
+The order it gives is `bi-encoder cosine + weight × cross-encoder score`; `weight` is tuned on dev
+by training (`spacy_el.sap.rerank.train`) over a grid that includes 0, so the combination never ranks
+dev worse than the bi-encoder alone. Both scores stay on each `Candidate` (`score`: the cosine,
+`rerank_score`: the cross-encoder's).
+
+Two runtimes with one interface (`score`, `settings`, `save`): `CrossEncoderReranker` (torch,
+trainable) and `OnnxReranker` (ONNX Runtime, optionally int8, for CPU serving; `export_onnx`).
+A directory holds `reranker.json` (settings, runtime) and an HF model + tokenizer, or `model.onnx`
++ `tokenizer.json`. `spacy_el.RerankerFromPath.v1` is the loader `sap_linker.initialize` takes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from spacy.util import registry
+
+from spacy_el.io import InputError, atomic_dir, atomic_write
+from spacy_el.kb.index import Candidate
+from spacy_el.models import after_fork_in_child, resolve_model
+from spacy_el.sap.rerank.context import DEFAULT_MAX_NAMES, DEFAULT_WINDOW, candidate_text, mention_in_context
+
+SETTINGS_FILE = "reranker.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class RerankerSettings:
+    """What shapes a reranker's inputs and how its score is combined with the cosine."""
+
+    #: Tokens of a (context, candidate) pair; longer pairs lose context words first.
+    max_length: int = 96
+    #: Characters of document text each side of the mention (`mention_in_context`).
+    window: int = DEFAULT_WINDOW
+    #: Names shown per candidate (`candidate_text`).
+    max_names: int = DEFAULT_MAX_NAMES
+    #: Order key: cosine + weight × cross-encoder score (tuned on dev; 0 = the bi-encoder's order).
+    weight: float = 1.0
+    #: Candidates the reranker was trained to reorder (the linker's default `rerank_top_k`).
+    top_k: int = 5
+    layers: int | None = None
+    base: str = ""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Scores (context, candidate text) pairs; higher is a better match."""
+
+    settings: RerankerSettings
+
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+def _length_batches(pairs_len: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length (less padding)."""
+    if batch_size < 1:
+        raise InputError(f"batch_size={batch_size}: use a positive integer")
+    order = sorted(range(len(pairs_len)), key=pairs_len.__getitem__)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def _write_settings(path: Path, settings: RerankerSettings, runtime: str) -> None:
+    with atomic_write(path / SETTINGS_FILE) as f:
+        json.dump(dataclasses.asdict(settings) | {"runtime": runtime}, f, indent=2)
+
+
+def _read_settings(path: Path) -> tuple[RerankerSettings, str]:
+    file = path / SETTINGS_FILE
+    if not file.exists():
+        raise InputError(f"{path}: not a reranker directory (no {SETTINGS_FILE}); train one with "
+                         "`spacy-el train-reranker` or give the directory it wrote (OUTPUT_DIR/reranker)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{file}: not valid JSON ({err.msg}, line {err.lineno}); save the reranker again") from None
+    names = {f.name for f in dataclasses.fields(RerankerSettings)}
+    return RerankerSettings(**{k: v for k, v in data.items() if k in names}), data.get("runtime", "torch")
+
+
+class CrossEncoderReranker:
+    """The torch reranker (trainable; `model`, `device`, `save` as the training loop expects)."""
+
+    runtime = "torch"
+
+    def __init__(self, model, tokenizer, settings: RerankerSettings, num_threads: int | None = None) -> None:
+        import torch
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.device = torch.device("cpu")
+        self.num_threads = num_threads
+
+    @classmethod
+    def from_base(cls, base: str | Path, *, layers: int | None = None, settings: RerankerSettings | None = None,
+                  seed: int = 0, num_threads: int | None = None) -> "CrossEncoderReranker":
+        """A new reranker from an HF encoder (e.g. the packaged MiniLM), keeping its first
+        `layers` transformer layers (all when None) and a fresh one-logit head (seeded)."""
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        resolved = resolve_model(base)
+        try:
+            config = AutoConfig.from_pretrained(resolved, num_labels=1)
+            if layers is not None:
+                if not 1 <= layers <= config.num_hidden_layers:
+                    raise InputError(f"layers={layers}: {base} has {config.num_hidden_layers} transformer layers; "
+                                     f"use 1 to {config.num_hidden_layers}")
+                config.num_hidden_layers = layers
+            torch.manual_seed(seed)
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the new head's "newly initialized" notice is expected
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(resolved, config=config)
+            finally:
+                hf_logging.set_verbosity(verbosity)
+            tokenizer = AutoTokenizer.from_pretrained(resolved)
+        except (OSError, ValueError) as err:
+            raise InputError(f"reranker base {base!r}: cannot load a Hugging Face model from it ({err}); "
+                             "pass a local model directory such as the packaged MiniLM") from None
+        settings = dataclasses.replace(settings or RerankerSettings(), layers=config.num_hidden_layers, base=str(base))
+        return cls(model, tokenizer, settings, num_threads)
+
+    @classmethod
+    def load(cls, path: str | Path, *, num_threads: int | None = None) -> "CrossEncoderReranker":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        settings, runtime = _read_settings(path)
+        if runtime != cls.runtime:
+            raise InputError(f"{path} is a {runtime} reranker; load it with load_reranker")
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        return cls(model, AutoTokenizer.from_pretrained(path), settings, num_threads)
+
+    def save(self, path: str | Path) -> None:
+        """An HF directory (model + tokenizer) plus `reranker.json`, atomically."""
+        with atomic_dir(path) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            _write_settings(Path(tmp), self.settings, self.runtime)
+
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
+        import torch
+
+        if not self.num_threads:
+            yield
+            return
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    def tokenize(self, contexts: Sequence[str], candidates: Sequence[str]):
+        return self.tokenizer(list(contexts), list(candidates), truncation="only_first",
+                              max_length=self.settings.max_length, padding=True, return_tensors="pt")
+
+    def logits(self, contexts: Sequence[str], candidates: Sequence[str], model=None):
+        """Scores with gradients (training); `model` lets the loop pass a DDP wrapper."""
+        batch = self.tokenize(contexts, candidates)
+        return (model or self.model)(**batch).logits[:, 0]
+
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = np.zeros(len(contexts), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._threads(), torch.inference_mode():
+                for idx in _length_batches([len(contexts[i]) + len(candidates[i]) for i in range(len(contexts))],
+                                           batch_size):
+                    out[idx] = self.logits([contexts[i] for i in idx], [candidates[i] for i in idx]).float().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+
+#: Every OnnxReranker alive, so a forked child (`nlp.pipe(n_process=…)`) gets fresh sessions.
+_LIVE: "weakref.WeakSet[OnnxReranker]" = weakref.WeakSet()
+
+
+@after_fork_in_child
+def _sessions_after_fork() -> None:
+    for reranker in list(_LIVE):
+        reranker._session_after_fork()
+
+
+class OnnxReranker:
+    """The reranker served by ONNX Runtime (fp32 or int8 weights), without torch or transformers."""
+
+    runtime = "onnx"
+
+    def __init__(self, directory: Path, settings: RerankerSettings, num_threads: int | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        self.directory = Path(directory)
+        self.settings = settings
+        self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
+        self._num_threads = num_threads
+        self.session = self._session(num_threads)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        _LIVE.add(self)
+
+    def _session(self, num_threads: int | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads or 0
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+
+    def _session_after_fork(self) -> None:
+        """In a forked child: the inherited session's threads are gone; a one-thread session is
+        built on first use (not inside the fork handler, where the runtime's state may be locked)."""
+        self.session = None
+
+    @classmethod
+    def load(cls, path: str | Path, *, num_threads: int | None = None) -> "OnnxReranker":
+        path = Path(path)
+        settings, runtime = _read_settings(path)
+        if runtime != cls.runtime:
+            raise InputError(f"{path} is a {runtime} reranker; load it with load_reranker")
+        for name in (MODEL_FILE, TOKENIZER_FILE):
+            if not (path / name).exists():
+                raise InputError(f"{path}: {name} is missing; export the reranker again (`spacy-el export-onnx "
+                                 "--reranker`)")
+        return cls(path, settings, num_threads)
+
+    def save(self, path: str | Path) -> None:
+        with atomic_dir(path) as tmp:
+            for name in (MODEL_FILE, TOKENIZER_FILE):
+                shutil.copyfile(self.directory / name, Path(tmp) / name)
+            _write_settings(Path(tmp), self.settings, self.runtime)
+
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if self.session is None:
+            self.session = self._session(1)
+        out = np.zeros(len(contexts), dtype=np.float32)
+        for idx in _length_batches([len(contexts[i]) + len(candidates[i]) for i in range(len(contexts))], batch_size):
+            enc = self.tokenizer.encode_batch([(contexts[i], candidates[i]) for i in idx])
+            feeds = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                     "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                     "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+            out[idx] = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0][:, 0]
+        return out
+
+
+def export_onnx(reranker: CrossEncoderReranker, output: str | Path, *, quantize: bool = True,
+                opset: int = 17) -> OnnxReranker:
+    """Export a torch reranker to `output` (atomically); `quantize`: int8 weights (ONNX Runtime's
+    dynamic quantization, per channel), the CPU serving form."""
+    import torch
+
+    if not isinstance(reranker, CrossEncoderReranker):
+        raise InputError("export needs a torch reranker (a `spacy-el train-reranker` directory)")
+    backend = getattr(reranker.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise InputError("the reranker's tokenizer has no fast (Rust) version, which the ONNX runtime needs")
+    batch = reranker.tokenize(["a b [c] d", "e"], ["f", "g h"])
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch]
+    with atomic_dir(output) as tmp, tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / MODEL_FILE
+        model = reranker.model.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, tuple(batch[k] for k in names), str(raw), input_names=names,
+                              output_names=["logits"],
+                              dynamic_axes={k: {0: "batch", 1: "tokens"} for k in names} | {"logits": {0: "batch"}},
+                              dynamo=False, opset_version=opset)
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)
+            try:
+                quantize_dynamic(str(raw), str(Path(tmp) / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.setLevel(level)
+        else:
+            shutil.copyfile(raw, Path(tmp) / MODEL_FILE)
+        tokenizer = type(backend).from_str(backend.to_str())
+        tokenizer.enable_truncation(max_length=reranker.settings.max_length, strategy="only_first")
+        tokenizer.enable_padding(pad_id=reranker.tokenizer.pad_token_id, pad_token=reranker.tokenizer.pad_token)
+        tokenizer.save(str(Path(tmp) / TOKENIZER_FILE))
+        _write_settings(Path(tmp), reranker.settings, OnnxReranker.runtime)
+    return OnnxReranker.load(output, num_threads=reranker.num_threads)
+
+
+def load_reranker(path: str | Path, *, num_threads: int | None = None) -> Reranker:
+    """The torch or ONNX reranker saved in `path` (by its `reranker.json`)."""
+    path = Path(path)
+    _, runtime = _read_settings(path)
+    if runtime == OnnxReranker.runtime:
+        return OnnxReranker.load(path, num_threads=num_threads)
+    return CrossEncoderReranker.load(path, num_threads=num_threads)
+
+
+@registry.misc("spacy_el.RerankerFromPath.v1")
+def reranker_from_path(path: str, num_threads: int | None = None) -> Callable[[], Reranker]:
+    """A loader for `[initialize.components.sap_linker.reranker_loader]`: the reranker at `path`."""
+
+    def load() -> Reranker:
+        return load_reranker(path, num_threads=num_threads)
+
+    return load
+
+
+def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Sequence[Candidate]],
+           names: Mapping[str, Sequence[str]], *, top_k: int | None = None, weight: float | None = None,
+           batch_size: int = 64) -> list[list[Candidate]]:
+    """Each mention's first `top_k` candidates (all when None) scored by the reranker and
+    reordered by cosine + weight × score (the settings' weight unless given); candidates past
+    `top_k` keep their order after them. `names`: concept id → its names (`concept_names`)."""
+    k = reranker.settings.top_k if top_k is None else top_k
+    w = reranker.settings.weight if weight is None else weight
+    pair_ctx: list[str] = []
+    pair_cand: list[str] = []
+    for ctx, cands in zip(contexts, candidates):
+        for c in cands[:k]:
+            pair_ctx.append(ctx)
+            pair_cand.append(candidate_text(c.name, names.get(c.concept_id, ()), reranker.settings.max_names))
+    scores = reranker.score(pair_ctx, pair_cand, batch_size=batch_size) if pair_ctx else np.zeros(0)
+    out: list[list[Candidate]] = []
+    at = 0
+    for cands in candidates:
+        head = [c._replace(rerank_score=float(s)) for c, s in zip(cands[:k], scores[at:at + len(cands[:k])])]
+        at += len(head)
+        head.sort(key=lambda c: -(c.score + w * c.rerank_score))
+        out.append(head + list(cands[k:]))
+    return out
+
+
+def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str], candidates: Sequence[list],
+                 names: Mapping[str, Sequence[str]], *, top_k: int, margin: float | None = None,
+                 batch_size: int = 64) -> list[list[Candidate]]:
+    """`rerank` for entities of spaCy docs: each span is read in a window of its doc's text, with
+    `texts[i]` (what the linker searched) shown when it differs from the span's own text. With
+    `margin`, spans whose best cosine leads the second by at least that much keep their order."""
+    todo = [i for i, c in enumerate(candidates)
+            if len(c) > 1 and (margin is None or c[0].score - c[1].score < margin)]
+    out = [list(c) for c in candidates]
+    if not todo:
+        return out
+    window = reranker.settings.window
+    contexts = [mention_in_context(spans[i].doc.text, spans[i].start_char, spans[i].end_char, query=texts[i],
+                                   window=window) for i in todo]
+    for i, ranked in zip(todo, rerank(reranker, contexts, [candidates[i] for i in todo], names, top_k=top_k,
+                                      batch_size=batch_size)):
+        out[i] = ranked
+    return out
+
+
+__all__: list[Any] = ["RerankerSettings", "Reranker", "CrossEncoderReranker", "OnnxReranker", "export_onnx",
+                      "load_reranker", "reranker_from_path", "rerank", "rerank_spans"]

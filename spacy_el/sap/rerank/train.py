@@ -1,0 +1,209 @@
+"""Training the cross-encoder reranker on annotated train mentions, in the project's training loop
+(`spacy_el.sap.train.train_encoder`: seeded, resumable checkpoints, dev early stopping, progress).
+
+Each train mention (composite ones through their lined-up parts) becomes one group: its gold
+concept and the bi-encoder index's top-k wrong concepts, the confusions the reranker will be
+asked to settle at serving time. The bi-encoder is fixed while the reranker trains, so its
+candidates are computed once; each epoch reshuffles the groups. The loss is the softmax cross-
+entropy of the gold candidate within its group (listwise, as in BLINK's and SapBERT-era
+cross-encoder rerankers). After each epoch the dev mentions' top-k are rescored, the weight of the
+combination `cosine + weight × score` is tuned on a grid that includes 0 (so dev is never ranked
+worse than by the bi-encoder), and the best reranker is kept with its weight.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, read_pubtator
+from spacy_el.evaluate import accuracy_at_k
+from spacy_el.ids import id_owners, ids_match
+from spacy_el.io import InputError, atomic_write
+from spacy_el.kb.index import Candidate, ConceptIndex
+from spacy_el.models import Encoder
+from spacy_el.sap.rerank.config import RERANK_CONFIG
+from spacy_el.sap.rerank.context import candidate_text, concept_names, mention_in_context
+from spacy_el.sap.rerank.model import CrossEncoderReranker, RerankerSettings, rerank
+from spacy_el.sap.config import TrainConfig
+from spacy_el.sap.train import ENCODER, train_encoder
+
+RERANKER = "reranker"
+STATS_FILE = "rerank.json"
+#: Weights of `cosine + weight × score` tried on dev (0: the bi-encoder's own order).
+WEIGHT_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class Mention:
+    """A mention to rerank: its marked context, the gold field, the bi-encoder's candidates."""
+
+    context: str
+    gold: list[str]
+    candidates: list[Candidate]
+
+
+@dataclass
+class RerankResult:
+    reranker_dir: Path
+    n_train_groups: int
+    n_train_mentions: int
+    steps: int
+    weight: float
+    dev_bi_acc1: float | None = None
+    dev_scores: list[float] = field(default_factory=list)
+
+
+#: corpus, its linking queries → the text each is searched by (`spacy_el.linker.link.query_texts`
+#: resolves defined abbreviations; the default is each query's own text).
+QueryTexts = Callable[[PubTatorCorpus, list], list[str]]
+
+
+def corpus_mentions(corpus: PubTatorCorpus, encoder: Encoder, index: ConceptIndex, *, k: int,
+                    window: int, query_texts: QueryTexts | None = None, batch_size: int = 256) -> list[Mention]:
+    """Every linking query of a corpus (SapBERT protocol) with its context and top-k candidates,
+    each searched by the text `query_texts` gives (its own by default)."""
+    queries = linking_queries(corpus)
+    texts = query_texts(corpus, queries) if query_texts is not None else [q.text for q in queries]
+    unique = list(dict.fromkeys(texts))
+    found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=k))) if unique else {}
+    doc_text = {d.pmid: d.text for d in corpus.docs}
+    return [Mention(mention_in_context(doc_text[q.pmid], q.start, q.end, query=t, window=window), list(q.gold),
+                    found[t]) for q, t in zip(queries, texts)]
+
+
+def train_groups(mentions: Sequence[Mention], index: ConceptIndex, names: dict[str, list[str]],
+                 max_names: int) -> list[tuple[str, tuple[str, ...]]]:
+    """(context, candidate texts with the gold first) per train mention whose gold is one KB
+    concept; the others are the mention's wrong top-k candidates."""
+    owners = id_owners(index.table.ids)
+    groups = []
+    for m in mentions:
+        concepts = list(dict.fromkeys(owners[i] for i in m.gold if i in owners))
+        if len(concepts) != 1:
+            continue
+        gold = concepts[0]
+        hit = next((c for c in m.candidates if c.concept_id == gold), None)
+        gold_names = names.get(gold, [])
+        if hit is None and not gold_names:
+            continue
+        gold_text = candidate_text(hit.name if hit else gold_names[0], gold_names, max_names)
+        wrong = [candidate_text(c.name, names.get(c.concept_id, ()), max_names)
+                 for c in m.candidates if not ids_match(c.concept_id, gold)]
+        if wrong:
+            groups.append((m.context, (gold_text, *wrong)))
+    return groups
+
+
+class GroupLoss:
+    """Softmax cross-entropy of the first (gold) candidate of each group."""
+
+    def __call__(self, reranker: CrossEncoderReranker, batch, model=None):
+        import torch
+
+        contexts = [ctx for ctx, cands in batch for _ in cands]
+        texts = [t for _, cands in batch for t in cands]
+        logits = reranker.logits(contexts, texts, model=model)
+        losses, at = [], 0
+        for _, cands in batch:
+            group = logits[at:at + len(cands)]
+            at += len(cands)
+            losses.append(torch.nn.functional.cross_entropy(group[None], torch.zeros(1, dtype=torch.long)))
+        return torch.stack(losses).mean()
+
+
+def tune_weight(mentions: Sequence[Mention], reranked: Sequence[Sequence[Candidate]],
+                grid: Sequence[float] = WEIGHT_GRID) -> tuple[float, float, dict[float, float]]:
+    """(best weight, its Acc@1, Acc@1 per weight) of `cosine + weight × rerank_score` on dev; ties
+    go to the smaller weight (0 first, the bi-encoder's order)."""
+    gold = [m.gold for m in mentions]
+    per: dict[float, float] = {}
+    for w in grid:
+        ranked = [[c.concept_id for c in sorted(cands, key=lambda c: -(c.score + w * (c.rerank_score or 0.0)))]
+                  for cands in reranked]
+        per[w] = accuracy_at_k(ranked, gold, ks=(1,))["acc@1"]
+    best = max(per, key=lambda w: (per[w], -w))
+    return best, per[best], per
+
+
+def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder: Encoder, output_dir: str | Path,
+                   *, dev: Sequence[str | Path] = (), types: Sequence[str] | None = None,
+                   base: str | Path | None = None, layers: int | None = 2,
+                   settings: RerankerSettings = RerankerSettings(), config: TrainConfig = RERANK_CONFIG,
+                   batch_size: int = 16, max_train: int | None = None, max_dev: int | None = None,
+                   query_texts: QueryTexts | None = None, resume: bool = False, num_threads: int | None = None,
+                   show_progress: bool = True) -> RerankResult:
+    """Train a reranker for the linker whose `encoder` + `kb_index` give the candidates (see the
+    module docstring); the result is `OUTPUT_DIR/reranker` (checkpoints in `OUTPUT_DIR/checkpoint`,
+    counts and dev scores in `OUTPUT_DIR/rerank.json`). `max_train`/`max_dev`: a seeded sample of
+    that many train groups / dev mentions (CPU budgets). `batch_size`: mentions per step.
+    `query_texts`: the text each mention is searched by (e.g. the long form of an abbreviation),
+    as the linker will search it."""
+    from spacy_el.models import minilm_dir
+
+    if not train:
+        raise InputError("give at least one annotated train corpus (PubTator) to train the reranker on")
+    output_dir = Path(output_dir)
+    k = settings.top_k
+    names = dict(concept_names(kb_index.table))
+    mentions: list[Mention] = []
+    for path in train:
+        mentions += corpus_mentions(read_pubtator(path, types), encoder, kb_index, k=k, window=settings.window,
+                                    query_texts=query_texts)
+    groups = train_groups(mentions, kb_index, names, settings.max_names)
+    if not groups:
+        raise InputError(f"{', '.join(map(str, train))}: no train mention has a gold concept in the index with wrong "
+                         "candidates to learn from; check --types and that corpus and KB use the same ids")
+    rng = random.Random(config.seed)
+    if max_train is not None and len(groups) > max_train:
+        groups = rng.sample(groups, max_train)
+    dev_mentions: list[Mention] = []
+    for path in dev:
+        dev_mentions += corpus_mentions(read_pubtator(path, types), encoder, kb_index, k=k, window=settings.window,
+                                        query_texts=query_texts)
+    if max_dev is not None and len(dev_mentions) > max_dev:
+        dev_mentions = random.Random(config.seed + 1).sample(dev_mentions, max_dev)
+
+    reranker = CrossEncoderReranker.from_base(base or minilm_dir(), layers=layers, settings=settings,
+                                              seed=config.seed, num_threads=num_threads)
+    bi_acc = None
+    evaluate = None
+    if dev_mentions:
+        bi_acc = tune_weight(dev_mentions, [m.candidates for m in dev_mentions], (0.0,))[1]
+
+        def evaluate(model: CrossEncoderReranker) -> float:
+            reranked = rerank(model, [m.context for m in dev_mentions], [m.candidates for m in dev_mentions], names,
+                              top_k=k, weight=0.0)
+            weight, acc, _ = tune_weight(dev_mentions, reranked)
+            model.settings = dataclasses.replace(model.settings, weight=weight)
+            return acc
+
+    def factory(epoch: int, _model) -> list:
+        order = list(groups)
+        random.Random(f"{config.seed}:{epoch}").shuffle(order)
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    result = train_encoder(reranker, factory, config, output_dir, resume=resume, evaluate=evaluate,
+                           loss_fn=GroupLoss(), show_progress=show_progress)
+    final = output_dir / RERANKER
+    if (output_dir / ENCODER).exists():  # the loop's name for the kept model
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(output_dir / ENCODER, final)
+    weight = CrossEncoderReranker.load(final).settings.weight
+    out = RerankResult(final, len(groups), len(mentions), result.steps, weight, bi_acc, result.scores)
+    with atomic_write(output_dir / STATS_FILE) as f:
+        json.dump({"train": [str(p) for p in train], "dev": [str(p) for p in dev], "n_train_mentions": len(mentions),
+                   "n_train_groups": len(groups), "n_dev_mentions": len(dev_mentions), "steps": result.steps,
+                   "weight": weight, "dev_acc@1_bi_encoder": bi_acc, "dev_acc@1_per_epoch": result.scores,
+                   "settings": dataclasses.asdict(reranker.settings),
+                   "train_config": dataclasses.asdict(config) | {"batch_size": batch_size, "max_train": max_train}},
+                  f, indent=2)
+    return out
