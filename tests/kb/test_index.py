@@ -136,12 +136,16 @@ def test_gpu_request_falls_back_on_cpu(monkeypatch):
         index = ConceptIndex.from_vectors(table, vectors, use_gpu=True)
     assert not index.on_gpu and index.search(vectors[:1], 1)[0][0].concept_id == "C0"
 
-    def no_gpu_copy(_index):
+    def no_gpu_copy(_index, co=None):
         raise RuntimeError("Error in f() at x.cpp:1: this index type is not implemented on GPU")
 
+    class ClonerOptions:  # faiss-gpu's GpuMultipleClonerOptions, absent from faiss-cpu
+        shard = useFloat16 = False
+
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", ClonerOptions, raising=False)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_gpu_copy, raising=False)
-    with pytest.warns(UserWarning, match="not implemented on GPU.*searching on the CPU"):
+    with pytest.warns(UserWarning, match="not implemented on GPU.*running on the CPU"):
         index = ConceptIndex.from_vectors(table, vectors, use_gpu="auto")
     assert not index.on_gpu and index.search(vectors[:1], 1)[0][0].concept_id == "C0"
 
