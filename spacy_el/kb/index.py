@@ -39,6 +39,7 @@ from spacy_el.io import InputError, atomic_dir, atomic_write, read_lines
 from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
                                      sub_indexes)
 from spacy_el.kb.table import ConceptTable
+from spacy_el.kb.types import TYPES_FILE, ConceptTypes, RowFilter
 from spacy_el.models import Encoder
 
 INDEX_FILE = "index.faiss"
@@ -93,6 +94,8 @@ class ConceptIndex:
         self._codes: tuple[ConceptTable, _RowCodes] | None = None
         #: concept id (as the table spells it) → train mentions linked to it (see module docstring)
         self.prior: dict[str, int] = dict(prior or {})
+        #: semantic types per concept (`types.tsv`; see `spacy_el.kb.types`), None when not attached
+        self.types: ConceptTypes | None = None
         self.index, self.on_gpu = maybe_gpu(index, use_gpu)
         apply_search_settings(self.index, meta["settings"])
 
@@ -290,9 +293,19 @@ class ConceptIndex:
                     bonus[codes.concept_numbers[cid]] = weight * math.log1p(n)
         return bonus
 
-    def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
+    def allowed_rows(self, types: Sequence[str], setting: str = "types") -> np.ndarray:
+        """A bool per table row: does its concept carry one of `types`? (for `search(allowed=…)`)."""
+        if self.types is None:
+            raise InputError(f"{setting}: {self.meta.get('path', 'this concept index')} has no semantic types; "
+                             "attach them with `spacy-el index-types INDEX --mrsty/--obo/--tsv FILE`")
+        return self.types.allowed_rows(self.table.ids, types, setting)
+
+    def search(self, vectors: np.ndarray, k: int = 5, *, allowed: np.ndarray | None = None
+               ) -> list[list[Candidate]]:
         """Top-k concepts per query vector, best first, each with its best name's cosine.
-        Queries whose first pass finds fewer than k distinct concepts are searched deeper."""
+        Queries whose first pass finds fewer than k distinct concepts are searched deeper.
+        `allowed` (a bool per table row, e.g. `allowed_rows(["DISO"])`) restricts the search
+        inside FAISS (`spacy_el.kb.types.RowFilter`): k allowed concepts whenever that many exist."""
         queries = np.array(vectors, dtype="float32", order="C", ndmin=2)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {queries.shape}")
@@ -303,18 +316,25 @@ class ConceptIndex:
         codes = self._row_codes()
         bonus = self._bonus(codes)
         todo = np.arange(len(queries))
-        depth = min(len(self.table), max(k * DEPTH_FACTOR, 32))
+        row_filter = RowFilter(self.index, allowed) if allowed is not None else None
+        n_rows = len(self.table) if row_filter is None else row_filter.n_allowed
+        if not n_rows:
+            return results
+        depth = min(n_rows, max(k * DEPTH_FACTOR, 32))
         while len(todo):
-            scores, rows = self.index.search(queries[todo], depth)
+            if row_filter is None:
+                scores, rows = self.index.search(queries[todo], depth)
+                complete = rows[:, -1] < 0  # the index returned fewer names than asked for
+            else:
+                scores, rows, complete = row_filter.search(queries[todo], depth, last=depth >= n_rows)
             found = self._collapse(scores, rows, k, codes, bonus)
             again = []
-            for qi, cands, q_rows in zip(todo, found, rows):
+            for qi, cands, done in zip(todo, found, complete):
                 results[qi] = cands
-                exhausted = q_rows[-1] < 0  # the index returned fewer names than asked for
-                if len(cands) < k and not exhausted and depth < len(self.table):
+                if len(cands) < k and not done and depth < n_rows:
                     again.append(qi)
             todo = np.array(again, dtype=int)
-            depth = min(len(self.table), depth * 4)
+            depth = min(n_rows, depth * 4)
         return results
 
     def _collapse(self, scores: np.ndarray, rows: np.ndarray, k: int, codes: "_RowCodes",
@@ -377,6 +397,8 @@ class ConceptIndex:
         with atomic_dir(path) as tmp:
             faiss.write_index(cpu, str(tmp / INDEX_FILE))
             self.table.to_tsv(tmp / TABLE_FILE)
+            if self.types is not None:
+                self.types.to_tsv(tmp / TYPES_FILE)
             if self.prior:
                 with atomic_write(tmp / PRIOR_FILE) as f:
                     f.writelines(f"{cid}\t{n}\n" for cid, n in sorted(self.prior.items()))
@@ -408,6 +430,8 @@ class ConceptIndex:
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
         prior = _read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
         self = cls(table, index, meta, use_gpu=use_gpu, prior=prior)
+        if (path / TYPES_FILE).exists():
+            self.types = ConceptTypes.from_tsv(path / TYPES_FILE)
         if prior_weight is not None:
             self.set_prior_weight(prior_weight)
         if encoder is not None:
