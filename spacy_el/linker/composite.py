@@ -13,8 +13,9 @@ cancer" is one syndrome, which a KB name or a corpus alias of the whole text sho
 A split entity gets `ent.kb_id_` = its parts' concepts joined with `|` in part order (the
 corpora's convention; a concept several parts share appears once; parts below the threshold are
 left out), `ent._.kb_parts` = `[(part text, [Candidate, …]), …]` and `ent._.kb_candidates` = the
-best candidate of each part. Note that an index whose concept ids themselves hold `|` (MEDIC's
-`MESH:C567755|OMIM:613097`) makes the joined id ambiguous: `kb_parts` keeps the structure.
+best candidate of each part. A concept whose id itself holds `|` (MEDIC's one concept
+`OMIM:114480|MESH:D001943`) contributes all its ids, so a prediction is scored as the corpora's
+`|` ids are (any shared id matches); the part structure is in `kb_parts`.
 """
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ def prefer_parts(whole: Sequence[Any], parts: Sequence[Sequence[Any]]) -> bool:
 
 
 def joined_id(parts: Sequence[Sequence[Any]], threshold: float, nil_id: str) -> str:
-    """`|`-joined best concepts of the parts above `threshold` (each once), or `nil_id`."""
-    ids = [p[0].concept_id for p in parts if p and p[0].score >= threshold]
+    """`|`-joined ids of the parts' best concepts above `threshold` (each id once), or `nil_id`."""
+    ids = [i for p in parts if p and p[0].score >= threshold for i in p[0].concept_id.split("|")]
     return "|".join(dict.fromkeys(ids)) or nil_id
 
 
