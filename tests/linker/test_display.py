@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 def linked_doc():
     nlp = spacy.blank("en")
     doc = nlp("Colorectal cancer and an unknown syndrome, like breast and ovarian cancer.")
+    composite = doc.text.index("breast and ovarian cancer")
     doc.ents = [Span(doc, 0, 2, label="Disease", kb_id="DOID:9256"), Span(doc, 5, 6, label="Disease", kb_id="NIL"),
-                Span(doc, 9, 13, label="Disease", kb_id="MESH:D001943|MESH:D010051")]
+                doc.char_span(composite, composite + 25, label="Disease", kb_id="MESH:D001943|MESH:D010051")]
     doc.ents[0]._.kb_candidates = [Candidate("DOID:9256", 0.97, "colorectal cancer", "kb"),
                                    Candidate("DOID:0080199", 0.81, "colorectal carcinoma", "NCBItrain.txt")]
     doc.ents[1]._.kb_candidates = [Candidate("DOID:225", 0.41, "syndrome", "kb")]
