@@ -52,12 +52,23 @@ def fully_right(predicted_parts: list[str], raw_gold: str) -> bool:
     return len(predicted_parts) == len(gold) and all(any(ids_match(p, g) for p in predicted_parts) for g in gold)
 
 
-def composite_stage(out: Path) -> dict:
+def reduced_medic(out: Path, dev: Path, types) -> Path:
+    """MEDIC rows of the concepts the dev corpus's gold ids name (every mention, so the other dev
+    concepts are the distractors): a KB small enough to embed on a loaded CPU."""
+    wanted = {i for m in read_pubtator(dev, types).mentions for i in m.ids}
+    path = out / f"reduced_{dev.stem}.tsv"
+    path.write_text("".join(f"{c}\t{n}\n" for c, n, _ in read_medic(MEDIC).rows() if set(c.split("|")) & wanted))
+    return path
+
+
+def composite_stage(out: Path, reduced: bool = False, corpora: tuple = tuple(CORPORA)) -> dict:
     results = {}
-    for name, (train, dev, types) in CORPORA.items():
-        index_dir = out / f"medic_{name}"
+    for name in corpora:
+        train, dev, types = CORPORA[name]
+        index_dir = out / f"medic_{name}{'_reduced' if reduced else ''}"
         if not (index_dir / "meta.json").exists():
-            build_index(MEDIC, minilm_dir(), index_dir, kb_format="medic", add_mentions=[train],
+            kb, fmt = (reduced_medic(out, dev, types), "tsv") if reduced else (MEDIC, "medic")
+            build_index(kb, minilm_dir(), index_dir, kb_format=fmt, add_mentions=[train],
                         mention_types=types, prior_from=[train], use_gpu=False, show_progress=True)
         nlp = spacy.blank("en")
         linker = nlp.add_pipe("sap_linker")
@@ -65,7 +76,8 @@ def composite_stage(out: Path) -> dict:
         corpus = read_pubtator(dev, types)
         pairs = pubtator_docs(nlp, corpus, with_ents=True, label="Disease")
         gold_composite = {(m.pmid, m.start, m.end): m.raw_ids for m in corpus.mentions if m.is_composite}
-        row = {"n_composite_gold": len(gold_composite)}
+        row = {"n_composite_gold": len(gold_composite), "kb": "reduced (dev concepts)" if reduced else "MEDIC",
+               "n_names": len(linker.index.table)}
         for setting in (False, True):
             linker.cfg["composite"] = setting
             linker.clear_cache()
@@ -109,13 +121,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stage", choices=["composite", "update", "all"], default="all")
+    parser.add_argument("--reduced-kb", action="store_true",
+                        help="composite: only the MEDIC concepts the dev gold names (a loaded CPU's stand-in)")
+    parser.add_argument("--corpus", action="append", choices=list(CORPORA), help="composite: these corpora only")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    for stage, run in (("composite", composite_stage), ("update", update_stage)):
-        if args.stage in (stage, "all") and stage not in results:
+    runs = (("composite_reduced" if args.reduced_kb else "composite",
+             lambda out: composite_stage(out, args.reduced_kb, tuple(args.corpus or CORPORA))), ("update", update_stage))
+    for stage, run in runs:
+        if args.stage in (stage.split("_")[0], "all") and stage not in results:
             results[stage] = run(args.out) | {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
                                               "cpu": cpu, "load": [round(x, 2) for x in os.getloadavg()]}
             path.write_text(json.dumps(results, indent=2))
