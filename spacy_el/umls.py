@@ -388,3 +388,24 @@ def preprocess_umls(
         if progress:
             print(f"{mrconso} is not sorted by CUI ({err}); sorting externally")
         return run(grouped=False)
+
+
+def concept_types_from_mrsty(mrsty: str | Path, semgroups: str | Path | None = None,
+                             concept_ids: Iterable[str] | None = None) -> "ConceptTypes":
+    """UMLS semantic types (`T047`) and their groups (`DISO`) per CUI from MRSTY, for a concept
+    index's `types.tsv` (only `concept_ids` when given, e.g. an index table's ids)."""
+    from spacy_el.kb.types import ConceptTypes
+
+    sty = SemanticTypes(mrsty)
+    group_of = {tui: g for g, tuis in load_semgroups(semgroups).items() for tui in tuis}
+    ids = dict.fromkeys(concept_ids) if concept_ids is not None else None
+    out: dict[str, list[str]] = {}
+    for cid in (ids if ids is not None else _all_cuis(sty)):
+        tuis = [t for part in cid.split("|") for t in sty.get(part.split(":")[-1])]
+        if tuis:
+            out[cid] = [*tuis, *(group_of[t] for t in tuis if t in group_of)]
+    return ConceptTypes(out, dict(sty.names))
+
+
+def _all_cuis(sty: SemanticTypes) -> Iterator[str]:
+    return (f"C{n:07d}" for n in sty._cuis.tolist())

@@ -203,3 +203,72 @@ def query_command(
             columns.append([name[-width:]] + [f"{c.score:.3f} {c.concept_id} {c.name}"[:width] for c in cands])
         for row in zip(*[col + [""] * (top_k + 1 - len(col)) for col in columns]):
             typer.echo(" | ".join(cell.ljust(width) for cell in row).rstrip())
+
+
+@app.command("update-index")
+def update_index_command(
+    index: Path = typer.Argument(..., help="Index directory to change in place (atomically)"),
+    add: Optional[Path] = typer.Option(None, "--add", help="TSV of concept_id<TAB>name[<TAB>source] rows to add "
+                                                           "(new concepts or new names)"),
+    remove: Optional[str] = typer.Option(None, "--remove", help="Concept ids to remove: comma-separated, or a file "
+                                                                "with one id per line"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="The encoder the index was built with "
+                                                                  "(needed by --add and --rebuild)"),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Index types that cannot remove in place (HNSW, IVF, "
+                                                          "RFlat): re-embed the remaining names"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+) -> None:
+    """Add and remove concepts or names in a built index, keeping table, prior, types and meta consistent."""
+    from spacy_el.kb.table import ConceptTable
+    from spacy_el.kb.update import read_ids, update_index
+    from spacy_el.sap.encoders import load_encoder
+
+    if add is None and remove is None:
+        raise fail(InputError("nothing to do: give --add FILE and/or --remove IDS"))
+    try:
+        summary = update_index(index, add=ConceptTable.from_tsv(add) if add is not None else None,
+                               remove=read_ids(remove) if remove is not None else (),
+                               encoder=load_encoder(encoder) if encoder is not None else None,
+                               rebuild=rebuild, batch_size=batch_size)
+    except (InputError, OSError) as err:
+        raise fail(err) from None
+    typer.echo(f"Removed {summary['removed_concepts']} concepts ({summary['removed_names']} names), added "
+               f"{summary['added_names']} names in {summary['seconds']:.2f}s → {summary['n_names']} names of "
+               f"{summary['n_concepts']} concepts in {index}")
+
+
+@app.command("index-types")
+def index_types_command(
+    index: Path = typer.Argument(..., help="Index directory whose concepts get semantic types (types.tsv)"),
+    mrsty: Optional[Path] = typer.Option(None, "--mrsty", help="UMLS MRSTY.RRF: TUIs and semantic groups per CUI"),
+    obo: Optional[Path] = typer.Option(None, "--obo", help="Disease Ontology .obo(.gz): DO branches (also for "
+                                                           "MESH/OMIM ids through its xrefs)"),
+    ctd: Optional[Path] = typer.Option(None, "--ctd", help="CTD_diseases.tsv (MEDIC with tree numbers)"),
+    tsv: Optional[Path] = typer.Option(None, "--tsv", help="concept_id<TAB>type|type rows"),
+) -> None:
+    """Attach semantic types to an index's concepts, for `sap_linker`'s `type_filters`."""
+    from spacy_el.kb.index import ConceptIndex
+    from spacy_el.kb.types import ConceptTypes
+    from spacy_el.umls import concept_types_from_mrsty
+
+    sources = [s for s in (mrsty, obo, ctd, tsv) if s is not None]
+    if not sources:
+        raise fail(InputError("give at least one of --mrsty, --obo, --ctd, --tsv"))
+    try:
+        idx = ConceptIndex.load(index, mmap=False, use_gpu=False)
+        ids = list(dict.fromkeys(idx.table.ids))
+        types = ConceptTypes()
+        if mrsty is not None:
+            types = types.merged(concept_types_from_mrsty(mrsty, concept_ids=ids))
+        if obo is not None:
+            types = types.merged(ConceptTypes.from_obo(obo, concept_ids=ids))
+        if ctd is not None:
+            types = types.merged(ConceptTypes.from_ctd_tsv(ctd))
+        if tsv is not None:
+            types = types.merged(ConceptTypes.from_tsv(tsv))
+        idx.types = types.restricted(ids)
+        idx.save(index)
+    except (InputError, OSError) as err:
+        raise fail(err) from None
+    typed = len(idx.types)
+    typer.echo(f"{typed} of {len(ids)} concepts typed ({len(idx.types.vocabulary)} type names) → {index}/types.tsv")

@@ -30,6 +30,7 @@ from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, fa
 from spacy_el.kb.ranking import (DEFAULT_PRIOR_WEIGHT, KB_SOURCE, Candidate, RowCodes, align_alias_ids, align_prior,
                                   check_prior_weight, collapse, prior_bonus, read_prior, row_codes, write_prior)
 from spacy_el.kb.table import ConceptTable
+from spacy_el.kb.types import TYPES_FILE, ConceptTypes, RowFilter
 from spacy_el.models import Encoder
 
 __all__ = ["ConceptIndex", "Candidate", "DEFAULT_PRIOR_WEIGHT", "KB_SOURCE", "align_alias_ids"]
@@ -60,6 +61,8 @@ class ConceptIndex:
         self._codes: tuple[ConceptTable, RowCodes] | None = None
         #: concept id (as the table spells it) → train mentions linked to it (see `spacy_el.kb.ranking`)
         self.prior: dict[str, int] = dict(prior or {})
+        #: semantic types per concept (`types.tsv`; see `spacy_el.kb.types`), None when not attached
+        self.types: ConceptTypes | None = None
         self.index, self.on_gpu = maybe_gpu(index, use_gpu)
         apply_search_settings(self.index, meta["settings"])
 
@@ -227,9 +230,19 @@ class ConceptIndex:
             self._codes = (table, row_codes(table))
         return self._codes[1]
 
-    def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
+    def allowed_rows(self, types: Sequence[str], setting: str = "types") -> np.ndarray:
+        """A bool per table row: does its concept carry one of `types`? (for `search(allowed=…)`)."""
+        if self.types is None:
+            raise InputError(f"{setting}: {self.meta.get('path', 'this concept index')} has no semantic types; "
+                             "attach them with `spacy-el index-types INDEX --mrsty/--obo/--tsv FILE`")
+        return self.types.allowed_rows(self.table.ids, types, setting)
+
+    def search(self, vectors: np.ndarray, k: int = 5, *, allowed: np.ndarray | None = None
+               ) -> list[list[Candidate]]:
         """Top-k concepts per query vector, best first, each with its best name's cosine.
-        Queries whose first pass finds fewer than k distinct concepts are searched deeper."""
+        Queries whose first pass finds fewer than k distinct concepts are searched deeper.
+        `allowed` (a bool per table row, e.g. `allowed_rows(["DISO"])`) restricts the search
+        inside FAISS (`spacy_el.kb.types.RowFilter`): k allowed concepts whenever that many exist."""
         queries = np.array(vectors, dtype="float32", order="C", ndmin=2)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {queries.shape}")
@@ -240,18 +253,25 @@ class ConceptIndex:
         codes = self._row_codes()
         bonus = prior_bonus(self.prior, self.prior_weight, codes)
         todo = np.arange(len(queries))
-        depth = min(len(self.table), max(k * DEPTH_FACTOR, 32))
+        row_filter = RowFilter(self.index, allowed) if allowed is not None else None
+        n_rows = len(self.table) if row_filter is None else row_filter.n_allowed
+        if not n_rows:
+            return results
+        depth = min(n_rows, max(k * DEPTH_FACTOR, 32))
         while len(todo):
-            scores, rows = self.index.search(queries[todo], depth)
+            if row_filter is None:
+                scores, rows = self.index.search(queries[todo], depth)
+                complete = rows[:, -1] < 0  # the index returned fewer names than asked for
+            else:
+                scores, rows, complete = row_filter.search(queries[todo], depth, last=depth >= n_rows)
             found = collapse(scores, rows, k, codes, bonus, self.table)
             again = []
-            for qi, cands, q_rows in zip(todo, found, rows):
+            for qi, cands, done in zip(todo, found, complete):
                 results[qi] = cands
-                exhausted = q_rows[-1] < 0  # the index returned fewer names than asked for
-                if len(cands) < k and not exhausted and depth < len(self.table):
+                if len(cands) < k and not done and depth < n_rows:
                     again.append(qi)
             todo = np.array(again, dtype=int)
-            depth = min(len(self.table), depth * 4)
+            depth = min(n_rows, depth * 4)
         return results
 
     def check_encoder(self, encoder: Encoder, what: str = "the encoder") -> None:
@@ -275,6 +295,8 @@ class ConceptIndex:
         with atomic_dir(path) as tmp:
             faiss.write_index(cpu, str(tmp / INDEX_FILE))
             self.table.to_tsv(tmp / TABLE_FILE)
+            if self.types is not None:
+                self.types.to_tsv(tmp / TYPES_FILE)
             if self.prior:
                 write_prior(tmp / PRIOR_FILE, self.prior)
             with atomic_write(tmp / META_FILE) as f:
@@ -305,6 +327,8 @@ class ConceptIndex:
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
         prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
         self = cls(table, index, meta, use_gpu=use_gpu, prior=prior)
+        if (path / TYPES_FILE).exists():
+            self.types = ConceptTypes.from_tsv(path / TYPES_FILE)
         if prior_weight is not None:
             self.set_prior_weight(prior_weight)
         if encoder is not None:

@@ -13,6 +13,14 @@ Per entity it sets
   `nlp.pipe(n_process=…)`; the getter turns what serialisation made plain lists back into
   `Candidate`s.
 
+`composite` (on by default): an entity that coordinates several concepts ("breast and ovarian
+cancer") is split into parts, each part linked, and `ent.kb_id_` set to the parts' concepts
+joined with `|`, with `ent._.kb_parts` holding each part's candidates (`spacy_el.linker.composite`).
+
+`type_filters` (`{label: [type, …]}`, e.g. `{"Chemical": ["CHEM"]}`): entities of that label
+are linked only to concepts carrying one of those types (the index's `types.tsv`, see
+`spacy_el.kb.types`), restricted inside the FAISS search so `top_k` candidates still come back.
+
 `name_lookup` (on by default): a mention whose text is a KB name (up to case and spacing for an
 uncased encoder) takes that name's vector from the index instead of running the encoder. It is
 the vector the encoder gives that text, so links do not change; it needs an index that stores
@@ -56,6 +64,7 @@ from spacy.vocab import Vocab
 from spacy_el.ids import normalize_name
 from spacy_el.io import InputError
 from spacy_el.kb.index import Candidate, ConceptIndex
+from spacy_el.linker import composite
 from spacy_el.models import Encoder
 
 NIL = "NIL"
@@ -91,7 +100,7 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
 @Language.factory(
     "sap_linker",
     requires=["doc.ents"],
-    assigns=["token.ent_kb_id", "span._.kb_candidates"],
+    assigns=["token.ent_kb_id", "span._.kb_candidates", "span._.kb_parts"],
     default_config={
         "top_k": 5,
         "threshold": DEFAULT_THRESHOLD,
@@ -103,6 +112,8 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
         "name_lookup": True,
         "rerank_top_k": 5,
         "rerank_margin": None,
+        "composite": True,
+        "type_filters": {},
         "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
     },
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
@@ -118,6 +129,8 @@ def make_sap_linker(
     cache_size: int,
     resolve_abbreviations: bool,
     name_lookup: bool,
+    composite: bool,
+    type_filters: Dict[str, List[str]],
     scorer: Optional[Callable],
     rerank_top_k: int = 5,
     rerank_margin: Optional[float] = None,
@@ -125,7 +138,8 @@ def make_sap_linker(
     """Create the linker (loads nothing: `initialize` or `from_disk` give it its encoder and index)."""
     return SapEntityLinker(nlp.vocab, name, top_k=top_k, threshold=threshold, nil_id=nil_id, labels=labels,
                            batch_size=batch_size, cache_size=cache_size,
-                           resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup, scorer=scorer,
+                           resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup,
+                           composite=composite, type_filters=type_filters, scorer=scorer,
                            rerank_top_k=rerank_top_k, rerank_margin=rerank_margin)
 
 
@@ -155,7 +169,9 @@ class SapEntityLinker(Pipe):
     def __init__(self, vocab: Vocab, name: str = "sap_linker", *, top_k: int = 5,
                  threshold: float = DEFAULT_THRESHOLD, nil_id: str = NIL, labels: Sequence[str] = (),
                  batch_size: int = 256, cache_size: int = 50_000, resolve_abbreviations: bool = False,
-                 name_lookup: bool = True, scorer: Optional[Callable] = score_linker, rerank_top_k: int = 5,
+                 name_lookup: bool = True, composite: bool = True,
+                 type_filters: Optional[Dict[str, List[str]]] = None,
+                 scorer: Optional[Callable] = score_linker, rerank_top_k: int = 5,
                  rerank_margin: Optional[float] = None) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
@@ -169,6 +185,8 @@ class SapEntityLinker(Pipe):
             "top_k": top_k, "threshold": threshold, "nil_id": nil_id, "labels": list(labels),
             "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
             "name_lookup": name_lookup, "rerank_top_k": rerank_top_k, "rerank_margin": rerank_margin,
+            "composite": composite,
+            "type_filters": {label: list(types) for label, types in (type_filters or {}).items()},
         }
         self.scorer = scorer
         self._encoder: Optional[Encoder] = None
@@ -180,7 +198,7 @@ class SapEntityLinker(Pipe):
         self._unpacked: Optional[tempfile.TemporaryDirectory] = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         #: Search results of the texts in `_cache`, valid while `_found_state` holds.
-        self._found: Dict[str, list] = {}
+        self._found: Dict[str, Dict[Optional[tuple], list]] = {}  # text → type filter → candidates
         self._found_state: Optional[tuple] = None
         self._lookup_key: Optional[Callable[[str], str]] = None
 
@@ -208,6 +226,8 @@ class SapEntityLinker(Pipe):
     def set_parts(self, encoder: Encoder, index: ConceptIndex) -> None:
         """Use this encoder and index (the index must have been built with the encoder)."""
         index.check_encoder(encoder)
+        for label, types in self.cfg["type_filters"].items():
+            index.allowed_rows(types, f"[components.{self.name}] type_filters.{label}")
         self._encoder, self._index = encoder, index
         self.clear_cache()
         self._lookup_key = None
@@ -274,16 +294,31 @@ class SapEntityLinker(Pipe):
         if not ents:
             return
         texts = [self._query_text(ent) for ent in ents]
-        candidates = self._candidates([t for t in dict.fromkeys(texts) if _linkable(t)])
-        per_ent = [candidates.get(text, []) for text in texts]
+        parts = [composite.split_coordination(t) if self.cfg["composite"] else None for t in texts]
+        filters = self.cfg["type_filters"]
+        keys = [tuple(filters[ent.label_]) if ent.label_ in filters else None for ent in ents]
+        wanted: Dict[Optional[tuple], List[str]] = {}
+        for key, text, split in zip(keys, texts, parts):
+            wanted.setdefault(key, []).extend([text, *(split or [])])
+        found = {types: self._candidates([t for t in dict.fromkeys(ts) if _linkable(t)], types)
+                 for types, ts in wanted.items()}
+        per_ent = [found[key].get(text, []) for key, text in zip(keys, texts)]
         ranked = self._rerank(ents, texts, per_ent) if self._reranker is not None else per_ent
         nil, threshold, top_k = self.cfg["nil_id"], self.cfg["threshold"], self.cfg["top_k"]
-        for ent, bi, cands in zip(ents, per_ent, ranked):
+        for ent, key, split, bi, cands in zip(ents, keys, parts, per_ent, ranked):
             cands = cands[:top_k]
-            kb_id = cands[0].concept_id if cands and bi[0].score >= threshold else nil
+            kb_id = cands[0].concept_id if cands and bi[0].score >= threshold else nil  # NIL reads the cosine
+            kb_parts = None
+            if split:
+                part_cands = [found[key].get(p, []) for p in split]
+                if composite.prefer_parts(cands, part_cands):
+                    kb_id = composite.joined_id(part_cands, threshold, nil)
+                    kb_parts = list(zip(split, part_cands))
+                    cands = list({p[0].concept_id: p[0] for p in part_cands}.values())
             for token in ent:
                 token.ent_kb_id_ = kb_id
             ent._.kb_candidates = cands
+            ent._.kb_parts = kb_parts
 
     def _rerank(self, ents: Sequence[Span], texts: Sequence[str], cands: List[list]) -> List[list]:
         """The reranker's order of each entity's candidates (`spacy_el.sap.rerank.model.rerank_spans`)."""
@@ -308,21 +343,28 @@ class SapEntityLinker(Pipe):
         self._cache.clear()
         self._found.clear()
 
-    def _candidates(self, texts: List[str]) -> Dict[str, list]:
-        """Top-k candidates per distinct text. A text still in the mention cache reuses its last
-        search result while the index, its prior and `top_k` are unchanged (mentions repeat
-        across documents, and on a fast encoder the search is most of the cost)."""
+    def _candidates(self, texts: List[str], types: Optional[tuple] = None) -> Dict[str, list]:
+        """Top-k candidates per distinct text (among concepts of `types` when given). A text still
+        in the mention cache reuses its last search result while the index, its prior and `top_k`
+        are unchanged (mentions repeat across documents, and on a fast encoder the search is most
+        of the cost)."""
         vectors = self._vectors(texts)
         index = self.index
         k = max(self.cfg["top_k"], self.cfg["rerank_top_k"]) if self._reranker is not None else self.cfg["top_k"]
-        state = (id(index), len(index), id(index.prior), index.prior_weight, k)
+        state = (id(index), len(index), id(index.prior), index.prior_weight, k, id(index.types))
         if state != self._found_state:
             self._found.clear()
             self._found_state = state
-        todo = [i for i, text in enumerate(texts) if text not in self._found]
-        found = dict(zip((texts[i] for i in todo), index.search(vectors[todo], k=k))) if todo else {}
-        out = {text: found[text] if text in found else self._found[text] for text in texts}
-        self._found.update((text, cands) for text, cands in found.items() if text in self._cache)
+        todo = [i for i, text in enumerate(texts) if types not in self._found.get(text, {})]
+        found: Dict[str, list] = {}
+        if todo:
+            restrict = {} if types is None else {
+                "allowed": index.allowed_rows(types, f"[components.{self.name}] type_filters")}
+            found = dict(zip((texts[i] for i in todo), index.search(vectors[todo], k=k, **restrict)))
+        out = {text: found[text] if text in found else self._found[text][types] for text in texts}
+        for text, cands in found.items():
+            if text in self._cache:
+                self._found.setdefault(text, {})[types] = cands
         return out
 
     def _vectors(self, texts: List[str]) -> np.ndarray:

@@ -67,7 +67,9 @@ def test_link_prints_jsonl_and_writes_html(pipeline_dir, tmp_path):
     assert ents["diabetes"]["id"] == "MESH:D003920" and ents["diabetes"]["name"] == "diabetes"
     assert len(ents["cancer"]["candidates"]) == 2 and ents["cancer"]["candidates"][0]["source"] == "kb"
     page = (tmp_path / "x.html").read_text()
-    assert "DISEASE · MESH:D003920 diabetes" in page and "<html" in page.lower()
+    assert "DISEASE · diabetes 1.00" in page and "<html" in page.lower()
+    assert 'href="https://meshb.nlm.nih.gov/record/ui?ui=D003920"' in page  # the id links to its KB page
+    assert page.count('<tr id="ent-0-') == len(record["entities"])  # the side table of candidates
 
 
 def test_link_reads_stdin_and_prints_a_table(pipeline_dir):

@@ -203,7 +203,7 @@ def test_spacy_shape_requires_and_assigns():
     nlp.add_pipe("sap_linker")
     summary = nlp.analyze_pipes()["summary"]["sap_linker"]
     assert summary["requires"] == ["doc.ents"]
-    assert set(summary["assigns"]) == {"token.ent_kb_id", "span._.kb_candidates"}
+    assert set(summary["assigns"]) == {"token.ent_kb_id", "span._.kb_candidates", "span._.kb_parts"}
 
 
 def test_loaders_are_registered_misc_functions():
@@ -246,7 +246,7 @@ def test_pipe_honours_the_error_handler(tiny_bert_dir, index_dir, monkeypatch):
     nlp = make_nlp(tiny_bert_dir, index_dir)
     linker = nlp.get_pipe("sap_linker")
 
-    def broken(texts):
+    def broken(texts, types=None):
         raise RuntimeError("encoder down")
 
     monkeypatch.setattr(linker, "_candidates", broken)
