@@ -55,6 +55,20 @@ def _st_pooling(path: Path) -> str | None:
     return None
 
 
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run torch on `num_threads` intra-op threads inside the block (None: leave it as it is)."""
+    if not num_threads:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class SapEncoder:
     """Names → float32 L2-normalised vectors (see module docstring)."""
 
@@ -190,17 +204,8 @@ class SapEncoder:
             self._fast_model = (version, fast)
         return self._fast_model[1]
 
-    @contextmanager
-    def _threads(self) -> Iterator[None]:
-        if not self.num_threads:
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+    def _threads(self):
+        return torch_threads(self.num_threads)
 
     def _autocast(self):
         if self.device.type != "cuda":

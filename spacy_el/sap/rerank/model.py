@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import warnings
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
@@ -159,19 +158,10 @@ class CrossEncoderReranker:
             self.tokenizer.save_pretrained(tmp)
             _write_settings(Path(tmp), self.settings, self.runtime)
 
-    @contextmanager
-    def _threads(self) -> Iterator[None]:
-        import torch
+    def _threads(self):
+        from spacy_el.sap.encoder import torch_threads
 
-        if not self.num_threads:
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+        return torch_threads(self.num_threads)
 
     def tokenize(self, contexts: Sequence[str], candidates: Sequence[str]):
         return self.tokenizer(list(contexts), list(candidates), truncation="only_first",
