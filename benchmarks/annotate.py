@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from report import cpu_model  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,13 +32,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CORPORA = [DATA / "ncbi_disease" / "NCBItrainset_corpus.txt", DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt",
            DATA / "bc5cdr" / "CDR_TrainingSet.PubTator.txt", DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"]
 MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def build_corpus(path: Path, n_docs: int) -> tuple[int, int, int]:

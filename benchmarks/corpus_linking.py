@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from spacy_el.kb.table import ConceptTable
 from spacy_el.linker.link import evaluate_linking
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
+from report import write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Corpus-aware linking"
@@ -207,7 +207,7 @@ def main() -> None:
     block = markdown(res, args)
     print(block)
     if args.write_results:
-        write_section(HERE / "RESULTS.md", block)
+        write_section(HERE / "RESULTS.md", SECTION, block)
 
 
 def markdown(res: dict, args) -> str:
@@ -276,16 +276,6 @@ def markdown(res: dict, args) -> str:
         lines.append(f"- {enc}: MEDIC embedding {st['kb_seconds'] / 60:.1f} min, all its rows "
                      f"{st['seconds'] / 60:.1f} min.")
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -42,6 +40,7 @@ from spacy.tokens import Doc
 from spacy.util import filter_spans
 
 from spacy_el.linker.link import evaluate_pipeline
+from report import cpu_model, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## End to end"
@@ -192,8 +191,7 @@ def run(args) -> dict:
 
 
 def header(argv: list[str]) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
+    cpu = cpu_model()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     import torch
 
@@ -224,16 +222,6 @@ def markdown(res: dict, head: str, load_end: str) -> str:
                      f"{s['doc_concepts']['n_gold']} gold document concepts.")
     lines += [f"- {note}." for note in res["notes"]]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(block, encoding="utf-8")
         args.out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
     if args.write_results:
-        write_section(HERE / "RESULTS.md", block)
+        write_section(HERE / "RESULTS.md", SECTION, block)
 
 
 if __name__ == "__main__":

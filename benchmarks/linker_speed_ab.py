@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import spacy
-from spacy.tokens import Span
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ncbi_disease"
 

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from ner_conll import evaluate  # noqa: E402
+from report import cpu_model  # noqa: E402
 
 #: corpus → (train, dev) sources, converter keyword arguments, KB for the gazetteer (format)
 CORPORA = {
@@ -148,16 +149,6 @@ def markdown(corpus: str, budget: str, rows: List[Dict], command: str) -> str:
         lines.append(f"| {r['variant']} | **{100 * r['f']:.2f}** | {100 * r['p']:.2f} | {100 * r['r']:.2f} | {per} | "
                      f"{r['steps']} / {r['epochs']} / {r['train_seconds'] / 60:.1f} | {r['wps1']:,.0f} |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import random
 import re
 import sys
@@ -43,6 +42,7 @@ from spacy_el.kb.index import ConceptIndex
 from spacy_el.linker.link import pubtator_docs
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoders import load_encoder
+from report import cpu_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
@@ -115,15 +115,6 @@ def sweep(nlp, train: Path, dev: Path, types, per_doc: int, seed: int) -> dict:
     return {"n_real": len(real), "n_junk": len(junk), "rows": rows,
             "junk_examples": random.Random(seed).sample(examples, min(12, len(examples))),
             "junk_cos_median": float(np.median(junk_scores)), "real_cos_median": float(np.median(real_scores))}
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the machine's architecture elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import time
 from pathlib import Path
+from report import cpu_model  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 DISEASE_TYPES = ["Disease", "SpecificDisease", "Modifier", "DiseaseClass", "CompositeMention"]
@@ -41,13 +41,6 @@ CORPORA = {  # name: (train, dev, types)
 }
 MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
 DOID = DATA / "kb" / "disease_ontology" / "doid.obo.gz"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def fast_encoder(work: Path, given: str | None):

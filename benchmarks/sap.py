@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from spacy_el.sap.pairs import make_pairs
 from spacy_el.sap.config import TrainConfig
 from spacy_el.sap.pretrain import neighbour_batches, random_batches
 from spacy_el.sap.train import SynonymPair, train_encoder
+from report import write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## SAP encoder"
@@ -203,7 +203,7 @@ def main() -> None:
     block = markdown(res, args)
     print(block)
     if args.write_results:
-        write_section(HERE / "RESULTS.md", block)
+        write_section(HERE / "RESULTS.md", SECTION, block)
 
 
 def markdown(res: dict, args) -> str:
@@ -251,14 +251,6 @@ def markdown(res: dict, args) -> str:
         "is the full MEDIC embedding inside the run, so it shows the machine's load as much as the method.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, block: str) -> None:
-    """Replace (or append) this benchmark's `## ` section, leaving the others alone."""
-    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: block + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

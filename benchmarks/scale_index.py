@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from report import cpu_model  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,13 +47,6 @@ MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
 DO = DATA / "kb" / "disease_ontology" / "doid.obo.gz"
 N_QUERIES = 10_000
 K = 5
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 # ---------------------------------------------------------------------- synthetic names

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from report import write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## UMLS preprocessing"
@@ -159,15 +160,7 @@ def main() -> None:
     ])
     print(block)
     if args.write_results:
-        write_section(HERE / "RESULTS.md", block)
-
-
-def write_section(path: Path, block: str) -> None:
-    """Replace (or append) this benchmark's `## ` section, leaving the others alone."""
-    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: block + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+        write_section(HERE / "RESULTS.md", SECTION, block)
 
 
 if __name__ == "__main__":
