@@ -42,16 +42,9 @@ from spacy_el.kb.index import ConceptIndex
 from spacy_el.linker.link import pubtator_docs
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoders import load_encoder
+from corpus_linking import CORPORA  # noqa: E402  (the dev sets the linking tables use)
 from report import cpu_model  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
-CORPORA = {  # name: (train, dev, types)
-    "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
-                     DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None),
-    "BC5CDR-disease": (DATA / "bc5cdr" / "CDR_TrainingSet.PubTator.txt",
-                       DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt", ["Disease"]),
-}
 GRID = [round(0.05 * i, 2) for i in range(0, 20)]
 _WORD = re.compile(r"^[A-Za-z][A-Za-z\-']*$")
 
