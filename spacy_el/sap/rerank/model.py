@@ -164,7 +164,7 @@ class CrossEncoderReranker:
         return torch_threads(self.num_threads)
 
     def tokenize(self, contexts: Sequence[str], candidates: Sequence[str]):
-        return self.tokenizer(list(contexts), list(candidates), truncation="only_first",
+        return self.tokenizer(list(contexts), list(candidates), truncation="longest_first",
                               max_length=self.settings.max_length, padding=True, return_tensors="pt")
 
     def logits(self, contexts: Sequence[str], candidates: Sequence[str], model=None):
@@ -294,7 +294,7 @@ def export_onnx(reranker: CrossEncoderReranker, output: str | Path, *, quantize:
         else:
             shutil.copyfile(raw, Path(tmp) / MODEL_FILE)
         tokenizer = type(backend).from_str(backend.to_str())
-        tokenizer.enable_truncation(max_length=reranker.settings.max_length, strategy="only_first")
+        tokenizer.enable_truncation(max_length=reranker.settings.max_length, strategy="longest_first")
         tokenizer.enable_padding(pad_id=reranker.tokenizer.pad_token_id, pad_token=reranker.tokenizer.pad_token)
         tokenizer.save(str(Path(tmp) / TOKENIZER_FILE))
         _write_settings(Path(tmp), reranker.settings, OnnxReranker.runtime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import spacy
 
@@ -233,3 +234,18 @@ def test_n_process_2_reranks_like_one_process(trained, tiny_bert_dir, index, tmp
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same": True, "reranked": True, "n": 24}
+
+
+def test_pairs_longer_than_max_length_are_cut_not_refused(trained, tmp_path):
+    """A candidate text (a name and its synonyms) can outgrow `max_length` on its own: both the
+    torch and the ONNX reranker cut the longer side instead of failing the batch."""
+    from spacy_el.sap.rerank.model import export_onnx, load_reranker
+
+    result, _, _ = trained
+    torch_reranker = load_reranker(result.reranker_dir)
+    long_candidate = " ; ".join(["Stevens-Johnson syndrome toxic epidermal necrolysis"] * 20)
+    pairs = (["short [SJS] context", "x " * 200 + "[SJS]"], [long_candidate, long_candidate])
+    onnx_reranker = export_onnx(torch_reranker, tmp_path / "onnx", quantize=False)
+    for reranker in (torch_reranker, onnx_reranker):
+        scores = reranker.score(*pairs)
+        assert scores.shape == (2,) and np.isfinite(scores).all()
