@@ -6,11 +6,14 @@ Corpus: the NCBI-disease and BC5CDR train+dev abstracts (PubTator), repeated wit
 (`-r1`, `-r2`, …) until there are `--docs` of them (repeated texts are identical; the linker's
 mention cache sees the repeats, in every engine alike). Pipeline: an `entity_ruler` over every
 MEDIC name (label DISEASE, case-insensitive) + `sap_linker` with an ONNX encoder over a MEDIC
-index. Build those first:
+index. Build those first, or give any saved pipeline with `--pipeline DIR` (e.g. the demo's
+`training/pipeline`: `kb_gazetteer` → `bilstm_ner` → `abbreviation_detector` → `sap_linker`, whose
+tagger does real work on every document, repeated or not):
 
     spacy-el export-onnx MINILM_DIR minilm_int8 --quantize
     spacy-el build-index medic_06Jul2012.txt minilm_int8 medic_hnsw --index-type HNSW32
     python benchmarks/annotate.py --encoder minilm_int8 --index medic_hnsw --work /tmp/annotate_bench
+    python benchmarks/annotate.py --pipeline DEMO/training/pipeline --work /tmp/annotate_demo
 
 Every engine's time includes loading the pipeline (and, for Ray, starting its actors; `ray.init`
 is timed apart). Engines other than `nlp.pipe` also write Parquet shards. Prints a Markdown table.
@@ -72,20 +75,23 @@ def build_pipeline(path: Path, encoder: str, index: str) -> None:
     nlp.to_disk(path)
 
 
-def time_nlp_pipe(pipeline: Path, corpus: Path, batch_size: int) -> tuple[float, int]:
+def time_nlp_pipe(pipeline: Path, corpus: Path, batch_size: int) -> tuple[float, int, float, list]:
+    """(wall s, entities, of which loading s, component names)."""
     import spacy
 
     t0 = time.perf_counter()
     nlp = spacy.load(pipeline)
+    load_s = time.perf_counter() - t0
     texts = (json.loads(line)["text"] for line in corpus.open())
     n_ents = sum(len(doc.ents) for doc in nlp.pipe(texts, batch_size=batch_size))
-    return time.perf_counter() - t0, n_ents
+    return time.perf_counter() - t0, n_ents, load_s, nlp.pipe_names
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoder", required=True, help="ONNX (or torch) encoder directory of the linker")
-    ap.add_argument("--index", required=True, help="Concept index directory built with that encoder")
+    ap.add_argument("--encoder", help="ONNX (or torch) encoder directory of the linker")
+    ap.add_argument("--index", help="Concept index directory built with that encoder")
+    ap.add_argument("--pipeline", type=Path, help="a saved pipeline to time instead of entity_ruler + sap_linker")
     ap.add_argument("--work", type=Path, default=Path("/tmp/annotate_bench"))
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -96,14 +102,17 @@ def main() -> None:
     from spacy_el.annotate import annotate
 
     args.work.mkdir(parents=True, exist_ok=True)
-    corpus, pipeline = args.work / "corpus.jsonl", args.work / "pipeline"
+    if args.pipeline is None and not (args.encoder and args.index):
+        ap.error("give --encoder and --index (entity_ruler + sap_linker), or --pipeline DIR")
+    corpus, pipeline = args.work / "corpus.jsonl", args.pipeline or args.work / "pipeline"
     n_docs, n_base, n_words = build_corpus(corpus, args.docs)
     if not pipeline.exists():
         build_pipeline(pipeline, args.encoder, args.index)
     load0 = os.getloadavg()[0]
     started = datetime.now(timezone.utc)
     results: dict[str, tuple[float, int]] = {}
-    ray_init_s = None
+    ray_init_s = load_s = None
+    names: list = []
     for engine in args.engines:
         out = args.work / f"out_{engine}"
         if out.exists():
@@ -111,7 +120,8 @@ def main() -> None:
 
             shutil.rmtree(out)
         if engine == "pipe":
-            results[engine] = time_nlp_pipe(pipeline, corpus, args.batch_size)
+            secs, ents, load_s, names = time_nlp_pipe(pipeline, corpus, args.batch_size)
+            results[engine] = (secs, ents)
             continue
         if engine.startswith("ray") and ray_init_s is None:
             import ray
@@ -131,11 +141,14 @@ def main() -> None:
               "local2": "annotate --engine local --n-process 2", "ray1": "annotate --engine ray --workers 1",
               "ray2": "annotate --engine ray --workers 2"}
     ref = results.get("pipe", next(iter(results.values())))[0]
-    print(f"\n`python benchmarks/annotate.py --encoder {args.encoder} --index {args.index} --docs {args.docs} "
+    source = f"--pipeline {args.pipeline}" if args.pipeline else f"--encoder {args.encoder} --index {args.index}"
+    print(f"\n`python benchmarks/annotate.py {source} --docs {args.docs} "
           f"--batch-size {args.batch_size} --shard-size {args.shard_size}` — {started:%Y-%m-%d %H:%M} UTC, "
           f"{cpu_model()}, {os.cpu_count()} CPU cores, no GPU (CPU figures); load average {load0:.1f} at the start, "
           f"{load1:.1f} at the end; {n_docs} abstracts ({n_base} distinct NCBI-disease + BC5CDR train/dev abstracts, "
           f"repeated with an id suffix), {n_words} words (whitespace-separated)"
+          + (f"; pipeline {' → '.join(names)}, `spacy.load` {load_s:.1f} s (in every row, once per process or actor)"
+             if load_s is not None else "")
           + (f"; `ray.init` {ray_init_s:.1f} s, not included" if ray_init_s is not None else "") + ".\n")
     print("| engine | wall s | docs/s | words/s | entities | vs `nlp.pipe` |")
     print("|---|---:|---:|---:|---:|---:|")

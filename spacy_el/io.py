@@ -8,7 +8,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
+
+import srsly
 
 
 class InputError(ValueError):
@@ -128,3 +130,22 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                     "re-encode the file as UTF-8"
                 ) from None
             yield lineno, line.rstrip("\r\n")
+
+
+def dir_to_bytes(save: Callable[[Path], None]) -> bytes:
+    """What `save(directory)` writes, as one msgpack map of relative path → file bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "part"
+        save(root)
+        files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return srsly.msgpack_dumps(files)
+
+
+def bytes_to_dir(data: bytes, root: Path) -> None:
+    """Write the files of `dir_to_bytes` under `root` (refusing paths that leave it)."""
+    for rel, content in srsly.msgpack_loads(data).items():
+        target = (root / rel).resolve()
+        if os.path.commonpath([target, root.resolve()]) != str(root.resolve()):
+            raise InputError(f"serialized directory holds a file outside it ({rel!r}); refusing to unpack")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)

@@ -1,7 +1,8 @@
-"""`sap_linker` (one component class of ~440 lines: linking, its parts and their serialisation share
-its state): links every entity to KB concepts by embedding its text with an encoder
+"""`sap_linker`: links every entity to KB concepts by embedding its text with an encoder
 (`spacy_el.models.Encoder`) and searching a ConceptIndex. It runs after any NER (`bilstm_ner`,
-spaCy's `ner`, an `entity_ruler`).
+spaCy's `ner`, an `entity_ruler`). One component class of ~400 lines with its docs, because its
+configuration, loading, linking and serialisation share its state; the mention search and its
+caches are `spacy_el.linker.search`, coordinations `spacy_el.linker.composite`.
 
 Per entity it sets
 - `ent.kb_id_` (through `token.ent_kb_id`): the best concept, or `nil_id` when its cosine is
@@ -21,10 +22,10 @@ joined with `|`, with `ent._.kb_parts` holding each part's candidates (`spacy_el
 are linked only to concepts carrying one of those types (the index's `types.tsv`, see
 `spacy_el.kb.types`), restricted inside the FAISS search so `top_k` candidates still come back.
 
-`name_lookup` (on by default): a mention whose text is a KB name (up to case and spacing for an
-uncased encoder) takes that name's vector from the index instead of running the encoder. It is
-the vector the encoder gives that text, so links do not change; it needs an index that stores
-vectors uncompressed (`Flat`, `HNSW…`) and is skipped for others.
+Each distinct encoder input is embedded and searched once per batch, and recent ones are cached
+(`spacy_el.linker.search`: texts an uncased encoder cannot tell apart are one input;
+`name_lookup`, on by default, takes a KB name's stored vector from the index instead of running
+the encoder), so links are those of encoding every entity, at a fraction of the cost.
 
 The encoder and the index are heavy state, shaped as spaCy's `entity_linker` shapes its KB:
 nothing is loaded when the component is created; `initialize` takes registered loaders
@@ -41,19 +42,15 @@ reads the bi-encoder's best cosine. The reranker is saved with the pipeline (`re
 """
 from __future__ import annotations
 
-import os
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
-import numpy as np
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example
-import srsly
 from spacy.util import ensure_path, minibatch, registry
 from spacy.util import from_bytes as util_from_bytes
 from spacy.util import from_disk as util_from_disk
@@ -61,10 +58,10 @@ from spacy.util import to_bytes as util_to_bytes
 from spacy.util import to_disk as util_to_disk
 from spacy.vocab import Vocab
 
-from spacy_el.ids import normalize_name
-from spacy_el.io import InputError
+from spacy_el.io import InputError, bytes_to_dir, dir_to_bytes
 from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.linker import composite
+from spacy_el.linker.search import MentionSearch
 from spacy_el.models import Encoder
 
 NIL = "NIL"
@@ -148,10 +145,6 @@ def score_linker(examples: Iterable[Example], *, nil_id: str = NIL, **kwargs: An
     return Scorer.score_links(examples, negative_labels=[nil_id])
 
 
-def _exact_key(text: str) -> str:
-    return text
-
-
 def _linkable(text: str) -> bool:
     """Text with a letter or digit: punctuation and whitespace name no concept."""
     return any(c.isalnum() for c in text)
@@ -196,11 +189,7 @@ class SapEntityLinker(Pipe):
         self._names: Optional[tuple[int, Any]] = None
         #: The directory `from_bytes` unpacked into, kept while the encoder and index may read it.
         self._unpacked: Optional[tempfile.TemporaryDirectory] = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        #: Search results of the texts in `_cache`, valid while `_found_state` holds.
-        self._found: Dict[str, Dict[Optional[tuple], list]] = {}  # text → type filter → candidates
-        self._found_state: Optional[tuple] = None
-        self._lookup_key: Optional[Callable[[str], str]] = None
+        self._search: Optional[MentionSearch] = None
 
     # ------------------------------------------------------------------ the two parts
     @property
@@ -229,8 +218,7 @@ class SapEntityLinker(Pipe):
         for label, types in self.cfg["type_filters"].items():
             index.allowed_rows(types, f"[components.{self.name}] type_filters.{label}")
         self._encoder, self._index = encoder, index
-        self.clear_cache()
-        self._lookup_key = None
+        self._search = None
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None, encoder_loader: Optional[Callable] = None,
@@ -340,63 +328,23 @@ class SapEntityLinker(Pipe):
 
     def clear_cache(self) -> None:
         """Forget cached mention vectors and search results (a new encoder or index does this)."""
-        self._cache.clear()
-        self._found.clear()
+        if self._search is not None:
+            self._search.clear()
+
+    @property
+    def search(self) -> MentionSearch:
+        """The cached mention search over this encoder and index (`spacy_el.linker.search`)."""
+        if self._search is None or self._search.index is not self.index or self._search.encoder is not self.encoder:
+            self._search = MentionSearch(self.encoder, self.index)
+        return self._search
 
     def _candidates(self, texts: List[str], types: Optional[tuple] = None) -> Dict[str, list]:
-        """Top-k candidates per distinct text (among concepts of `types` when given). A text still
-        in the mention cache reuses its last search result while the index, its prior and `top_k`
-        are unchanged (mentions repeat across documents, and on a fast encoder the search is most
-        of the cost)."""
-        vectors = self._vectors(texts)
-        index = self.index
-        k = max(self.cfg["top_k"], self.cfg["rerank_top_k"]) if self._reranker is not None else self.cfg["top_k"]
-        state = (id(index), len(index), id(index.prior), index.prior_weight, k, id(index.types))
-        if state != self._found_state:
-            self._found.clear()
-            self._found_state = state
-        todo = [i for i, text in enumerate(texts) if types not in self._found.get(text, {})]
-        found: Dict[str, list] = {}
-        if todo:
-            restrict = {} if types is None else {
-                "allowed": index.allowed_rows(types, f"[components.{self.name}] type_filters")}
-            found = dict(zip((texts[i] for i in todo), index.search(vectors[todo], k=k, **restrict)))
-        out = {text: found[text] if text in found else self._found[text][types] for text in texts}
-        for text, cands in found.items():
-            if text in self._cache:
-                self._found.setdefault(text, {})[types] = cands
-        return out
-
-    def _vectors(self, texts: List[str]) -> np.ndarray:
-        """Mention vectors through an LRU cache (mentions repeat across documents); texts not
-        cached come from the KB's stored vectors when they are KB names (`name_lookup`), the
-        rest from the encoder."""
-        missing = [t for t in texts if t not in self._cache]
-        fresh = self._name_vectors(missing) if missing and self.cfg["name_lookup"] else {}
-        rest = [t for t in missing if t not in fresh]
-        if rest:
-            fresh.update(zip(rest, self.encoder.embed(rest, batch_size=self.cfg["batch_size"])))
-        vectors = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
-        for text in texts:
-            if text in fresh:
-                self._cache[text] = fresh[text]
-            else:
-                self._cache.move_to_end(text)
-        while len(self._cache) > max(self.cfg["cache_size"], 0):
-            self._found.pop(self._cache.popitem(last=False)[0], None)
-        return vectors
-
-    def _name_vectors(self, texts: List[str]) -> Dict[str, np.ndarray]:
-        """A mention that is a KB name (up to case and spacing when the encoder is uncased) gets
-        the name's stored vector: what the encoder would compute for it, without running it. Only
-        indexes that keep vectors uncompressed (Flat, HNSW) can give them."""
-        if self._lookup_key is None:
-            self._lookup_key = normalize_name if getattr(self.encoder, "uncased", False) else _exact_key
-        index = self.index
-        rows = index.name_rows(self._lookup_key)
-        hits = {t: rows[k] for t in texts if (k := self._lookup_key(t)) in rows}
-        stored = index.stored_vectors(list(hits.values())) if hits else None
-        return dict(zip(hits, stored)) if stored is not None else {}
+        """Top-k candidates per distinct text (among concepts of `types` when given)."""
+        cfg = self.cfg
+        k = max(cfg["top_k"], cfg["rerank_top_k"]) if self._reranker is not None else cfg["top_k"]
+        allowed = None if types is None else self.index.allowed_rows(types, f"[components.{self.name}] type_filters")
+        return self.search.candidates(texts, k, types=types, allowed=allowed, batch_size=cfg["batch_size"],
+                                      cache_size=cfg["cache_size"], name_lookup=cfg["name_lookup"])
 
     # ------------------------------------------------------------------ disk and bytes
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
@@ -423,10 +371,10 @@ class SapEntityLinker(Pipe):
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """The encoder's and the index's directories as bytes (their files in a msgpack map), so
         `nlp.to_bytes()` carries the whole linker."""
-        getters: Dict[str, Callable] = {"encoder": lambda: _dir_bytes(self.encoder.save),
-                                        "index": lambda: _dir_bytes(self.index.save)}
+        getters: Dict[str, Callable] = {"encoder": lambda: dir_to_bytes(self.encoder.save),
+                                        "index": lambda: dir_to_bytes(self.index.save)}
         if self._reranker is not None:
-            getters["reranker"] = lambda: _dir_bytes(self._reranker.save)
+            getters["reranker"] = lambda: dir_to_bytes(self._reranker.save)
         return util_to_bytes(getters, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "SapEntityLinker":
@@ -439,7 +387,7 @@ class SapEntityLinker(Pipe):
         parts: Dict[str, Any] = {}
 
         def unpack(key: str, data: bytes) -> None:
-            _bytes_dir(data, root / key)
+            bytes_to_dir(data, root / key)
             loaders = {"encoder": load_encoder, "reranker": _load_reranker}
             parts[key] = loaders[key](root / key) if key in loaders else root / key
 
@@ -456,8 +404,7 @@ class SapEntityLinker(Pipe):
             self._encoder = encoder
         if index_dir is not None:
             self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap)
-        self.clear_cache()
-        self._lookup_key = None
+        self._search = None
 
 
 def _load_reranker(path: Path):
@@ -465,21 +412,3 @@ def _load_reranker(path: Path):
 
     return load_reranker(path)
 
-
-def _dir_bytes(save: Callable[[Path], None]) -> bytes:
-    """What `save(directory)` writes, as one msgpack map of relative path → file bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "part"
-        save(root)
-        files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-    return srsly.msgpack_dumps(files)
-
-
-def _bytes_dir(data: bytes, root: Path) -> None:
-    """Write the files of `_dir_bytes` under `root` (refusing paths that leave it)."""
-    for rel, content in srsly.msgpack_loads(data).items():
-        target = (root / rel).resolve()
-        if os.path.commonpath([target, root.resolve()]) != str(root.resolve()):
-            raise InputError(f"sap_linker bytes hold a file outside the component ({rel!r}); refusing to unpack")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)

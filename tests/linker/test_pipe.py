@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import spacy
+from spacy.tokens import Span
 from spacy.training import Example
 
 from spacy_el.build import index_from_dir, index_from_kb
@@ -125,14 +126,33 @@ def test_one_thousand_entities_in_one_doc_embed_each_string_once(tiny_bert_dir, 
     assert embedded == [["diabetes", "cancer"]]
 
 
+def test_texts_the_uncased_encoder_cannot_tell_apart_are_embedded_and_searched_once(tiny_bert_dir, index_dir,
+                                                                                   monkeypatch):
+    nlp = make_nlp(tiny_bert_dir, index_dir, name_lookup=False)
+    linker = nlp.get_pipe("sap_linker")
+    embedded, searched = [], []
+    real_embed, real_search = type(linker.encoder).embed, ConceptIndex.search
+    monkeypatch.setattr(type(linker.encoder), "embed",
+                        lambda self, texts, *a, **kw: embedded.append(list(texts)) or real_embed(self, texts, *a, **kw))
+    monkeypatch.setattr(ConceptIndex, "search",
+                        lambda self, vectors, k=5, **kw: searched.append(len(vectors)) or real_search(self, vectors, k, **kw))
+    doc = nlp.make_doc("Diabetes , diabetes and DIABETES ; Heart attack or heart attack")
+    doc.ents = [Span(doc, i, j, "DISEASE") for i, j in [(0, 1), (2, 3), (4, 5), (6, 8), (9, 11)]]
+    doc = linker(doc)
+    assert embedded == [["diabetes", "heart attack"]] and searched == [2]
+    assert [e.kb_id_ for e in doc.ents[:3]] == ["MESH:D003920"] * 3 and doc.ents[3].kb_id_ == doc.ents[4].kb_id_
+    assert len({tuple(e._.kb_candidates) for e in doc.ents[:3]}) == 1
+    assert doc.ents[3]._.kb_candidates == doc.ents[4]._.kb_candidates
+
+
 def test_lru_cache_is_bounded(tiny_bert_dir, index_dir):
     nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=2)
     nlp(TEXT)
-    cache = nlp.get_pipe("sap_linker")._cache
-    assert len(cache) == 2 and list(cache) == ["heart attack", "BRCA1"]  # the most recent two
+    cache = nlp.get_pipe("sap_linker").search.cached()
+    assert cache == ["heart attack", "brca1"]  # the most recent two (as the uncased encoder reads them)
     nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=0)
     assert links(nlp(TEXT)) == links(make_nlp(tiny_bert_dir, index_dir)(TEXT))
-    assert not nlp.get_pipe("sap_linker")._cache
+    assert not len(nlp.get_pipe("sap_linker").search)
 
 
 def test_search_results_of_cached_mentions_are_reused_until_the_index_changes(tiny_bert_dir, index_dir, monkeypatch):
@@ -149,7 +169,7 @@ def test_search_results_of_cached_mentions_are_reused_until_the_index_changes(ti
     first = links(nlp(TEXT))
     assert searched == [5]
     assert links(nlp(TEXT)) == first and searched == [5, 2]  # the 3 cached mentions were not searched again
-    assert set(linker._found) <= set(linker._cache)  # evicted vectors take their results along
+    assert set(linker.search._found) <= set(linker.search.cached())  # evicted vectors take their results along
     linker.index.set_prior({"MESH:D009369": 5}, weight=0.5)  # a new prior changes rankings: search again
     boosted = links(nlp(TEXT))
     assert searched == [5, 2, 5]
@@ -157,7 +177,7 @@ def test_search_results_of_cached_mentions_are_reused_until_the_index_changes(ti
     linker.cfg["top_k"] = 1
     assert all(len(c) == 1 for *_, c in links(nlp(TEXT))) and searched[-1] == 5
     linker.clear_cache()
-    assert not linker._cache and not linker._found
+    assert not len(linker.search) and not linker.search._found
 
 
 def test_pipe_equals_one_doc_at_a_time(tiny_bert_dir, index_dir):
@@ -346,9 +366,9 @@ def test_name_lookup_skips_the_encoder_for_kb_names_and_changes_no_link(tiny_ber
     monkeypatch.setattr(type(linker.encoder), "embed", spy)
     text = "diabetes and cancer, and a heart attack with BRCA1."
     with_lookup = links(nlp(text))
-    assert embedded == [["heart attack", "BRCA1"]]  # not KB names
+    assert embedded == [["heart attack", "brca1"]]  # not KB names (as the uncased encoder reads them)
     # the tiny BERT's tokenizer is uncased: "Diabetes  MELLITUS" is the KB's "diabetes mellitus"
-    assert list(linker._name_vectors(["Diabetes  MELLITUS", "diabetic"])) == ["Diabetes  MELLITUS"]
+    assert list(linker.search.name_vectors(["Diabetes  MELLITUS", "diabetic"])) == ["Diabetes  MELLITUS"]
     without = links(make_nlp(tiny_bert_dir, index_dir, name_lookup=False)(text))
     assert [(t, l, k) for t, l, k, _ in with_lookup] == [(t, l, k) for t, l, k, _ in without]
     for (_, _, _, a), (_, _, _, b) in zip(with_lookup, without):
@@ -362,7 +382,7 @@ def test_name_lookup_skips_the_encoder_for_kb_names_and_changes_no_link(tiny_ber
     sq.save(tmp_path / "sq")
     embedded.clear()
     make_nlp(tiny_bert_dir, tmp_path / "sq")(text)
-    assert sorted(embedded[0]) == ["BRCA1", "cancer", "diabetes", "heart attack"]
+    assert sorted(embedded[0]) == ["brca1", "cancer", "diabetes", "heart attack"]
 
 
 LINKER_MP_SCRIPT = """
