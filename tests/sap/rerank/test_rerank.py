@@ -102,7 +102,9 @@ def make_nlp(tiny_bert_dir, index_dir, reranker_dir, **config):
     from spacy_el.sap.encoders import encoder_from_path
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("entity_ruler").add_patterns([{"label": "Disease", "pattern": "SJS"}])
+    # a token pattern: spaCy 3.8's EntityRuler.from_bytes drops phrase (string) patterns (it replaces
+    # its PhraseMatcher after adding them back), which would hide the linker's own bytes round trip
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "Disease", "pattern": [{"ORTH": "SJS"}]}])
     linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0, "top_k": 3, "rerank_top_k": 3, **config})
     linker.initialize(encoder_loader=encoder_from_path(str(tiny_bert_dir)), index_loader=index_from_dir(str(index_dir)),
                       reranker_loader=reranker_from_path(str(reranker_dir)) if reranker_dir else None)
@@ -114,8 +116,6 @@ def pipeline_links(nlp):
     return [[(e.text, e.kb_id_, tuple(e._.kb_candidates)) for e in doc.ents] for doc in nlp.pipe(texts)]
 
 
-@pytest.mark.xfail(reason="open: in the last run the pipeline reloaded by spacy.load found no entities "
-                          "(its entity_ruler?); the reranking assertions before it passed", strict=False)
 def test_linker_reranks_keeps_both_scores_and_round_trips(trained, tiny_bert_dir, index, tmp_path):
     from spacy_el.sap.rerank.model import export_onnx, load_reranker
 
