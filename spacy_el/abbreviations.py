@@ -12,7 +12,9 @@ and assigns a fresh list to every doc.
 
 Sets `doc._.abbreviations`: `[(short Span, long Span), ...]` for every occurrence of every
 defined short form in the doc (the definition itself included), in text order, and
-`span._.long_form` on each of those short-form spans.
+`span._.long_form` on each of those short-form spans. Both are read from token offsets kept in
+`doc.user_data`, so they survive `Doc.to_bytes`/`from_bytes` and `nlp.pipe(n_process=…)` (a
+Span itself cannot be serialized).
 """
 from __future__ import annotations
 
@@ -28,12 +30,37 @@ MIN_SF_CHARS, MAX_SF_CHARS, MAX_SF_WORDS = 2, 10, 2
 MAX_PAREN_TOKENS = 12
 
 
+#: Where the pairs live: `doc.user_data[PAIRS] = [(short start, short end, long start, long end), ...]`
+#: in token offsets (plain integers, which msgpack carries).
+PAIRS = ("spacy_el", "abbreviations")
+
+
+def _get_abbreviations(doc: Doc) -> list[tuple[Span, Span]]:
+    return [(doc[a:b], doc[c:d]) for a, b, c, d in doc.user_data.get(PAIRS, ())]
+
+
+def _set_abbreviations(doc: Doc, pairs: Iterable[tuple[Span, Span]]) -> None:
+    doc.user_data[PAIRS] = [(short.start, short.end, long.start, long.end) for short, long in pairs]
+
+
+def _get_long_form(span: Span) -> Span | None:
+    for a, b, c, d in span.doc.user_data.get(PAIRS, ()):
+        if a == span.start and b == span.end:
+            return span.doc[c:d]
+    return None
+
+
+def _set_long_form(span: Span, long: Span | None) -> None:
+    pairs = [p for p in span.doc.user_data.get(PAIRS, ()) if (p[0], p[1]) != (span.start, span.end)]
+    if long is not None:
+        pairs.append((span.start, span.end, long.start, long.end))
+    span.doc.user_data[PAIRS] = sorted(pairs)
+
+
 def _register_extensions() -> None:
-    # An immutable default: docs that never went through the detector iterate as empty.
-    if not Doc.has_extension("abbreviations"):
-        Doc.set_extension("abbreviations", default=())
-    if not Span.has_extension("long_form"):
-        Span.set_extension("long_form", default=None)
+    # Docs that never went through the detector have no pairs: empty list, no long forms.
+    Doc.set_extension("abbreviations", getter=_get_abbreviations, setter=_set_abbreviations, force=True)
+    Span.set_extension("long_form", getter=_get_long_form, setter=_set_long_form, force=True)
 
 
 def is_short_form(text: str) -> bool:
@@ -212,9 +239,7 @@ class AbbreviationDetector:
 
     def __call__(self, doc: Doc) -> Doc:
         pairs = _occurrences(doc, find_definitions(doc)) if len(doc) else []
-        for short, long in pairs:
-            short._.long_form = long
-        doc._.abbreviations = pairs
+        doc._.abbreviations = pairs  # which also gives each short form its `long_form`
         if self.propagate_ents and pairs:
             propagate_entities(doc, pairs)
         return doc

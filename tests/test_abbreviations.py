@@ -90,6 +90,29 @@ def test_disk_round_trip(nlp, tmp_path):
     assert nlp.get_pipe("abbreviation_detector").from_bytes(b"") is not None
 
 
+def test_pairs_and_long_forms_survive_doc_bytes_and_n_process_2(nlp):
+    """A Span cannot be serialized: the pairs are kept as token offsets, so `Doc.to_bytes` and
+    `nlp.pipe(n_process=2)` (which ships docs back as bytes) give the same pairs and long forms."""
+    from spacy.tokens import Doc
+
+    texts = ["Wilms tumour (WT) is a kidney cancer; WT recurs.", "", "No definition here.",
+             "Familial adenomatous polyposis (FAP) and FAP kindreds."]
+
+    def pairs(doc):
+        return [(s.text, s.start, l.text, s._.long_form.text) for s, l in doc._.abbreviations]
+
+    expected = [pairs(nlp(t)) for t in texts]
+    assert expected[0] == [("WT", 3, "Wilms tumour", "Wilms tumour"), ("WT", 10, "Wilms tumour", "Wilms tumour")]
+    restored = [Doc(nlp.vocab).from_bytes(nlp(t).to_bytes()) for t in texts]
+    assert [pairs(d) for d in restored] == expected
+    assert [pairs(d) for d in nlp.pipe(texts, n_process=2)] == expected
+    doc = nlp(texts[0])
+    doc[0:2]._.long_form = doc[3:4]  # set by hand: read back, kept beside the detector's pairs
+    assert doc[0:2]._.long_form.text == "WT" and doc[3:4]._.long_form.text == "Wilms tumour"
+    doc[0:2]._.long_form = None
+    assert doc[0:2]._.long_form is None and len(doc._.abbreviations) == 2
+
+
 def test_helpers():
     assert is_short_form("APC") and is_short_form("G6PD") and not is_short_form("A")
     assert not is_short_form("(x)") and not is_short_form("a b c")
