@@ -147,3 +147,42 @@ def test_n_process_2_gives_the_same_entities_and_names(trained):
     texts = [TEXT, "", "Adenomatous polyposis coli and cancer.", "No names here at all."] * 2
     expected = [(ents(d), spans(d)) for d in trained.pipe(texts)]
     assert [(ents(d), spans(d)) for d in trained.pipe(texts, n_process=2, batch_size=2)] == expected
+
+
+def test_train_mentions_gazetteer_is_k_fold_on_training_docs_and_whole_elsewhere(tmp_path):
+    nlp = spacy.blank("en")
+    gaz = nlp.add_pipe("kb_gazetteer", name="train_gazetteer", config={"spans_key": "train_names"})
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+    gaz.initialize(lambda: examples, train_folds=3)
+    assert sorted(gaz.names) == ["adenomatous polyposis coli", "breast cancer", "cancer",
+                                 "familial adenomatous polyposis"]
+
+    def marked(text):
+        doc = nlp(text)
+        return sorted(s.text.lower() for s in doc.spans["train_names"])
+
+    from spacy_el.ner.gazetteer import _text_key
+
+    folds = {t: gaz.doc_folds[_text_key(t)] for t, _ in TRAIN}
+    assert len(set(gaz.doc_folds.values())) > 1  # the five texts are spread over the folds
+    for text, gold in TRAIN:
+        own = [text[s:e].lower() for s, e, _ in gold]
+        for name in own:  # a training doc's own mention is marked only when another fold has it too
+            seen_elsewhere = any(name in t.lower() and folds[t] != folds[text] and
+                                 any(t[s:e].lower() == name for s, e, _ in g) for t, g in TRAIN)
+            assert (name in marked(text)) == seen_elsewhere
+    # any other text: every train mention is a name
+    assert marked("Breast cancer and familial adenomatous polyposis; cancer.") == \
+        ["breast cancer", "cancer", "cancer", "familial adenomatous polyposis"]
+    # saved with the pipeline, folds included (disk and bytes)
+    nlp.to_disk(tmp_path / "p")
+    other = spacy.blank("en")
+    other.add_pipe("kb_gazetteer", name="train_gazetteer", config={"spans_key": "train_names"})
+    for loaded in (spacy.load(tmp_path / "p"), other.from_bytes(nlp.to_bytes())):
+        for text, _ in TRAIN + [("Breast cancer and cancer.", [])]:
+            a, b = loaded(text), nlp(text)
+            assert [s.text for s in a.spans["train_names"]] == [s.text for s in b.spans["train_names"]]
+    with pytest.raises(ValueError, match="train_folds=1"):
+        gaz.initialize(lambda: examples, train_folds=1)
+    with pytest.raises(ValueError, match="not both"):
+        gaz.initialize(lambda: examples, kb="kb.tsv", train_folds=3)
