@@ -55,6 +55,8 @@ VARIANTS = {
     "no_crf": ("ner_bilstm_kb.cfg", "doc", ["--components.bilstm_ner.model.crf", "false"]),
     "no_chars": ("ner_bilstm_kb.cfg", "doc", ["--components.bilstm_ner.model.features.char_width", "0"]),
     "no_doc_context": ("ner_bilstm_kb.cfg", "sentence", []),
+    # sentences + the train mentions as a 5-fold gazetteer beside the KB's
+    "train_mentions": ("ner_bilstm_kb_mentions.cfg", "sentence", []),
     "no_gazetteer": ("ner_bilstm.cfg", "doc", []),
     "transformer": ("ner_bilstm_trf.cfg", "doc", []),
     # today's released tagger before this work: v1 architecture, one sentence per doc
@@ -105,6 +107,8 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
     if "kb" in config:  # a corpus without a KB (CoNLL) trains the same tagger without the gazetteer
         if CORPORA[corpus]["kb"] is None:
+            if "mentions" in config:
+                raise SystemExit(f"{variant}: {corpus} has no KB for {config}")
             cmd[4] = str(REPO / "configs" / config.replace("_kb", ""))
         else:
             kb, fmt = CORPORA[corpus]["kb"]

@@ -15,7 +15,7 @@ from spacy_el.cli import app
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_spacy_train_runs_with_repo_config(tmp_path, kit):
+def write_train(kit, tmp_path):
     nlp = spacy.blank("en")
     db = DocBin()
     for text, spans in kit.TRAIN_DATA:
@@ -23,6 +23,10 @@ def test_spacy_train_runs_with_repo_config(tmp_path, kit):
         doc.ents = [doc.char_span(s, e, label=label) for s, e, label in spans]
         db.add(doc)
     db.to_disk(tmp_path / "train.spacy")
+
+
+def test_spacy_train_runs_with_repo_config(tmp_path, kit):
+    write_train(kit, tmp_path)
     overrides = {
         "paths.train": str(tmp_path / "train.spacy"),
         "paths.dev": str(tmp_path / "train.spacy"),
@@ -39,11 +43,31 @@ def test_spacy_train_runs_with_repo_config(tmp_path, kit):
     trained("Barack Obama visited Paris .")
 
 
+def test_spacy_train_with_the_train_mentions_gazetteer(tmp_path, kit):
+    write_train(kit, tmp_path)
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("Q1\tParis\nQ2\tBarack Obama\n")
+    overrides = {"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
+                 "paths.kb": str(kb), "paths.kb_format": "tsv",
+                 "components.bilstm_ner.model.features.include_static_vectors": False,
+                 "components.bilstm_ner.model.features.embed_width": 16,
+                 "components.bilstm_ner.model.hidden_width": 16,
+                 "training.max_steps": 4, "training.eval_frequency": 2}
+    train(REPO / "configs" / "ner_bilstm_kb_mentions.cfg", tmp_path / "out", overrides=overrides)
+    trained = spacy.load(tmp_path / "out" / "model-best")
+    assert trained.pipe_names == ["kb_gazetteer", "train_gazetteer", "bilstm_ner"]
+    gaz = trained.get_pipe("train_gazetteer")
+    assert gaz.names and gaz.doc_folds and set(gaz.doc_folds.values()) <= set(range(5))
+    doc = trained("Barack Obama visited Paris .")
+    assert doc.spans["train_names"] and doc.spans["kb_names"]
+
+
 def test_small_config_is_valid():
     from spacy.util import load_model_from_config
 
     pipelines = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_small.cfg": ["bilstm_ner"],
                  "ner_bilstm_v1.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
+                 "ner_bilstm_kb_mentions.cfg": ["kb_gazetteer", "train_gazetteer", "bilstm_ner"],
                  "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"]}
     assert {p.name for p in (REPO / "configs").glob("ner_*.cfg")} == set(pipelines)
     for name, pipe_names in pipelines.items():
