@@ -37,6 +37,8 @@ __all__ = ["ConceptIndex", "Candidate", "DEFAULT_PRIOR_WEIGHT", "KB_SOURCE", "al
 
 INDEX_FILE = "index.faiss"
 TABLE_FILE = "table.tsv"
+#: The table as memory-mapped columns and its row codes (`ConceptTable.to_columns`, `RowCodes.save`).
+COLUMNS_DIR = "columns"
 META_FILE = "meta.json"
 PRIOR_FILE = "prior.tsv"
 FORMAT_VERSION = 1
@@ -59,6 +61,7 @@ class ConceptIndex:
         self.cpu_index = index
         self._name_rows: tuple[Callable[[str], str], dict[str, int]] | None = None
         self._codes: tuple[ConceptTable, RowCodes] | None = None
+        self._bonus: tuple[tuple, np.ndarray] | None = None
         #: concept id (as the table spells it) → train mentions linked to it (see `spacy_el.kb.ranking`)
         self.prior: dict[str, int] = dict(prior or {})
         #: semantic types per concept (`types.tsv`; see `spacy_el.kb.types`), None when not attached
@@ -198,13 +201,22 @@ class ConceptIndex:
     def dim(self) -> int:
         return self.meta["dim"]
 
-    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray | None:
-        """The exact vectors of table rows when the index keeps them uncompressed (`Flat`,
-        `HNSW…` over flat storage), else None: PQ/SQ/PCA/IVF codes only approximate them."""
+    @property
+    def stores_vectors(self) -> bool:
+        """Does the index keep its vectors uncompressed (`Flat`, `HNSW…` over flat storage)?"""
+        return self._flat() is not None
+
+    def _flat(self) -> faiss.IndexFlat | None:
         index = faiss.downcast_index(self.cpu_index) if self.cpu_index is not None else None
         if isinstance(index, faiss.IndexHNSW):
             index = faiss.downcast_index(index.storage)
-        if not isinstance(index, faiss.IndexFlat):
+        return index if isinstance(index, faiss.IndexFlat) else None
+
+    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray | None:
+        """The exact vectors of table rows when the index stores them (`stores_vectors`), else
+        None: PQ/SQ/PCA/IVF codes only approximate them."""
+        index = self._flat()
+        if index is None:
             return None
         if not len(rows):
             return np.zeros((0, self.dim), "float32")
@@ -251,7 +263,10 @@ class ConceptIndex:
         if k <= 0 or not len(queries):
             return results
         codes = self._row_codes()
-        bonus = prior_bonus(self.prior, self.prior_weight, codes)
+        key = (id(codes), hash(frozenset(self.prior.items())), self.prior_weight)
+        if self._bonus is None or self._bonus[0] != key:  # one array per concept: built once, not per search
+            self._bonus = (key, prior_bonus(self.prior, self.prior_weight, codes))
+        bonus = self._bonus[1]
         todo = np.arange(len(queries))
         row_filter = RowFilter(self.index, allowed) if allowed is not None else None
         n_rows = len(self.table) if row_filter is None else row_filter.n_allowed
@@ -295,6 +310,8 @@ class ConceptIndex:
         with atomic_dir(path) as tmp:
             faiss.write_index(cpu, str(tmp / INDEX_FILE))
             self.table.to_tsv(tmp / TABLE_FILE)
+            self.table.to_columns(tmp / COLUMNS_DIR)
+            self._row_codes().save(tmp / COLUMNS_DIR)
             if self.types is not None:
                 self.types.to_tsv(tmp / TYPES_FILE)
             if self.prior:
@@ -322,11 +339,16 @@ class ConceptIndex:
         if index.d != meta["dim"]:
             raise InputError(f"{path}: {INDEX_FILE} holds vectors of dim {index.d} but {META_FILE} says dim "
                              f"{meta['dim']}: the directory mixes files of two builds; rebuild the index")
-        table = ConceptTable.from_tsv(path / TABLE_FILE)
+        columns = path / COLUMNS_DIR
+        table = (ConceptTable.from_columns(columns, mmap) if columns.is_dir()  # an index written before columns:
+                 else ConceptTable.from_tsv(path / TABLE_FILE))                # the same table, parsed
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
         prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
         self = cls(table, index, meta, use_gpu=use_gpu, prior=prior)
+        codes = RowCodes.open(columns, table.ids, mmap) if columns.is_dir() else None
+        if codes is not None:
+            self._codes = (table, codes)
         if (path / TYPES_FILE).exists():
             self.types = ConceptTypes.from_tsv(path / TYPES_FILE)
         if prior_weight is not None:

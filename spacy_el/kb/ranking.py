@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Optional
+from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -49,37 +49,82 @@ class Candidate(NamedTuple):
     rerank_score: Optional[float] = None
 
 
-class RowCodes(NamedTuple):
-    """A concept table as integer arrays for `collapse` (see `row_codes`)."""
+class RowCodes:
+    """A concept table as integer arrays for `collapse` (see `row_codes`): per row its text (the
+    name under `normalize_name`) and its concept as numbers, and whether it is a KB name (not a
+    corpus alias). Saved beside an index's table columns (`save`/`open`, memory-mapped), so a
+    10M-name index does not rebuild them on its first search."""
 
-    #: per row: its text (the name under `normalize_name`) as a number
-    text: np.ndarray
-    #: per row: its concept as a number
-    concept: np.ndarray
-    #: per row: whether it is a KB name (not a corpus alias)
-    is_kb: np.ndarray
-    #: concept id → its number (the values of `concept`), in number order
-    concept_numbers: dict[str, int]
+    FILES = ("text", "concept", "is_kb")
+
+    def __init__(self, text: np.ndarray, concept: np.ndarray, is_kb: np.ndarray, n_concepts: int,
+                 ids: Optional[Sequence[str]] = None, concept_numbers: Optional[dict[str, int]] = None) -> None:
+        self.text, self.concept, self.is_kb, self.n_concepts = text, concept, is_kb, n_concepts
+        self._ids, self._concept_numbers = ids, concept_numbers
+
+    @property
+    def concept_numbers(self) -> dict[str, int]:
+        """concept id → its number (in number order); built from the ids on first use (only a prior needs it)."""
+        if self._concept_numbers is None:
+            numbers: dict[str, int] = {}
+            for cid in self._ids or ():
+                numbers.setdefault(cid, len(numbers))
+            self._concept_numbers = numbers
+        return self._concept_numbers
+
+    def save(self, directory: Path) -> None:
+        for name in self.FILES:
+            np.save(directory / f"codes.{name}.npy", getattr(self, name))
+
+    @classmethod
+    def open(cls, directory: Path, ids: Sequence[str], mmap: bool = True) -> Optional["RowCodes"]:
+        """The saved codes of a table with these ids, or None when they are missing or stale."""
+        paths = [directory / f"codes.{name}.npy" for name in cls.FILES]
+        if not all(p.exists() for p in paths):
+            return None
+        text, concept, is_kb = (np.load(p, mmap_mode="r" if mmap else None) for p in paths)
+        if not len(text) == len(concept) == len(is_kb) == len(ids):
+            return None
+        return cls(text, concept, is_kb, int(concept.max()) + 1 if len(concept) else 0, ids)
+
+
+class RowCodesBuilder:
+    """`RowCodes` of rows added chunk by chunk (the streaming index build), as `row_codes` does at once."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, int] = {}
+        self._concepts: dict[str, int] = {}
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Append (concept id, name, source) rows."""
+        rows = list(rows)
+        texts, concepts = self._texts, self._concepts
+        self._parts.append((
+            np.fromiter((texts.setdefault(normalize_name(name), len(texts)) for _, name, _ in rows),
+                        dtype=np.int64, count=len(rows)),
+            np.fromiter((concepts.setdefault(cid, len(concepts)) for cid, _, _ in rows), dtype=np.int64,
+                        count=len(rows)),
+            np.fromiter((source == KB_SOURCE for _, _, source in rows), dtype=bool, count=len(rows))))
+
+    def build(self, ids: Optional[Sequence[str]] = None) -> RowCodes:
+        text, concept, is_kb = (np.concatenate([p[i] for p in self._parts]) if self._parts else
+                                np.zeros(0, dtype=dtype) for i, dtype in enumerate((np.int64, np.int64, bool)))
+        return RowCodes(text, concept, is_kb, len(self._concepts), ids, self._concepts)
 
 
 def row_codes(table: ConceptTable) -> RowCodes:
     """Per table row, as arrays: its text (name up to case and spacing) and concept as integers
     and whether it is a KB name."""
-    texts: dict[str, int] = {}
-    concepts: dict[str, int] = {}
-    n = len(table)
-    return RowCodes(
-        text=np.fromiter((texts.setdefault(normalize_name(name), len(texts)) for name in table.names),
-                         dtype=np.int64, count=n),
-        concept=np.fromiter((concepts.setdefault(cid, len(concepts)) for cid in table.ids), dtype=np.int64, count=n),
-        is_kb=np.fromiter((source == KB_SOURCE for source in table.sources), dtype=bool, count=n),
-        concept_numbers=concepts)
+    builder = RowCodesBuilder()
+    builder.add(table.rows())
+    return builder.build(table.ids)
 
 
 def prior_bonus(prior: dict[str, int], weight: float, codes: RowCodes) -> np.ndarray:
     """The prior's ranking bonus per concept number: weight · log(1 + train mentions)."""
-    bonus = np.zeros(len(codes.concept_numbers))
-    if weight:
+    bonus = np.zeros(codes.n_concepts)
+    if weight and prior:
         for cid, n in prior.items():
             if cid in codes.concept_numbers:
                 bonus[codes.concept_numbers[cid]] = weight * math.log1p(n)
@@ -115,7 +160,7 @@ def collapse(scores: np.ndarray, rows: np.ndarray, k: int, codes: RowCodes, bonu
     rank_key = -(np.round(text_score, TIE_DECIMALS) + bonus[concept])
     order = np.lexsort((position, codes.is_kb[row], rank_key, query))
     # each concept's first name in that order, then the first k concepts of each query
-    _, first = np.unique(query[order] * len(codes.concept_numbers) + concept[order], return_index=True)
+    _, first = np.unique(query[order] * codes.n_concepts + concept[order], return_index=True)
     chosen = order[np.sort(first)]
     starts = np.searchsorted(query[chosen], np.arange(n_queries))
     keep = chosen[np.arange(len(chosen)) - starts[query[chosen]] < k]

@@ -3,8 +3,8 @@ index on a sample, then add the names chunk by chunk, appending each chunk's row
 it goes. Only one chunk of vectors is in memory at a time, so a 10M-name IVF-PQ index needs the
 compressed codes plus one chunk, not 10M × dim floats.
 
-The result is an ordinary index directory (`index.faiss`, `table.tsv`, `meta.json`) that
-`ConceptIndex.load` reads; it is written atomically. With `use_gpu` and faiss-gpu, training and
+The result is an ordinary index directory (`index.faiss`, `table.tsv`, the table's memory-mapped
+`columns/` with its row codes, `meta.json`) that `ConceptIndex.load` reads; it is written atomically. With `use_gpu` and faiss-gpu, training and
 adding run on every visible GPU (the index sharded across them), and the index comes back to the
 CPU to be written; without a GPU the same code runs on the CPU.
 """
@@ -21,7 +21,9 @@ import numpy as np
 
 from spacy_el.io import InputError, atomic_dir
 from spacy_el.kb.faiss_utils import default_settings, faiss_msg, sub_indexes, to_all_gpus
-from spacy_el.kb.index import FORMAT_VERSION, INDEX_FILE, KB_SOURCE, META_FILE, TABLE_FILE
+from spacy_el.kb.index import COLUMNS_DIR, FORMAT_VERSION, INDEX_FILE, KB_SOURCE, META_FILE, TABLE_FILE
+from spacy_el.kb.ranking import RowCodesBuilder
+from spacy_el.kb.table import ColumnsWriter
 
 #: One chunk: the (concept id, name, source) rows and their vectors (row i ↔ vector i).
 Chunk = tuple[Sequence[tuple[str, str, str]], np.ndarray]
@@ -59,8 +61,9 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
     train_s = time.perf_counter() - t0
     work, on_gpu = to_all_gpus(index, use_gpu, shard=True)  # adding: sharded over every GPU, else the CPU
     n_names, sources, concepts = 0, Counter(), set()
+    codes = RowCodesBuilder()
     with atomic_dir(output) as tmp:
-        with open(tmp / TABLE_FILE, "w", encoding="utf-8") as table:
+        with open(tmp / TABLE_FILE, "w", encoding="utf-8") as table, ColumnsWriter(tmp / COLUMNS_DIR) as columns:
             for rows, vectors in chunks:
                 vectors = np.array(vectors, dtype="float32", order="C")
                 if vectors.shape != (len(rows), dim):
@@ -69,18 +72,21 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
                 if not np.isfinite(vectors).all():
                     raise InputError("the name vectors contain NaN or infinite values; check the encoder")
                 faiss.normalize_L2(vectors)
-                lines = []
+                clean = []
                 for cid, name, source in rows:
                     if any(c in cid for c in "\t\n\r") or not cid.strip():
                         raise InputError(f"concept id {cid!r} is empty or holds a tab or line break; fix the KB")
-                    lines.append(f"{cid}\t{_clean_name(name)}\t{source}\n")
+                    clean.append((cid, _clean_name(name), source))
                     sources[source] += 1
                     concepts.add(hash(cid))
                 work.add(vectors)
-                table.writelines(lines)
+                table.writelines(f"{cid}\t{name}\t{source}\n" for cid, name, source in clean)
+                columns.add(clean)
+                codes.add(clean)
                 n_names += len(rows)
         if not n_names:
             raise InputError("no names to index: the chunks were empty")
+        codes.build().save(tmp / COLUMNS_DIR)
         cpu = faiss.index_gpu_to_cpu(work) if on_gpu else work
         faiss.write_index(cpu, str(tmp / INDEX_FILE))
         meta = {

@@ -97,6 +97,8 @@ class MentionSearch:
     def name_vectors(self, texts: Sequence[str]) -> Dict[str, np.ndarray]:
         """The stored vectors of the texts that are KB names (up to `key`), or {} when the
         index keeps no exact vectors."""
+        if not self.index.stores_vectors:  # a compressed index: no exact vectors to take
+            return {}
         rows = self.index.name_rows(self.key)
         hits = {t: rows[k] for t in texts if (k := self.key(t)) in rows}
         stored = self.index.stored_vectors(list(hits.values())) if hits else None

@@ -59,10 +59,38 @@ def test_flat_search_equals_brute_force_and_survives_disk(tmp_path):
 
 def _round_trip(index: ConceptIndex, path) -> ConceptIndex:
     index.save(path)
-    assert sorted(p.name for p in path.iterdir()) == ["index.faiss", "meta.json", "table.tsv"]
+    assert sorted(p.name for p in path.iterdir()) == ["columns", "index.faiss", "meta.json", "table.tsv"]
     meta = json.loads((path / "meta.json").read_text())
     assert meta["metric"] == "inner_product" and meta["n_names"] == len(index) and meta["dim"] == index.dim
     return ConceptIndex.load(path, use_gpu=False)
+
+
+def test_table_opens_from_memory_mapped_columns_and_old_layouts_still_load(tmp_path):
+    """The saved columns give the TSV's table and the saved row codes (no rebuild on the first
+    search); an index saved before columns existed loads from table.tsv with the same results;
+    a table opened from columns becomes a list table when changed."""
+    import shutil
+
+    from spacy_el.kb.table import StringColumn
+
+    table = ConceptTable.from_rows([("C1", "Crohn’s disease"), ("C1", "crohn disease", "train.txt"),
+                                    ("C2", "état de mal"), ("C3", "x")])
+    vectors = np.random.default_rng(0).standard_normal((4, 16)).astype("float32")
+    index = ConceptIndex.from_vectors(table, vectors, "Flat", use_gpu=False)
+    index.save(tmp_path / "idx")
+    loaded = ConceptIndex.load(tmp_path / "idx", use_gpu=False)
+    assert isinstance(loaded.table.names, StringColumn) and loaded._codes is not None
+    assert loaded.table == ConceptTable.from_tsv(tmp_path / "idx" / "table.tsv") == table
+    assert loaded.table.names[1] == "crohn disease" and loaded.table.names[-1] == "x"
+    assert loaded.table.names[1:3] == ["crohn disease", "état de mal"] and list(loaded.table.sources)[1] == "train.txt"
+    np.testing.assert_array_equal(loaded._codes[1].text, index._row_codes().text)
+    queries = vectors[[2, 0]]
+    shutil.rmtree(tmp_path / "idx" / "columns")  # the layout before columns
+    old = ConceptIndex.load(tmp_path / "idx", use_gpu=False)
+    assert isinstance(old.table.names, list)
+    assert old.search(queries) == loaded.search(queries) == index.search(queries)
+    loaded.table.add("C4", "new name")
+    assert isinstance(loaded.table.names, list) and loaded.table.names[-1] == "new name" and len(loaded.table) == 5
 
 
 def test_many_names_of_one_concept_collapse_to_its_best():
@@ -230,7 +258,7 @@ def test_interrupted_build_leaves_no_index_behind(encoder, tmp_path, monkeypatch
 
     # a finished index survives a later build that dies while writing
     build_index(kb, encoder, tmp_path / "out", use_gpu=False)
-    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
 
     def write_dies(*args, **kwargs):
         raise OSError("disk full")
@@ -238,7 +266,7 @@ def test_interrupted_build_leaves_no_index_behind(encoder, tmp_path, monkeypatch
     monkeypatch.setattr(ConceptTable, "to_tsv", write_dies)
     with pytest.raises(OSError):
         build_index(_write_kb(tmp_path / "kb2.tsv", NAMES[:4]), encoder, tmp_path / "out", use_gpu=False)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 

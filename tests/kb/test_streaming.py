@@ -13,6 +13,7 @@ from spacy_el.build import build_index_streaming
 from spacy_el.io import InputError
 from spacy_el.kb import faiss_utils
 from spacy_el.kb.index import ConceptIndex
+from spacy_el.kb.ranking import row_codes
 from spacy_el.kb.streaming import build_index_from_chunks
 from spacy_el.kb.table import ConceptTable
 
@@ -44,6 +45,11 @@ def test_streaming_build_adds_chunks_and_loads_as_a_concept_index(encoder, tmp_p
     assert meta["n_names"] == len(ROWS) and meta["n_concepts"] == len(ROWS) // 2 and meta["build"]["streaming"]
     index = ConceptIndex.load(tmp_path / "index", encoder)
     assert index.table.rows() and list(index.table.rows()) == ROWS
+    # the table opens from its memory-mapped columns with the row codes saved by the build
+    assert ConceptTable.from_tsv(tmp_path / "index" / "table.tsv") == index.table and index._codes is not None
+    rebuilt = row_codes(ConceptTable.from_rows(ROWS))
+    for field in ("text", "concept", "is_kb"):
+        np.testing.assert_array_equal(getattr(index._codes[1], field), getattr(rebuilt, field))
     monkeypatch.setattr(type(encoder), "embed", real)
     # trained on every name (the sample is all of them), it is the index `ConceptIndex.build` makes
     build_index_streaming(lambda: iter(ROWS), encoder, tmp_path / "full", index_type="IVF4,PQ8x4",
