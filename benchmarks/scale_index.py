@@ -159,7 +159,8 @@ def build(args: argparse.Namespace) -> None:
     np.save(work / "exact_top5.npy", best_i)
     np.save(work / "exact_top5_scores.npy", best_s)
     (work / "queries.json").write_text(json.dumps(queries))
-    files = {p.name: p.stat().st_size for p in (work / "index").iterdir()}
+    files = {p.name: p.stat().st_size for p in (work / "index").iterdir() if p.is_file()}
+    columns = sum(p.stat().st_size for p in (work / "index" / "columns").iterdir())
     result = {"names": args.names, "concepts": meta["n_concepts"], "index_type": index_type,
               "settings": meta["settings"], "encoder": str(args.encoder), "build_wall_s": round(wall, 1),
               "build_wall_s_without_exact": round(wall - timing["exact_s"], 1),
@@ -167,6 +168,7 @@ def build(args: argparse.Namespace) -> None:
               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
               "index_bytes_per_name": round(files["index.faiss"] / args.names, 1),
               "table_bytes_per_name": round(files["table.tsv"] / args.names, 1),
+              "columns_bytes_per_name": round(columns / args.names, 1),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "load_end": os.getloadavg()[0]}
     (work / "build.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
@@ -239,13 +241,14 @@ def report(args: argparse.Namespace) -> None:
             rows.append((json.loads((d / "build.json").read_text()),
                          json.loads((d / "query.json").read_text()) if (d / "query.json").exists() else {}))
     print(f"{cpu_model()}, {os.cpu_count()} CPU cores, no GPU (CPU figures)\n")
-    print("| names | concepts | index | build wall min (excl. exact) | peak RSS GB | index B/name | table B/name | "
+    print("| names | concepts | index | build wall min (excl. exact) | peak RSS GB | index B/name | table.tsv / columns B/name | "
           "`spacy.load` s | 1-recall@5 | 5-recall@5 | FAISS ms/query | unique mentions/s (first / warm) |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for b, q in rows:
         print(f"| {b['names']:,} | {b['concepts']:,} | `{b['index_type']}` nprobe {b['settings'].get('nprobe')} | "
               f"{b['build_wall_s'] / 60:.1f} ({b['build_wall_s_without_exact'] / 60:.1f}) | {b['peak_rss_gb']} | "
-              f"{b['index_bytes_per_name']} | {b['table_bytes_per_name']} | {q.get('spacy_load_s', '–')} | "
+              f"{b['index_bytes_per_name']} | {b['table_bytes_per_name']} / {b.get('columns_bytes_per_name', '–')} | "
+              f"{q.get('spacy_load_s', '–')} | "
               f"{q.get('one_recall_at_5', '–')} | {q.get('overlap_recall_at_5', '–')} | {q.get('faiss_ms_per_query', '–')} | "
               f"{q.get('mentions_per_s_first', '–')} / {q.get('mentions_per_s_warm', '–')} |")
 
