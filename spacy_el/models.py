@@ -115,6 +115,19 @@ _AFTER_FORK: list[Callable[[], None]] = []
 _HOOK_INSTALLED = False
 
 
+#: Runtime objects a forked child inherited and must never destroy (see `keep_inherited`).
+_INHERITED: list = []
+
+
+def keep_inherited(obj: object) -> None:
+    """In a forked child: hold `obj` (an ONNX Runtime session of the parent) for the child's whole
+    life. Its destructor would wait on the parent's thread pool, a condition variable whose
+    waiters the fork did not copy, and hang the child; its pages stay shared copy-on-write, so
+    keeping it costs no memory."""
+    if obj is not None:
+        _INHERITED.append(obj)
+
+
 def after_fork_in_child(callback: Callable[[], None]) -> Callable[[], None]:
     """Run `callback` in every child forked after this call (e.g. to re-create a runtime's session)."""
     _AFTER_FORK.append(callback)

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
-from spacy_el.models import after_fork_in_child, embed_in_batches
+from spacy_el.models import after_fork_in_child, embed_in_batches, keep_inherited
 from spacy_el.sap.settings import SETTINGS_FILE, EncoderSettings
 
 MODEL_FILE = "model.onnx"
@@ -92,15 +92,10 @@ class OnnxEncoder:
 
     def _new_session_after_fork(self) -> None:
         """A forked child inherits the session but not its threads: build it again, one thread.
-        The inherited session is never destroyed here: its destructor waits on the parent's
-        thread pool (a condition variable whose waiters were not copied by the fork) and hung
-        the child, so it gets one reference that is never dropped (its pages are shared with the
-        parent copy-on-write, so this costs no memory)."""
-        import ctypes
-
+        The inherited session is kept, never destroyed (`spacy_el.models.keep_inherited`)."""
         import onnxruntime as ort
 
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self.session))
+        keep_inherited(self.session)
         self._options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), self._options,
                                             providers=self._providers)

@@ -31,7 +31,7 @@ from spacy.util import registry
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
 from spacy_el.kb.index import Candidate
-from spacy_el.models import after_fork_in_child, resolve_model
+from spacy_el.models import after_fork_in_child, keep_inherited, resolve_model
 from spacy_el.sap.rerank.context import DEFAULT_MAX_NAMES, DEFAULT_WINDOW, candidate_text, mention_in_context
 
 SETTINGS_FILE = "reranker.json"
@@ -225,7 +225,10 @@ class OnnxReranker:
 
     def _session_after_fork(self) -> None:
         """In a forked child: the inherited session's threads are gone; a one-thread session is
-        built on first use (not inside the fork handler, where the runtime's state may be locked)."""
+        built on first use (not inside the fork handler, where the runtime's state may be locked).
+        The inherited one is kept, never destroyed (`spacy_el.models.keep_inherited`): dropping it
+        here hung every child of a process that held an ONNX reranker."""
+        keep_inherited(self.session)
         self.session = None
 
     @classmethod

@@ -249,3 +249,27 @@ def test_pairs_longer_than_max_length_are_cut_not_refused(trained, tmp_path):
     for reranker in (torch_reranker, onnx_reranker):
         scores = reranker.score(*pairs)
         assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_a_process_holding_an_onnx_reranker_still_forks_working_workers(trained, tmp_path):
+    """Forked workers (`nlp.pipe(n_process=2)`) of a process that has used an ONNX reranker must
+    not destroy its inherited session: that waits on the parent's thread pool and hangs."""
+    import subprocess
+    import sys
+
+    from spacy_el.sap.rerank.model import export_onnx, load_reranker
+
+    result, _, _ = trained
+    export_onnx(load_reranker(result.reranker_dir), tmp_path / "onnx8", quantize=True)
+    script = (
+        "import spacy\n"
+        "from spacy_el.sap.rerank.model import load_reranker\n"
+        f"reranker = load_reranker({str(tmp_path / 'onnx8')!r}, num_threads=2)\n"
+        "reranker.score(['a [SJS] rash'] * 8, ['Stevens-Johnson syndrome'] * 8)\n"
+        "nlp = spacy.blank('en')\n"
+        "nlp.add_pipe('abbreviation_detector')\n"
+        "docs = list(nlp.pipe(['Wilms tumour (WT) recurs.'] * 8, n_process=2))\n"
+        "print(sum(len(d._.abbreviations) for d in docs))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "8"
