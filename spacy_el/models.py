@@ -115,6 +115,16 @@ _AFTER_FORK: list[Callable[[], None]] = []
 _HOOK_INSTALLED = False
 
 
+def runtime_threads(num_threads: int | None) -> int:
+    """Threads for an ONNX Runtime session: `num_threads`, else `OMP_NUM_THREADS` when set (the
+    one knob torch and FAISS already follow, so `OMP_NUM_THREADS=1` makes a whole process one
+    thread), else 0 (the runtime's default: one per core)."""
+    if num_threads:
+        return int(num_threads)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() else 0
+
+
 #: Runtime objects a forked child inherited and must never destroy (see `keep_inherited`).
 _INHERITED: list = []
 

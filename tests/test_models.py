@@ -75,3 +75,14 @@ def test_die_with_parent_is_a_no_op_outside_linux(monkeypatch):
 
     monkeypatch.setattr(models.sys, "platform", "darwin")
     assert models.die_with_parent() is False
+
+
+def test_onnx_runtime_threads_follow_omp_num_threads(monkeypatch):
+    from spacy_el.models import runtime_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runtime_threads(None) == 0 and runtime_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert runtime_threads(None) == 1 and runtime_threads(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "garbage")
+    assert runtime_threads(None) == 0

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
-from spacy_el.models import after_fork_in_child, embed_in_batches, keep_inherited
+from spacy_el.models import after_fork_in_child, embed_in_batches, keep_inherited, runtime_threads
 from spacy_el.sap.settings import SETTINGS_FILE, EncoderSettings
 
 MODEL_FILE = "model.onnx"
@@ -79,7 +79,7 @@ class OnnxEncoder:
                                            if f.name in meta})
         self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads or 0
+        options.intra_op_num_threads = runtime_threads(num_threads)
         options.inter_op_num_threads = 1
         # no busy-waiting between runs: it starved FAISS's search threads of the same cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -31,7 +31,7 @@ from spacy.util import registry
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
 from spacy_el.kb.index import Candidate
-from spacy_el.models import after_fork_in_child, keep_inherited, resolve_model
+from spacy_el.models import after_fork_in_child, keep_inherited, resolve_model, runtime_threads
 from spacy_el.sap.rerank.context import DEFAULT_MAX_NAMES, DEFAULT_WINDOW, candidate_text, mention_in_context
 
 SETTINGS_FILE = "reranker.json"
@@ -218,7 +218,7 @@ class OnnxReranker:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads or 0
+        options.intra_op_num_threads = runtime_threads(num_threads)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
