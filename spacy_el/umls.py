@@ -16,6 +16,9 @@ Outputs (each written atomically) in the output directory:
 - `pairs.tsv`: `CUI<TAB>name<TAB>name`, synonym pairs for pretraining (≤ `max_pairs` per CUI,
   seeded), made by `spacy_el.sap.pairs`.
 - `semtypes.tsv` (with MRSTY): `CUI<TAB>TUI|TUI<TAB>type name|type name`.
+
+One module (~410 lines) because the streaming reader, the external sort it falls back to and
+the writers share one pass and its statistics.
 """
 from __future__ import annotations
 

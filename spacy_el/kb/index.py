@@ -7,11 +7,13 @@ ranks names by cosine. A concept has many names, so `search` looks deeper than k
 each concept's best name (`spacy_el.kb.ranking.collapse`, which also applies the corpus prior):
 callers get the top-k *concepts*.
 
-On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source),
-`meta.json` (encoder fingerprint and dim, metric, counts, index type, search settings, alias
-files) and, with a corpus prior, `prior.tsv`. It is written atomically and memory-mapped on load
-where FAISS allows it, so a pipeline holding a large KB loads fast and shares pages between
-processes. FAISS plumbing lives in `faiss_utils.py`, index building from files in `spacy_el.build`.
+On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source), the same
+table as memory-mapped `columns/` with its row codes (`spacy_el.kb.table`), `meta.json` (encoder
+fingerprint and dim, metric, counts, index type, search settings, alias files) and, with a corpus
+prior, `prior.tsv`. It is written atomically and memory-mapped on load where FAISS allows it, so a
+pipeline holding a large KB loads fast and shares pages between processes. FAISS plumbing lives in
+`faiss_utils.py`, ranking in `ranking.py`, index building from files in `spacy_el.build`; this
+module (~420 lines) is the one class whose build, search and disk format share its state.
 """
 from __future__ import annotations
 
