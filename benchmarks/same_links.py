@@ -1,7 +1,7 @@
 """Behaviour kept across a refactoring: the same links from this checkout and from an older
 revision, on the real data of `benchmarks/corpus_linking.py` and `benchmarks/linker.py`.
 
-    python benchmarks/same_links.py --old-rev e3ed6d8 --work /tmp/same_links [--layers 0]
+    python benchmarks/same_links.py --old-rev e3ed6d8 --work /tmp/same_links [--layers 0] [--old-python OLD_VENV/bin/python]
 
 Both code versions run the same steps in their own interpreter (the old one from `git archive
 OLD_REV spacy_el` on `PYTHONPATH`), each with its own encoder code, index code and linker:
@@ -157,6 +157,9 @@ def main() -> None:
     ap.add_argument("--old-rev", default="e3ed6d8", help="the revision to compare with (before the refactoring)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/same_links"))
     ap.add_argument("--layers", type=int, default=0, help="MiniLM layers kept (6: the full encoder)")
+    ap.add_argument("--old-python", default=sys.executable,
+                    help="interpreter of an install of the old revision: spaCy loads every installed factory's entry "
+                         "point, so the old code needs an environment whose entry points name its own modules")
     ap.add_argument("--side", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side is not None:
@@ -170,11 +173,11 @@ def main() -> None:
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive, check=True)
     results = {}
-    for label, pythonpath in (("old", str(old_src)), ("new", str(ROOT))):
+    for label, pythonpath, python in (("old", str(old_src), args.old_python), ("new", str(ROOT), sys.executable)):
         out = args.work / f"{label}_L{args.layers}.json"
         if not out.with_suffix(".npy").exists():
             env = dict(os.environ, PYTHONPATH=pythonpath)
-            subprocess.run([sys.executable, __file__, "--side", str(out), "--layers", str(args.layers),
+            subprocess.run([python, __file__, "--side", str(out), "--layers", str(args.layers),
                             "--work", str(args.work)], check=True, env=env, cwd=args.work)
         results[label] = json.loads(out.read_text())
         print(f"{label}: spacy_el from {results[label]['spacy_el']}, {results[label]['seconds']:.0f} s", flush=True)
