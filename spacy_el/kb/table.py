@@ -65,12 +65,6 @@ class StringColumn(Sequence[str]):
 
     __hash__ = None  # type: ignore[assignment]  # mutable-sequence semantics: equal by value
 
-    @staticmethod
-    def write(directory: Path, name: str, values: Sequence[str]) -> None:
-        """`name.blob.npy` and `name.offsets.npy` in `directory` (values must not hold a newline)."""
-        with ColumnsWriter(directory, (name,)) as writer:
-            writer.add([(v,) for v in values])
-
     @classmethod
     def open(cls, directory: Path, name: str, mmap: bool = True) -> "StringColumn":
         mode = "r" if mmap else None
