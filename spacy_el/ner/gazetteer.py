@@ -23,13 +23,13 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
+import srsly
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
 from spacy.util import ensure_path
-import srsly
 
 from spacy_el.io import InputError, atomic_write
 
@@ -40,6 +40,11 @@ FOLDS_FILE = "train_folds.json"
 def _text_key(text: str) -> str:
     """A stable short key of a doc's text (Python's `hash` changes between processes)."""
     return hashlib.blake2b(text.encode("utf8"), digest_size=8).hexdigest()
+
+
+def _name_of(span: Span) -> str:
+    """A span as the gazetteer stores names: its lower-cased tokens joined by single spaces."""
+    return " ".join(t.lower_ for t in span if not t.is_space)
 
 
 @Language.factory(
@@ -109,8 +114,8 @@ class KBGazetteer(Pipe):
             key = _text_key(eg.reference.text)
             fold = doc_folds.setdefault(key, int(key, 16) % folds)
             for ent in eg.reference.ents:
-                name = " ".join(t.lower_ for t in ent if not t.is_space)
                 if len(ent.text.strip()) >= self.min_length:
+                    name = _name_of(ent)
                     name_folds[name] = name_folds.get(name, 0) | (1 << fold)
         self._set_tokenized(sorted(name_folds), source=f"the training examples ({self.name}, train_folds={folds})")
         self.name_folds, self.doc_folds = name_folds, doc_folds
@@ -137,8 +142,7 @@ class KBGazetteer(Pipe):
             fold = self.doc_folds.get(_text_key(doc.text))
             if fold is not None:  # a training doc: names seen only in its own fold are not marked
                 own = 1 << fold
-                spans = [s for s in spans if self.name_folds.get(" ".join(t.lower_ for t in s if not t.is_space),
-                                                                 0) != own]
+                spans = [s for s in spans if self.name_folds.get(_name_of(s), 0) != own]
         doc.spans[self.spans_key] = SpanGroup(doc, name=self.spans_key, spans=spans)
         return doc
 
