@@ -8,6 +8,7 @@ decodes only the rows it returns; the whole column is still one C-level `split` 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, MutableSequence, Sequence, overload
@@ -162,8 +163,10 @@ class ConceptTable:
 
     def to_columns(self, directory: str | Path) -> None:
         """Write the columns into `directory` (module docstring)."""
+        rows = self.rows()
         with ColumnsWriter(directory) as writer:
-            writer.add(list(self.rows()))
+            while chunk := list(itertools.islice(rows, 100_000)):  # a 10M-row table is never copied whole
+                writer.add(chunk)
 
     @classmethod
     def from_columns(cls, directory: str | Path, mmap: bool = True) -> "ConceptTable":
