@@ -16,6 +16,7 @@ holds the FAISS index and its files.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -116,8 +117,9 @@ class RowCodesBuilder:
 def row_codes(table: ConceptTable) -> RowCodes:
     """Per table row, as arrays: its text (name up to case and spacing) and concept as integers
     and whether it is a KB name."""
-    builder = RowCodesBuilder()
-    builder.add(table.rows())
+    builder, rows = RowCodesBuilder(), table.rows()
+    while chunk := list(itertools.islice(rows, 100_000)):
+        builder.add(chunk)
     return builder.build(table.ids)
 
 
