@@ -73,6 +73,13 @@ def _load_ontology(path: str | Path):
         raise InputError(f"{path}: not a readable OBO/OWL ontology ({err})") from None
 
 
+def ontology_terms(path: str | Path) -> list:
+    """The ontology's terms in id order. pronto's own order follows Python's string hashing, which
+    changes from process to process: tables built from it had their rows, and so the index's
+    tie-breaks, in another order in every run."""
+    return sorted(_load_ontology(path).terms(), key=lambda term: term.id)
+
+
 def read_obo_with_xrefs(path: str | Path, prefixes: tuple[str, ...] = XREF_PREFIXES
                         ) -> tuple[ConceptTable, dict[str, list[str]]]:
     """One parse of an OBO ontology (gzip ok) via pronto: the concept table of `read_obo` and,
@@ -80,7 +87,7 @@ def read_obo_with_xrefs(path: str | Path, prefixes: tuple[str, ...] = XREF_PREFI
     `OMIM:601407`), so corpus ids annotated in MeSH/OMIM can be mapped onto ontology terms."""
     table = ConceptTable()
     xrefs: dict[str, list[str]] = {}
-    for term in _load_ontology(path).terms():
+    for term in ontology_terms(path):
         if term.obsolete or not term.name:
             continue
         synonyms = sorted(s.description for s in term.synonyms if s.scope == "EXACT")

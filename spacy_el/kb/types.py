@@ -125,13 +125,12 @@ class ConceptTypes:
         `DOID:1287` (cardiovascular system disease) selects that whole branch. With `concept_ids`
         (an index table's ids, e.g. MEDIC's `MESH:…`/`OMIM:…`), the branches are carried over to
         them through the ontology's MESH/OMIM cross-references."""
-        from spacy_el.kb.readers import _load_ontology
+        from spacy_el.kb.readers import ontology_terms
 
-        onto = _load_ontology(path)
         types: dict[str, list[str]] = {}
         names: dict[str, str] = {}
         xrefs: dict[str, list[str]] = {}
-        for term in onto.terms():
+        for term in ontology_terms(path):
             if term.obsolete:
                 continue
             branches = [t.id for t in term.superclasses() if not t.obsolete]

@@ -86,6 +86,30 @@ def test_obo(tmp_path, gz):
     assert folded.names == t.names
 
 
+def test_obo_rows_do_not_depend_on_the_order_pronto_gives_terms(tmp_path, monkeypatch):
+    """pronto's term order changes between runs on a real ontology (fastobo parses in threads);
+    the table must not follow it: its row order decides the index's tie-breaks, so the same
+    build gave other links from one run to the next."""
+    from spacy_el.kb import readers
+
+    path = tmp_path / "do.obo"
+    path.write_text(OBO.replace("[Term]\nid: DOID:1\n", "".join(
+        f"[Term]\nid: DOID:{100 + i}\nname: term {i}\n\n" for i in range(30)) + "[Term]\nid: DOID:1\n"))
+    first = list(read_obo_with_xrefs(path)[0].rows())
+    real = readers._load_ontology
+
+    class Reordered:
+        def __init__(self, onto):
+            self.onto = onto
+
+        def terms(self):
+            terms = list(self.onto.terms())
+            return terms[1::2] + terms[::2][::-1]
+
+    monkeypatch.setattr(readers, "_load_ontology", lambda p: Reordered(real(p)))
+    assert list(read_obo_with_xrefs(path)[0].rows()) == first and len(first) == 34
+
+
 def test_obo_unreadable(tmp_path):
     (tmp_path / "bad.obo").write_text("[Term]\nid DOID 1 no colon\n")
     with pytest.raises(InputError, match="bad.obo"):
