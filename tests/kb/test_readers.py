@@ -87,7 +87,7 @@ def test_obo(tmp_path, gz):
 
 
 def test_obo_rows_do_not_depend_on_the_order_pronto_gives_terms(tmp_path, monkeypatch):
-    """pronto's term order changes between runs on a real ontology (fastobo parses in threads);
+    """pronto's term order changes between runs on a real ontology (with PYTHONHASHSEED);
     the table must not follow it: its row order decides the index's tie-breaks, so the same
     build gave other links from one run to the next."""
     from spacy_el.kb import readers
