@@ -342,13 +342,15 @@ class ConceptIndex:
             raise InputError(f"{path}: {INDEX_FILE} holds vectors of dim {index.d} but {META_FILE} says dim "
                              f"{meta['dim']}: the directory mixes files of two builds; rebuild the index")
         columns = path / COLUMNS_DIR
-        table = (ConceptTable.from_columns(columns, mmap) if columns.is_dir()  # an index written before columns:
-                 else ConceptTable.from_tsv(path / TABLE_FILE))                # the same table, parsed
+        if columns.is_dir():
+            table = ConceptTable.from_columns(columns, mmap)
+            codes = RowCodes.open(columns, table.ids, mmap)
+        else:  # an index written before columns: the same table, parsed (codes built on the first search)
+            table, codes = ConceptTable.from_tsv(path / TABLE_FILE), None
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
         prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
         self = cls(table, index, meta, use_gpu=use_gpu, prior=prior)
-        codes = RowCodes.open(columns, table.ids, mmap) if columns.is_dir() else None
         if codes is not None:
             self._codes = (table, codes)
         if (path / TYPES_FILE).exists():
