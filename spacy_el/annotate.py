@@ -2,23 +2,24 @@
 Parquet row per entity, in shards that make a killed job resumable.
 
 Documents come from PubTator, JSONL (`{"id": ..., "text": ...}` per line) or Parquet (`id` and
-`text` columns), read by `spacy_el.corpora.documents`. They are numbered in input order (bad
-rows skipped with `skip_bad` do not get a number), and shard `i` holds the documents `i·shard_size … (i+1)·shard_size − 1`: the shard a
-document belongs to depends only on the input, so a rerun recomputes exactly the shards whose
-file is missing. Each shard (`part-00000.parquet`, and `part-00000.pubtator` when asked) is
+`text` columns), read by `spacy_el.corpora.documents` as numbered records (a JSONL line, a
+PubTator document, a Parquet row), and shard `i` holds the records `i·shard_size …
+(i+1)·shard_size − 1`: the shard a document belongs to depends only on the input, never on the
+engine or on what was skipped, so a rerun recomputes exactly the shards whose file is missing. Each shard (`part-00000.parquet`, and `part-00000.pubtator` when asked) is
 written atomically and the Parquet file last, so an existing Parquet file means a finished shard
 and every document is written exactly once however often the job is killed and rerun.
 `_annotate.json` records the input and shard size; a rerun with other settings is refused.
 
 Two engines run the pipeline:
 - `local`: `nlp.pipe` in this process (`n_process` > 1 forks spaCy's workers);
-- `ray`: Ray Data. The driver reads the input (so bad rows are reported with file and line, as
-  the local engine does) and hands the pending documents to `ray.data.from_items`;
-  `map_batches` runs them through an actor pool, one `spacy.load`ed pipeline per actor. The
-  driver writes each shard once all its documents are back. `ray` is imported only here, on use
-  (`pip install spacy-el[ray]`). On a cluster, the pipeline path must exist on every node
-  (an installed pipeline package or a shared file system); split very large inputs into files
-  of a few million documents, since the driver holds the pending texts of one run.
+- `ray`: Ray Data reads the input. The driver only plans it (`plan_splits`: one scan for record
+  starts, no parsing); `read_datasource` gives each split to a read task, which parses it and
+  reports a bad row with its file and line, as the local engine does. `map_batches` runs the
+  documents through an actor pool, one `spacy.load`ed pipeline per actor, and only entities come
+  back to the driver, which writes each shard once all its records are back. `ray` is imported
+  only here, on use (`pip install spacy-el[ray]`). On a cluster, the pipeline and the input must
+  be readable at the same path on every node (an installed pipeline package, a shared file
+  system).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from typing import Any, Iterable, Iterator, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spacy_el.corpora.documents import BadRows, InputDoc, input_format, read_documents
+from spacy_el.corpora.documents import (BadRows, InputDoc, Item, Split, check_bad, input_format, plan_splits,
+                                        read_records, read_split)
 from spacy_el.io import InputError, atomic_write
 
 MANIFEST = "_annotate.json"
@@ -160,9 +162,10 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
              engine: str = "local", n_process: int = 1, batch_size: int = 64, shard_size: int = 1000,
              workers: int = 1, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
              address: Optional[str] = None, pubtator: bool = False, skip_bad: bool = False,
-             show_progress: bool = True) -> AnnotateStats:
+             show_progress: bool = True, split_bytes: int = 32 << 20) -> AnnotateStats:
     """Annotate `input_path` with the pipeline at `pipeline` (a directory or package name) into
-    Parquet shards under `output` (see the module docstring). Finished shards are skipped."""
+    Parquet shards under `output` (see the module docstring). Finished shards are skipped.
+    `split_bytes`: the Ray engine's read tasks each parse about that much of a text input."""
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: use local or ray")
     if shard_size < 1 or batch_size < 1 or n_process < 1 or workers < 1:
@@ -170,37 +173,38 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
     input_path, output = Path(input_path), Path(output)
     if not input_path.is_file():
         raise InputError(f"{input_path}: input file not found")
+    if input_path.stat().st_size == 0:
+        return AnnotateStats()
     fmt = input_format(input_path, fmt)
     output.mkdir(parents=True, exist_ok=True)
     _check_manifest(output, {"input": str(input_path.resolve()), "format": fmt, "shard_size": shard_size,
-                             "skip_bad": skip_bad, "pipeline": str(pipeline)})
+                             "skip_bad": skip_bad, "pipeline": str(pipeline), "shards_of": "records"})
     stats = AnnotateStats()
     done = finished_shards(output)
-    pending = _pending(read_documents(input_path, fmt, skip_bad=skip_bad, bad=stats.bad), shard_size, done, stats)
-    first = next(pending, None)
-    if first is None:  # every shard is done (or the input is empty): nothing to load or run
-        return stats
-    pending = itertools.chain([first], pending)
     if engine == "local":
-        _run_local(pipeline, pending, output, stats, n_process=n_process, batch_size=batch_size,
-                   pubtator=pubtator, show_progress=show_progress)
+        pending = _pending(read_records(input_path, fmt), shard_size, done, stats)
+        first = next(pending, None)
+        if first is None:  # every shard is done: nothing to load or run
+            return stats
+        _run_local(pipeline, itertools.chain([first], pending), output, stats, n_process=n_process,
+                   batch_size=batch_size, skip_bad=skip_bad, pubtator=pubtator, show_progress=show_progress)
     else:
-        _run_ray(pipeline, pending, output, stats, batch_size=batch_size, workers=workers,
-                 cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, address=address,
-                 pubtator=pubtator, show_progress=show_progress)
+        _run_ray(pipeline, plan_splits(input_path, fmt, split_bytes), output, stats, shard_size=shard_size, done=done,
+                 skip_bad=skip_bad, batch_size=batch_size, workers=workers, cpus_per_worker=cpus_per_worker,
+                 gpus_per_worker=gpus_per_worker, address=address, pubtator=pubtator, show_progress=show_progress)
     return stats
 
 
-def _pending(docs: Iterable[InputDoc], shard_size: int, done: set[int], stats: AnnotateStats
-             ) -> Iterator[tuple[int, InputDoc]]:
-    """(shard, doc) for the documents of unfinished shards; counts the skipped shards."""
+def _pending(records: Iterable[tuple[int, Item]], shard_size: int, done: set[int], stats: AnnotateStats
+             ) -> Iterator[tuple[int, Item]]:
+    """(shard, item) for the records of unfinished shards; counts the skipped shards."""
     skipped: set[int] = set()
-    for position, doc in enumerate(docs):
-        shard = position // shard_size
+    for record, item in records:
+        shard = record // shard_size
         if shard in done:
             skipped.add(shard)
         else:
-            yield shard, doc
+            yield shard, item
     stats.n_shards_skipped = len(skipped)
 
 
@@ -218,8 +222,11 @@ class _ShardWriter:
         self.docs: dict[int, list[InputDoc]] = {}
         self.rows: dict[int, list[dict[str, Any]]] = {}
 
-    def add(self, shard: int, doc: InputDoc, rows: list[dict[str, Any]]) -> None:
-        self.docs.setdefault(shard, []).append(doc)
+    def add(self, shard: int, doc: InputDoc | None, rows: list[dict[str, Any]]) -> None:
+        """A document of `shard` and its rows (None: a record without a document, e.g. a skipped bad row)."""
+        docs = self.docs.setdefault(shard, [])
+        if doc is not None:
+            docs.append(doc)
         self.rows.setdefault(shard, []).extend(rows)
 
     def close_shard(self, shard: int) -> None:
@@ -230,32 +237,43 @@ class _ShardWriter:
         self.stats.n_shards_written += 1
 
 
-def _run_local(pipeline: str | Path, pending: Iterator[tuple[int, InputDoc]], output: Path,
-               stats: AnnotateStats, *, n_process: int, batch_size: int, pubtator: bool,
+def _run_local(pipeline: str | Path, pending: Iterator[tuple[int, Item]], output: Path,
+               stats: AnnotateStats, *, n_process: int, batch_size: int, skip_bad: bool, pubtator: bool,
                show_progress: bool) -> None:
     import spacy
 
     nlp = spacy.load(pipeline)
     writer = _ShardWriter(output, pubtator, stats)
-    current: Optional[int] = None
-    stream = ((doc.text, (shard, doc)) for shard, doc in pending)
+    seen: list[int] = []  # shards in input order, as the reader reaches them (ahead of nlp.pipe)
+
+    def documents() -> Iterator[tuple[str, tuple[int, InputDoc]]]:
+        for shard, item in pending:
+            if not seen or seen[-1] != shard:
+                seen.append(shard)
+            if isinstance(item, str):
+                check_bad(item, skip_bad, stats.bad)
+            elif item is not None:
+                yield item.text, (shard, item)
+
+    def close_before(shard: Optional[int]) -> None:
+        """nlp.pipe keeps the order: every shard before `shard` is complete (even one without documents)."""
+        while seen and (shard is None or seen[0] < shard):
+            writer.close_shard(seen.pop(0))
+
     with _progress(show_progress) as bar:
-        for sdoc, (shard, doc) in nlp.pipe(stream, as_tuples=True, n_process=n_process, batch_size=batch_size):
-            if current is not None and shard != current:  # nlp.pipe keeps the order: the last shard is complete
-                writer.close_shard(current)
-            current = shard
+        for sdoc, (shard, doc) in nlp.pipe(documents(), as_tuples=True, n_process=n_process, batch_size=batch_size):
+            close_before(shard)
             writer.add(shard, doc, entity_rows(doc.id, sdoc))
             bar.update(1)
-        if current is not None:
-            writer.close_shard(current)
+        close_before(None)
 
 
 class RayAnnotator:
     """The `map_batches` callable class of the Ray engine: one pipeline per actor, loaded once.
-    A batch of documents in, one row per document out (its entities as JSON, so the driver can
-    tell when every document of a shard has come back)."""
+    A batch of records in (Arrow), one row per record out with its entities as JSON (null for a
+    record without a document), so the driver can tell when every record of a shard is back."""
 
-    def __init__(self, pipeline: str, batch_size: int, threads: int) -> None:
+    def __init__(self, pipeline: str, batch_size: int, threads: int, keep_text: bool) -> None:
         import spacy
 
         from spacy_el.models import one_thread_per_worker
@@ -263,51 +281,134 @@ class RayAnnotator:
         self.nlp = spacy.load(pipeline)
         if threads <= 1:  # actors share the machine's cores: one thread each, as nlp.pipe's workers
             one_thread_per_worker()
-        self.batch_size = batch_size
+        self.batch_size, self.keep_text = batch_size, keep_text
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        ids = [str(i) for i in batch["id"]]
-        docs = self.nlp.pipe([str(t) for t in batch["text"]], batch_size=self.batch_size)
-        entities = [json.dumps(entity_rows(doc_id, doc)) for doc_id, doc in zip(ids, docs)]
-        return {"shard": list(batch["shard"]), "pos": list(batch["pos"]), "entities": entities}
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
+        is_doc = [i is not None for i in ids]
+        docs = iter(self.nlp.pipe([t for t, ok in zip(texts, is_doc) if ok], batch_size=self.batch_size))
+        entities = [json.dumps(entity_rows(i, next(docs))) if ok else None for i, ok in zip(ids, is_doc)]
+        columns = {"shard": batch.column("shard"), "record": batch.column("record"), "id": batch.column("id"),
+                   "bad": batch.column("bad"), "entities": pa.array(entities, pa.string())}
+        if self.keep_text:
+            columns |= {"text": batch.column("text"), "title": batch.column("title")}
+        return pa.table(columns)
 
 
-def _run_ray(pipeline: str | Path, pending: Iterator[tuple[int, InputDoc]], output: Path,
-             stats: AnnotateStats, *, batch_size: int, workers: int, cpus_per_worker: float,
+_RECORDS = pa.schema([("shard", pa.int64()), ("record", pa.int64()), ("id", pa.string()), ("text", pa.string()),
+                      ("title", pa.string()), ("bad", pa.string())])
+
+
+def read_split_table(split: Split, shard_size: int, done: frozenset[int], skip_bad: bool) -> pa.Table:
+    """A Ray read task: the records of `split` in unfinished shards as an Arrow table (`_RECORDS`);
+    a bad row stops the job with its file and line, or (`skip_bad`) comes back as its message."""
+    rows: dict[str, list] = {name: [] for name in _RECORDS.names}
+    for record, item in read_split(split):
+        shard = record // shard_size
+        if shard in done:
+            continue
+        if isinstance(item, str):
+            check_bad(item, skip_bad, BadRows())
+        doc = item if isinstance(item, InputDoc) else None
+        for name, value in (("shard", shard), ("record", record), ("id", doc and doc.id), ("text", doc and doc.text),
+                            ("title", doc and doc.title), ("bad", item if isinstance(item, str) else None)):
+            rows[name].append(value)
+    return pa.table(rows, schema=_RECORDS)
+
+
+def _document_source(splits: list[Split], shard_size: int, done: frozenset[int], skip_bad: bool):
+    """A Ray Data `Datasource` with one read task per split (`read_split_table`)."""
+    import functools
+    import inspect
+
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    def metadata(split: Split) -> BlockMetadata:
+        size = split.end - split.start if split.fmt != "parquet" else None
+        fields = {"num_rows": split.n_records, "size_bytes": size, "exec_stats": None, "input_files": [split.path]}
+        if "schema" in inspect.signature(BlockMetadata).parameters:  # Ray < 2.44 kept the schema here
+            fields["schema"] = _RECORDS
+        return BlockMetadata(**fields)
+
+    def read(split: Split) -> list[pa.Table]:
+        return [read_split_table(split, shard_size, done, skip_bad)]
+
+    class DocumentSource(Datasource):
+        def estimate_inmemory_data_size(self) -> Optional[int]:
+            return None if any(s.fmt == "parquet" for s in splits) else sum(s.end - s.start for s in splits)
+
+        def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any) -> list[ReadTask]:
+            return [ReadTask(functools.partial(read, split), metadata(split)) for split in splits]
+
+    return DocumentSource()
+
+
+def _run_ray(pipeline: str | Path, splits: list[Split], output: Path, stats: AnnotateStats, *, shard_size: int,
+             done: set[int], skip_bad: bool, batch_size: int, workers: int, cpus_per_worker: float,
              gpus_per_worker: float, address: Optional[str], pubtator: bool, show_progress: bool) -> None:
     try:
         import ray
     except ImportError:
         raise InputError("--engine ray needs Ray Data: pip install 'spacy-el[ray]' (or 'ray[data]')") from None
-    items, docs, expected = [], {}, {}
-    for shard, doc in pending:
-        pos = len(items)
-        items.append({"shard": shard, "pos": pos, "id": doc.id, "text": doc.text})
-        docs[pos] = (shard, doc)
-        expected[shard] = expected.get(shard, 0) + 1
-    if not items:
+    n_records = sum(s.n_records for s in splits)
+    n_shards = -(-n_records // shard_size)
+    expected = {shard: min((shard + 1) * shard_size, n_records) - shard * shard_size
+                for shard in range(n_shards) if shard not in done}
+    stats.n_shards_skipped = n_shards - len(expected)
+    todo = [s for s in splits if s.n_records and any(
+        shard in expected for shard in range(s.first_record // shard_size,
+                                             (s.first_record + s.n_records - 1) // shard_size + 1))]
+    if not expected:
         return
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     pipeline = str(Path(pipeline).resolve()) if Path(pipeline).exists() else str(pipeline)
-    blocks = max(workers * 4, min(len(items) // max(batch_size, 1), 200), 1)
-    dataset = ray.data.from_items(items, override_num_blocks=min(blocks, len(items)))
+    # read tasks reserve no CPU: the actors may hold every CPU (2 workers on 2 cores), and a read
+    # task that waits for one would wait forever; at most `workers` of them run at once
+    dataset = ray.data.read_datasource(_document_source(todo, shard_size, frozenset(done), skip_bad), num_cpus=0,
+                                       concurrency=max(1, workers))
     results = dataset.map_batches(
         RayAnnotator, fn_constructor_kwargs={"pipeline": pipeline, "batch_size": batch_size,
-                                             "threads": max(1, int(cpus_per_worker))},
+                                             "threads": max(1, int(cpus_per_worker)), "keep_text": pubtator},
         batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
-        batch_format="numpy")
+        batch_format="pyarrow")
     writer = _ShardWriter(output, pubtator, stats)
-    got: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    got: dict[int, dict[int, dict[str, Any]]] = {}
     with _progress(show_progress) as bar:
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            for shard, pos, ents in zip(batch["shard"].tolist(), batch["pos"].tolist(), batch["entities"].tolist()):
-                got.setdefault(shard, {})[pos] = json.loads(ents)
-                bar.update(1)
-                if len(got[shard]) == expected[shard]:  # every document of the shard is back: write it, in order
-                    for p, rows in sorted(got.pop(shard).items()):
-                        writer.add(shard, docs.pop(p)[1], rows)
-                    writer.close_shard(shard)
+        try:
+            for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    shard = row["shard"]
+                    got.setdefault(shard, {})[row["record"]] = row
+                    bar.update(1)
+                    if len(got[shard]) == expected[shard]:  # every record of the shard is back: write it, in order
+                        for _, r in sorted(got.pop(shard).items()):
+                            if r["bad"] is not None:
+                                check_bad(r["bad"], True, stats.bad)
+                            doc = InputDoc(r["id"], r.get("text") or "", r.get("title")) if r["id"] is not None else None
+                            writer.add(shard, doc, json.loads(r["entities"]) if doc is not None else [])
+                        writer.close_shard(shard)
+        except Exception as err:  # a read task's InputError (a bad row) arrives wrapped by Ray: give its message
+            cause = _input_error(err)
+            if cause is None:
+                raise
+            raise InputError(str(cause.args[0]) if cause.args else str(cause)) from None
     if got:  # pragma: no cover - Ray returns every row or raises
         raise RuntimeError(f"Ray returned incomplete shards {sorted(got)}; rerun to finish them")
+
+
+def _input_error(err: BaseException) -> Optional[InputError]:
+    """The `InputError` a Ray task raised, inside the exceptions Ray wraps it in."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "cause", None)  # RayTaskError: the exception the task raised
+        if isinstance(inner, BaseException):
+            err = inner
+            continue
+        if isinstance(err, InputError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None

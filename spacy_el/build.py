@@ -55,7 +55,7 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
                 prior_weight: float | None = None, nprobe: int | None = None, ef_search: int | None = None,
                 refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
                 show_progress: bool = False, merge: Iterable[str | Path] = (),
-                merge_format: str = "obo-xrefs") -> ConceptIndex:
+                merge_format: str = "obo-xrefs", store_vectors: bool = False) -> ConceptIndex:
     """KB file (+ names of `merge` KBs joined through cross-references, + annotated corpora whose
     mentions become aliases, + corpora whose concept counts become the prior) → index directory
     `output`. `encoder` is an encoder or its path. Nothing is written unless the whole build
@@ -72,7 +72,8 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
     table, merged = enrich_table(table, merge, merge_format)
     index = ConceptIndex.build(table, encoder, index_type, extra=mention_alias_table(add_mentions, mention_types),
                                nprobe=nprobe, ef_search=ef_search, refine_k_factor=refine_k_factor,
-                               batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress)
+                               batch_size=batch_size, use_gpu=use_gpu, show_progress=show_progress,
+                               store_vectors=store_vectors)
     index.meta["build"]["kb"] = {"path": str(kb), "format": kb_format}
     if merged:
         index.meta["build"]["merge"] = [asdict(m) for m in merged]
@@ -85,7 +86,7 @@ def build_index(kb: str | Path, encoder: Encoder | str | Path, output: str | Pat
 def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Path, output: str | Path, *,
                           index_type: str = "IVF4096,PQ64", train_size: int = 100_000, chunk_size: int = 50_000,
                           batch_size: int = 256, nprobe: int | None = None, use_gpu: bool | str = False,
-                          seed: int = 0, show_progress: bool = False,
+                          seed: int = 0, show_progress: bool = False, store_vectors: bool = False,
                           on_chunk: Callable[[list[tuple[str, str, str]], np.ndarray], None] | None = None
                           ) -> dict[str, Any]:
     """Index a KB too large for `build_index` (whose vectors are all in memory at once): `rows()`
@@ -94,6 +95,7 @@ def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Pat
     (`spacy_el.kb.streaming`). Memory: the index's codes, the table being written and one
     chunk. Rows must be unique (concept, name) pairs. `on_chunk(rows, vectors)` sees every chunk
     as it is added (e.g. to compute exact neighbours for an evaluation in the same pass).
+    `store_vectors` also writes every vector to disk (float16) for exact rescoring.
     Returns the written index's meta; `ConceptIndex.load(output)` reads it."""
     if not isinstance(encoder, Encoder):
         encoder = load_encoder(encoder)
@@ -123,7 +125,7 @@ def build_index_streaming(rows: Callable[[], Rows], encoder: Encoder | str | Pat
                 bar.update(len(chunk))
 
     return build_index_from_chunks(output, train, chunks(), index_type=index_type, encoder_meta=encoder_meta(encoder),
-                                   nprobe=nprobe, use_gpu=use_gpu)
+                                   nprobe=nprobe, use_gpu=use_gpu, store_vectors=store_vectors)
 
 
 def enrich_table(table: ConceptTable, merge: Iterable[str | Path], merge_format: str = "obo-xrefs"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import spacy_el.annotate as annotate_mod
 from spacy_el.annotate import annotate, entity_rows, read_entities
-from spacy_el.corpora.documents import read_documents
+from spacy_el.corpora.documents import plan_splits, read_documents, read_records, read_split
 from spacy_el.build import index_from_dir
 from spacy_el.io import InputError
 from spacy_el.kb.index import ConceptIndex
@@ -124,6 +124,34 @@ def test_bad_rows_name_file_and_line_or_are_skipped_and_counted(pipeline_dir, tm
         list(read_documents(write_jsonl(tmp_path / "docs.data")))
 
 
+def test_splits_read_the_records_of_the_whole_file_with_their_lines(tmp_path):
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"id": "a", "text": "cancer"}\n\n{"id": "b", "text": 3}\nnot json\n{"id": "c", "text": "x"}\n' * 3)
+    pubtator = tmp_path / "docs.PubTator.txt"
+    pubtator.write_text("".join(f"{i}|t|Title {i}\n{i}|a|Abstract {i}.\n{i}\t0\t5\tTitle\tDisease\tD1\n\n"
+                                for i in range(7)))
+    parquet = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(10)], "text": ["t"] * 10}), parquet, row_group_size=3)
+    for path, n in ((jsonl, 15), (pubtator, 7), (parquet, 10)):
+        whole = list(read_records(path))
+        splits = plan_splits(path, target_bytes=40)
+        assert len(whole) == n and len(splits) > 2 and sum(s.n_records for s in splits) == n
+        assert [r for s in splits for r in read_split(s)] == whole
+    lines = [item for _, item in read_records(jsonl) if isinstance(item, str)]
+    assert [m.split(": ")[0].split(", ")[1] for m in lines] == ["line 3", "line 4", "line 8", "line 9", "line 13", "line 14"]
+    assert [d.id for _, d in read_records(pubtator)] == [str(i) for i in range(7)]
+
+
+def test_shards_are_records_so_blank_and_bad_lines_keep_their_place(pipeline_dir, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"id": "a", "text": "cancer"}\n\n\nnot json\n{"id": "c", "text": "diabetes"}\n')
+    stats = annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, skip_bad=True, show_progress=False)
+    # records 0-1, 2-3 (a blank line and a bad one: an empty shard) and 4
+    assert (stats.n_shards_written, stats.n_docs, stats.n_bad_rows) == (3, 2, 1)
+    assert [int(pq.read_schema(p).metadata[b"spacy_el.n_docs"]) for p in sorted((tmp_path / "out").glob("*.parquet"))] \
+        == [1, 0, 1]
+
+
 def test_parquet_and_pubtator_inputs(pipeline_dir, tmp_path):
     table = pa.table({"id": ["p1", "p2", None], "text": ["cancer and diabetes", "nothing", "cancer"]})
     pq.write_table(table, tmp_path / "docs.parquet")
@@ -191,3 +219,21 @@ def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipel
                      show_progress=False)
     assert stats.n_shards_skipped == 1 and stats.n_docs + 2 == len(TEXTS)
     assert close(rows_of(tmp_path / "out"), expected)
+    # Ray Data reads the input: one read task per split of ~100 bytes (three documents or so)
+    local = tmp_path / "local"
+    annotate(pipeline_dir, src, local, shard_size=3, show_progress=False, pubtator=True)
+    stats = annotate(pipeline_dir, src, tmp_path / "split", engine="ray", workers=2, batch_size=2, shard_size=3,
+                     show_progress=False, pubtator=True, split_bytes=100)
+    assert stats.n_docs == len(TEXTS) and close(rows_of(tmp_path / "split"), expected)
+    for part in sorted(local.glob("part-*")):
+        assert (tmp_path / "split" / part.name).exists()
+    assert (local / "part-00000.pubtator").read_text() == (tmp_path / "split" / "part-00000.pubtator").read_text()
+    # a bad row: the read task's error names file and line; with skip_bad it is counted
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(src.read_text() + "not json\n" + src.read_text())
+    with pytest.raises(InputError, match=r"bad.jsonl, line 8: not valid JSON.*--skip-bad"):
+        annotate(pipeline_dir, bad, tmp_path / "bad", engine="ray", workers=1, shard_size=3, show_progress=False,
+                 split_bytes=100)
+    stats = annotate(pipeline_dir, bad, tmp_path / "skipped", engine="ray", workers=1, shard_size=3,
+                     show_progress=False, split_bytes=100, skip_bad=True)
+    assert (stats.n_bad_rows, stats.n_docs) == (1, 2 * len(TEXTS)) and "line 8" in stats.bad_rows[0]

@@ -40,6 +40,9 @@ def build_index_command(
                                           "e.g. the Disease Ontology into MEDIC (repeatable)"),
     merge_format: str = typer.Option("obo-xrefs", "--merge-format",
                                      help="obo-xrefs (OBO with MESH/OMIM xrefs), medic or tsv (own ids are MeSH/OMIM)"),
+    store_vectors: bool = typer.Option(False, "--store-vectors",
+                                       help="Also keep every name vector on disk (float16) and rescore a compressed "
+                                            "index's candidates exactly (PQ/SQ/PCA types)"),
     batch_size: int = typer.Option(256, "--batch-size", help="Names per encoder batch"),
     use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
 ) -> None:
@@ -51,7 +54,7 @@ def build_index_command(
                             add_mentions=add_mentions, mention_types=mention_types or None, prior_from=prior_from,
                             prior_weight=prior_weight, nprobe=nprobe, ef_search=ef_search,
                             refine_k_factor=refine_k_factor, batch_size=batch_size, use_gpu=use_gpu,
-                            show_progress=True, merge=merge, merge_format=merge_format)
+                            show_progress=True, merge=merge, merge_format=merge_format, store_vectors=store_vectors)
     except InputError as err:
         raise fail(err) from None
     meta = index.meta

@@ -1,18 +1,27 @@
 """Plain documents to annotate: PubTator, JSONL (`{"id": ..., "text": ...}` per line) or Parquet
 (`id` and `text` columns), read as a stream. A bad row is an error naming the file and line (or
-Parquet row) and the fix, or, with `skip_bad`, is skipped and counted in a `BadRows`."""
+Parquet row) and the fix, or, with `skip_bad`, is skipped and counted in a `BadRows`.
+
+The input is a sequence of numbered *records*: a JSONL line (blank lines included), a PubTator
+document, a Parquet row. The numbers depend only on the file, so output shards keyed by them
+line up between runs and between engines. `plan_splits` cuts a file into `Split`s at record
+starts (byte ranges of a text file, row groups of a Parquet file) with the number of their first
+record and line, so each can be read on its own, e.g. by one Ray Data read task
+(`spacy_el.annotate`), and still report file and line.
+"""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spacy_el.corpora.pubtator import read_pubtator
-from spacy_el.io import InputError, read_lines
+from spacy_el.corpora.pubtator import parse_pubtator
+from spacy_el.io import InputError
 
 FORMATS = ("auto", "pubtator", "jsonl", "parquet")
 
@@ -51,29 +60,121 @@ def input_format(path: Path, fmt: str) -> str:
                      "pubtator, jsonl or parquet")
 
 
+#: A record's content: its document, what is wrong with it (a message naming file and line), or
+#: None for a blank JSONL line.
+Item = Union[InputDoc, str, None]
+#: How a PubTator document starts: its title line.
+_PUBTATOR_TITLE = re.compile(rb"^[^\t|\r\n]+\|t\|")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A piece of one input file that can be read on its own: bytes `[start, end)` of a text
+    file, cut where a record starts, or row groups `[start, end)` of a Parquet file. Its records
+    are numbered from `first_record` (over the whole file) and its lines from `first_line`."""
+
+    path: str
+    fmt: str
+    start: int
+    end: int
+    first_record: int
+    n_records: int
+    first_line: int = 1
+
+
+def plan_splits(path: str | Path, fmt: str = "auto", target_bytes: int = 32 << 20) -> list[Split]:
+    """Cut `path` into splits of about `target_bytes` (Parquet: whole row groups). A text file is
+    scanned once for record starts and line ends, without parsing; the records themselves are
+    read by `read_split`."""
+    path = _existing(path)
+    fmt = input_format(path, fmt)
+    if fmt == "parquet":
+        meta = _parquet_file(path).metadata
+        splits, first = [], 0
+        for group in range(meta.num_row_groups):
+            n = meta.row_group(group).num_rows
+            splits.append(Split(str(path), fmt, group, group + 1, first, n))
+            first += n
+        return splits
+    starts_record = (lambda line: True) if fmt == "jsonl" else _PUBTATOR_TITLE.match
+    splits: list[Split] = []
+    start = offset = record = 0
+    first_record, first_line = 0, 1
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if starts_record(raw):
+                if record > first_record and offset - start >= target_bytes:
+                    splits.append(Split(str(path), fmt, start, offset, first_record, record - first_record, first_line))
+                    start, first_record, first_line = offset, record, lineno
+                record += 1
+            offset += len(raw)
+    if offset > start:
+        splits.append(Split(str(path), fmt, start, offset, first_record, record - first_record, first_line))
+    return splits
+
+
+def read_split(split: Split) -> Iterator[tuple[int, Item]]:
+    """(record number, item) for every record of `split`, in order."""
+    path = Path(split.path)
+    if split.fmt == "parquet":
+        yield from _parquet_records(path, split)
+        return
+    lines = _split_lines(path, split)
+    if split.fmt == "pubtator":
+        for i, doc in enumerate(parse_pubtator(lines, path).docs):
+            yield split.first_record + i, InputDoc(doc.pmid, doc.text, doc.title)
+        return
+    for i, (lineno, line) in enumerate(lines):
+        doc = _jsonl_doc(line) if line.strip() else None
+        yield split.first_record + i, f"{path}, line {lineno}: {doc}" if isinstance(doc, str) else doc
+
+
+def read_records(path: str | Path, fmt: str = "auto") -> Iterator[tuple[int, Item]]:
+    """Every record of `path` in order (the whole file as one split: nothing is scanned first)."""
+    path = _existing(path)
+    fmt = input_format(path, fmt)
+    if fmt == "parquet":
+        for split in plan_splits(path, fmt):
+            yield from read_split(split)
+    else:
+        yield from read_split(Split(str(path), fmt, 0, path.stat().st_size, 0, -1))
+
+
 def read_documents(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False,
                    bad: BadRows | None = None) -> Iterator[InputDoc]:
     """The documents of `path`, in order. A bad row raises an `InputError` naming the file and
     line (or row); with `skip_bad` it is skipped and counted in `bad`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: input file not found")
     bad = bad if bad is not None else BadRows()
-    fmt = input_format(path, fmt)
-    if fmt == "pubtator":
-        for doc in read_pubtator(path).docs:
-            yield InputDoc(doc.pmid, doc.text, doc.title)
-    elif fmt == "jsonl":
-        for lineno, line in read_lines(path):
-            if not line.strip():
-                continue
-            doc = _jsonl_doc(line)
-            if isinstance(doc, str):
-                _bad(f"{path}, line {lineno}: {doc}", skip_bad, bad)
-            else:
-                yield doc
-    else:
-        yield from _parquet_docs(path, skip_bad, bad)
+    for _, item in read_records(path, fmt):
+        if isinstance(item, str):
+            check_bad(item, skip_bad, bad)
+        elif item is not None:
+            yield item
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: input file not found" if not path.exists() else f"{path}: is a directory, "
+                         "expected a file")
+    return path
+
+
+def _split_lines(path: Path, split: Split) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a text split, decoded, with a clear error on bad UTF-8."""
+    with path.open("rb") as f:
+        f.seek(split.start)
+        offset = split.start
+        for lineno, raw in enumerate(f, start=split.first_line):
+            if offset >= split.end:
+                return
+            offset += len(raw)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}, line {lineno}: not valid UTF-8 ({err.reason} at byte {err.start}); "
+                                 "re-encode the file as UTF-8") from None
+            yield lineno, line.rstrip("\r\n")
 
 
 def _jsonl_doc(line: str) -> InputDoc | str:
@@ -97,7 +198,7 @@ def _doc_of(doc_id: Any, text: Any) -> InputDoc | str:
     return InputDoc(str(doc_id), text)
 
 
-def _parquet_docs(path: Path, skip_bad: bool, bad: BadRows) -> Iterator[InputDoc]:
+def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as err:
@@ -106,18 +207,22 @@ def _parquet_docs(path: Path, skip_bad: bool, bad: BadRows) -> Iterator[InputDoc
     if missing:
         raise InputError(f"{path}: no column {', '.join(missing)} (found {', '.join(parquet.schema_arrow.names)}); "
                          "the input needs an `id` and a `text` column")
-    row = 0
-    for batch in parquet.iter_batches(columns=["id", "text"], batch_size=10_000):
+    return parquet
+
+
+def _parquet_records(path: Path, split: Split) -> Iterator[tuple[int, Item]]:
+    parquet = _parquet_file(path)
+    record = split.first_record
+    for batch in parquet.iter_batches(columns=["id", "text"], batch_size=10_000,
+                                      row_groups=range(split.start, split.end)):
         for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            row += 1
             doc = _doc_of(doc_id, text)
-            if isinstance(doc, str):
-                _bad(f"{path}, row {row}: {doc}", skip_bad, bad)
-            else:
-                yield doc
+            yield record, f"{path}, row {record + 1}: {doc}" if isinstance(doc, str) else doc
+            record += 1
 
 
-def _bad(message: str, skip_bad: bool, bad: BadRows) -> None:
+def check_bad(message: str, skip_bad: bool, bad: BadRows) -> None:
+    """A bad row: an `InputError` with the fix, or (`skip_bad`) counted in `bad`."""
     if not skip_bad:
         raise InputError(f"{message}; fix the row or pass --skip-bad to skip and count such rows")
     bad.n += 1

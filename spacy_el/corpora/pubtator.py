@@ -95,6 +95,13 @@ def read_pubtator(path: str | Path, types: Iterable[str] | None = None) -> PubTa
     NIL mentions (`-1`) are counted in `n_nil` and left out. Every malformed line raises an
     `InputError` naming the file and line. Mention offsets are checked against the text.
     """
+    return parse_pubtator(read_lines(path), path, types)
+
+
+def parse_pubtator(lines: Iterable[tuple[int, str]], path: str | Path,
+                   types: Iterable[str] | None = None) -> PubTatorCorpus:
+    """`read_pubtator` over numbered lines (e.g. one piece of a large file, see
+    `spacy_el.corpora.documents.read_split`); errors name `path` and the line number given."""
     keep = set(types) if types is not None else None
     docs: list[PubTatorDoc] = []
     doc: PubTatorDoc | None = None
@@ -103,7 +110,7 @@ def read_pubtator(path: str | Path, types: Iterable[str] | None = None) -> PubTa
     def fail(lineno: int, msg: str) -> InputError:
         return InputError(f"{path}, line {lineno}: {msg}")
 
-    for lineno, line in read_lines(path):
+    for lineno, line in lines:
         if not line.strip():
             doc = None
             continue

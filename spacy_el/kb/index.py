@@ -10,7 +10,8 @@ callers get the top-k *concepts*.
 On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source), the same
 table as memory-mapped `columns/` with its row codes (`spacy_el.kb.table`), `meta.json` (encoder
 fingerprint and dim, metric, counts, index type, search settings, alias files) and, with a corpus
-prior, `prior.tsv`. It is written atomically and memory-mapped on load where FAISS allows it, so a
+prior, `prior.tsv`; a compressed index built with `store_vectors` also keeps every name's vector
+on disk for exact rescoring (`vectors.f16`, see `spacy_el.kb.vectors`). It is written atomically and memory-mapped on load where FAISS allows it, so a
 pipeline holding a large KB loads fast and shares pages between processes. FAISS plumbing lives in
 `faiss_utils.py`, ranking in `ranking.py`, index building from files in `spacy_el.build`; this
 module (~420 lines) is the one class whose build, search and disk format share its state.
@@ -33,6 +34,7 @@ from spacy_el.kb.ranking import (DEFAULT_PRIOR_WEIGHT, KB_SOURCE, Candidate, Row
                                   check_prior_weight, collapse, prior_bonus, read_prior, row_codes, write_prior)
 from spacy_el.kb.table import ConceptTable
 from spacy_el.kb.types import TYPES_FILE, ConceptTypes, RowFilter
+from spacy_el.kb.vectors import VectorStore
 from spacy_el.models import Encoder
 
 __all__ = ["ConceptIndex", "Candidate", "DEFAULT_PRIOR_WEIGHT", "KB_SOURCE", "align_alias_ids"]
@@ -54,7 +56,8 @@ class ConceptIndex:
     """FAISS index + concept table + metadata (see module docstring)."""
 
     def __init__(self, table: ConceptTable, index: faiss.Index, meta: dict[str, Any], *,
-                 use_gpu: bool | str = "auto", prior: dict[str, int] | None = None) -> None:
+                 use_gpu: bool | str = "auto", prior: dict[str, int] | None = None,
+                 vectors: VectorStore | None = None) -> None:
         if index.ntotal != len(table):
             raise InputError(f"concept index has {index.ntotal} vectors but its table {len(table)} rows; "
                              "rebuild the index")
@@ -68,6 +71,12 @@ class ConceptIndex:
         self.prior: dict[str, int] = dict(prior or {})
         #: semantic types per concept (`types.tsv`; see `spacy_el.kb.types`), None when not attached
         self.types: ConceptTypes | None = None
+        #: every name's vector (float16, on disk when loaded) to rescore the compressed index's
+        #: candidates exactly; None for indexes that hold exact vectors or were built without
+        self.vectors = vectors
+        if vectors is not None and len(vectors) != index.ntotal:
+            raise InputError(f"concept index has {index.ntotal} vectors but its stored vectors {len(vectors)} rows; "
+                             "rebuild the index")
         self.index, self.on_gpu = maybe_gpu(index, use_gpu)
         apply_search_settings(self.index, meta["settings"])
 
@@ -76,7 +85,7 @@ class ConceptIndex:
     def build(cls, table: ConceptTable, encoder: Encoder, index_type: str = "Flat", *,
               extra: ConceptTable | None = None, nprobe: int | None = None, ef_search: int | None = None,
               refine_k_factor: int | None = None, batch_size: int = 256, use_gpu: bool | str = "auto",
-              show_progress: bool = False) -> "ConceptIndex":
+              show_progress: bool = False, store_vectors: bool = False) -> "ConceptIndex":
         """Embed every name of `table` (plus `extra`, e.g. corpus mentions as aliases) with
         `encoder` and index them. Duplicate (concept, name) rows are embedded once."""
         table = _clean(table if extra is None else _concat(table, align_alias_ids(table, extra)))
@@ -84,7 +93,8 @@ class ConceptIndex:
         vectors = _embed(encoder, table.names, batch_size, show_progress)
         embed_s = time.perf_counter() - t0
         index = cls.from_vectors(table, vectors, index_type, encoder=encoder, nprobe=nprobe,
-                                 ef_search=ef_search, refine_k_factor=refine_k_factor, use_gpu=use_gpu)
+                                 ef_search=ef_search, refine_k_factor=refine_k_factor, use_gpu=use_gpu,
+                                 store_vectors=store_vectors)
         total_s = time.perf_counter() - t0
         index.meta["build"] |= {"batch_size": batch_size, "embed_seconds": round(embed_s, 2),
                                 "seconds": round(total_s, 2),
@@ -95,9 +105,10 @@ class ConceptIndex:
     def from_vectors(cls, table: ConceptTable, vectors: np.ndarray, index_type: str = "Flat", *,
                      encoder: Encoder | None = None, nprobe: int | None = None, ef_search: int | None = None,
                      refine_k_factor: int | None = None, use_gpu: bool | str = "auto",
-                     seed: int = 0) -> "ConceptIndex":
+                     seed: int = 0, store_vectors: bool = False) -> "ConceptIndex":
         """Index precomputed vectors (row i belongs to `table` row i). They are L2-normalised
-        here, so inner product is cosine whatever the caller passed."""
+        here, so inner product is cosine whatever the caller passed. `store_vectors` keeps them
+        too (float16, written to disk by `save`) to rescore a compressed index's candidates."""
         if len(table) == 0:
             raise InputError("cannot build a concept index from an empty concept table (0 names): "
                              "check that the KB file has rows and that --format matches it")
@@ -151,7 +162,10 @@ class ConceptIndex:
             "settings": settings,
             "build": {"faiss": faiss.__version__, "train_add_seconds": round(train_add_s, 2)},
         }
-        return cls(table, index, meta, use_gpu=use_gpu)
+        store = VectorStore.from_vectors(vectors) if store_vectors else None
+        if store is not None:
+            meta["vectors"] = store.meta()
+        return cls(table, index, meta, use_gpu=use_gpu, vectors=store)
 
     def add_aliases(self, extra: ConceptTable, encoder: Encoder, *, batch_size: int = 256,
                     show_progress: bool = False) -> int:
@@ -172,6 +186,8 @@ class ConceptIndex:
             self.index, self.on_gpu = maybe_gpu(self.cpu_index, self.on_gpu)
             apply_search_settings(self.index, self.meta["settings"])
         self.index.add(vectors)
+        if self.vectors is not None:
+            self.vectors.extend(vectors)
         if self.on_gpu:
             self.cpu_index = None  # the GPU copy is now the only complete one
         for row in new.rows():
@@ -276,11 +292,7 @@ class ConceptIndex:
             return results
         depth = min(n_rows, max(k * DEPTH_FACTOR, 32))
         while len(todo):
-            if row_filter is None:
-                scores, rows = self.index.search(queries[todo], depth)
-                complete = rows[:, -1] < 0  # the index returned fewer names than asked for
-            else:
-                scores, rows, complete = row_filter.search(queries[todo], depth, last=depth >= n_rows)
+            scores, rows, complete = self._names(queries[todo], depth, row_filter, n_rows, k)
             found = collapse(scores, rows, k, codes, bonus, self.table)
             again = []
             for qi, cands, done in zip(todo, found, complete):
@@ -290,6 +302,29 @@ class ConceptIndex:
             todo = np.array(again, dtype=int)
             depth = min(n_rows, depth * 4)
         return results
+
+    def search_names(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k *names* per query vector (cosines and table rows, -1 past the last), as the
+        first pass of `search` finds them: FAISS, rescored exactly when the index stores vectors."""
+        queries = np.array(vectors, dtype="float32", order="C", ndmin=2)
+        faiss.normalize_L2(queries)
+        scores, rows, _ = self._names(queries, k, None, len(self.table), k)
+        return scores, rows
+
+    def _names(self, queries: np.ndarray, depth: int, row_filter: RowFilter | None, n_rows: int, wanted: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores and rows of the best `depth` names, and per query whether every name within
+        reach was seen. With stored vectors FAISS fetches at least `rescore_factor` names per
+        result `wanted`, and the exact cosines of those choose the best `depth`."""
+        wide = depth if self.vectors is None else min(n_rows, max(depth, wanted * self.vectors.rescore_factor))
+        if row_filter is None:
+            scores, rows = self.index.search(queries, wide)
+            complete = rows[:, -1] < 0  # the index returned fewer names than asked for
+        else:
+            scores, rows, complete = row_filter.search(queries, wide, last=wide >= n_rows)
+        if self.vectors is not None:
+            scores, rows = self.vectors.rescore(queries, rows, depth)
+        return scores, rows, complete
 
     def check_encoder(self, encoder: Encoder, what: str = "the encoder") -> None:
         """Vectors from another encoder live in another space: refuse them with the fix."""
@@ -316,6 +351,9 @@ class ConceptIndex:
             self._row_codes().save(tmp / COLUMNS_DIR)
             if self.types is not None:
                 self.types.to_tsv(tmp / TYPES_FILE)
+            if self.vectors is not None:
+                self.vectors.save(tmp)
+                meta["vectors"] = self.vectors.meta()
             if self.prior:
                 write_prior(tmp / PRIOR_FILE, self.prior)
             with atomic_write(tmp / META_FILE) as f:
@@ -324,9 +362,11 @@ class ConceptIndex:
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None, *, use_gpu: bool | str = "auto", mmap: bool = True,
              nprobe: int | None = None, ef_search: int | None = None,
-             refine_k_factor: int | None = None, prior_weight: float | None = None) -> "ConceptIndex":
+             refine_k_factor: int | None = None, prior_weight: float | None = None,
+             rescore_factor: int | None = None) -> "ConceptIndex":
         """Read an index directory; with `encoder`, check it is the one the index was built with.
-        Search settings (and the prior's weight) given here override the saved ones."""
+        Search settings (the prior's weight, the stored vectors' rescore factor) given here
+        override the saved ones."""
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.exists():
@@ -350,7 +390,13 @@ class ConceptIndex:
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
         prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
-        self = cls(table, index, meta, use_gpu=use_gpu, prior=prior)
+        if rescore_factor is not None and "vectors" not in meta:
+            raise InputError(f"rescore_factor={rescore_factor}: {path} stores no vectors to rescore with; drop the "
+                             "setting or rebuild the index with stored vectors (`--store-vectors`)")
+        if "vectors" in meta and rescore_factor is not None:
+            meta["vectors"]["rescore_factor"] = rescore_factor
+        vectors = VectorStore.open(path, meta["vectors"], mmap) if "vectors" in meta else None
+        self = cls(table, index, meta, use_gpu=use_gpu, prior=prior, vectors=vectors)
         if codes is not None:
             self._codes = (table, codes)
         if (path / TYPES_FILE).exists():

@@ -6,10 +6,13 @@ compressed codes plus one chunk, not 10M × dim floats.
 The result is an ordinary index directory (`index.faiss`, `table.tsv`, the table's memory-mapped
 `columns/` with its row codes, `meta.json`) that `ConceptIndex.load` reads; it is written atomically. With `use_gpu` and faiss-gpu, training and
 adding run on every visible GPU (the index sharded across them), and the index comes back to the
-CPU to be written; without a GPU the same code runs on the CPU.
+CPU to be written; without a GPU the same code runs on the CPU. With `store_vectors` every chunk's
+vectors are also appended to `vectors.f16` (float16, on disk), which the loaded index uses to
+rescore its compressed candidates exactly (`spacy_el.kb.vectors`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -24,6 +27,7 @@ from spacy_el.kb.faiss_utils import default_settings, faiss_msg, sub_indexes, to
 from spacy_el.kb.index import COLUMNS_DIR, FORMAT_VERSION, INDEX_FILE, KB_SOURCE, META_FILE, TABLE_FILE
 from spacy_el.kb.ranking import RowCodesBuilder
 from spacy_el.kb.table import ColumnsWriter
+from spacy_el.kb.vectors import DEFAULT_RESCORE_FACTOR, VectorWriter
 
 #: One chunk: the (concept id, name, source) rows and their vectors (row i ↔ vector i).
 Chunk = tuple[Sequence[tuple[str, str, str]], np.ndarray]
@@ -36,7 +40,7 @@ def _clean_name(name: str) -> str:
 def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunks: Iterable[Chunk], *,
                             index_type: str, encoder_meta: dict[str, Any], nprobe: int | None = None,
                             ef_search: int | None = None, refine_k_factor: int | None = None,
-                            use_gpu: bool | str = False) -> dict[str, Any]:
+                            use_gpu: bool | str = False, store_vectors: bool = False) -> dict[str, Any]:
     """Train `index_type` on `train_vectors`, add every chunk, write the index directory
     `output`; returns its meta. Rows are written as given (the caller removes duplicates)."""
     train = np.array(train_vectors, dtype="float32", order="C")
@@ -62,8 +66,10 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
     work, on_gpu = to_all_gpus(index, use_gpu, shard=True)  # adding: sharded over every GPU, else the CPU
     n_names, sources, concepts = 0, Counter(), set()
     codes = RowCodesBuilder()
+    stored = None
     with atomic_dir(output) as tmp:
-        with open(tmp / TABLE_FILE, "w", encoding="utf-8") as table, ColumnsWriter(tmp / COLUMNS_DIR) as columns:
+        with open(tmp / TABLE_FILE, "w", encoding="utf-8") as table, ColumnsWriter(tmp / COLUMNS_DIR) as columns, \
+                (VectorWriter(tmp) if store_vectors else contextlib.nullcontext()) as stored:
             for rows, vectors in chunks:
                 vectors = np.array(vectors, dtype="float32", order="C")
                 if vectors.shape != (len(rows), dim):
@@ -80,6 +86,8 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
                     sources[source] += 1
                     concepts.add(hash(cid))
                 work.add(vectors)
+                if stored is not None:
+                    stored.add(vectors)
                 table.writelines(f"{cid}\t{name}\t{source}\n" for cid, name, source in clean)
                 columns.add(clean)
                 codes.add(clean)
@@ -98,6 +106,9 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
                       "train_seconds": round(train_s, 2), "train_add_seconds": round(time.perf_counter() - t0, 2),
                       "gpu": on_gpu},
         }
+        if stored is not None:
+            meta["vectors"] = {"file": stored.path.name, "dtype": "float16", "n": stored.n, "dim": dim,
+                               "rescore_factor": DEFAULT_RESCORE_FACTOR}
         with open(tmp / META_FILE, "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
     return meta
