@@ -137,6 +137,9 @@ def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
         except json.JSONDecodeError:
             raise InputError(f"{path}: not valid JSON; delete OUTPUT (or the file, if the shards are yours) "
                              "and rerun") from None
+        if old.get("shards_of") != settings["shards_of"]:
+            raise InputError(f"{output} holds shards of an older spacy-el, which numbered documents without their "
+                             "blank and bad rows, so its shards do not line up with this one's; write to a new OUTPUT")
         for key in ("input", "format", "shard_size", "skip_bad"):
             if old.get(key) != settings[key]:
                 raise InputError(f"{output} holds shards of a run with {key}={old.get(key)!r}, not {settings[key]!r}; "

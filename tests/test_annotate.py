@@ -110,6 +110,10 @@ def test_a_killed_run_resumes_and_writes_each_document_once(pipeline_dir, expect
     assert annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False).n_docs == 0
     with pytest.raises(InputError, match="shard_size=2"):  # shards would not line up
         annotate(pipeline_dir, src, tmp_path / "out", shard_size=5, show_progress=False)
+    manifest = tmp_path / "out" / "_annotate.json"  # an output of the spacy-el that numbered documents only
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "shards_of"}))
+    with pytest.raises(InputError, match="older spacy-el"):
+        annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
 
 
 def test_bad_rows_name_file_and_line_or_are_skipped_and_counted(pipeline_dir, tmp_path):

@@ -11,10 +11,11 @@ On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, s
 table as memory-mapped `columns/` with its row codes (`spacy_el.kb.table`), `meta.json` (encoder
 fingerprint and dim, metric, counts, index type, search settings, alias files) and, with a corpus
 prior, `prior.tsv`; a compressed index built with `store_vectors` also keeps every name's vector
-on disk for exact rescoring (`vectors.f16`, see `spacy_el.kb.vectors`). It is written atomically and memory-mapped on load where FAISS allows it, so a
-pipeline holding a large KB loads fast and shares pages between processes. FAISS plumbing lives in
+on disk for exact rescoring (`vectors.f16`, see `spacy_el.kb.vectors`). It is written atomically
+and memory-mapped on load where FAISS allows it, so a pipeline holding a large KB loads fast and
+shares pages between processes. FAISS plumbing lives in
 `faiss_utils.py`, ranking in `ranking.py`, index building from files in `spacy_el.build`; this
-module (~420 lines) is the one class whose build, search and disk format share its state.
+module (~470 lines) is the one class whose build, search and disk format share its state.
 """
 from __future__ import annotations
 
