@@ -352,6 +352,7 @@ class ConceptIndex:
             self._row_codes().save(tmp / COLUMNS_DIR)
             if self.types is not None:
                 self.types.to_tsv(tmp / TYPES_FILE)
+            meta.pop("vectors", None)
             if self.vectors is not None:
                 self.vectors.save(tmp)
                 meta["vectors"] = self.vectors.meta()

@@ -22,6 +22,7 @@ from spacy_el.ids import id_owners, kb_spelling
 from spacy_el.io import InputError, read_lines
 from spacy_el.kb.index import KB_SOURCE, ConceptIndex
 from spacy_el.kb.table import ConceptTable
+from spacy_el.kb.vectors import VectorStore
 from spacy_el.models import Encoder
 
 
@@ -87,13 +88,17 @@ def _remove(index: ConceptIndex, remove: list[str], encoder: Encoder | None, reb
         n = index.cpu_index.remove_ids(np.flatnonzero(drop).astype("int64"))
         if n != int(drop.sum()):
             raise InputError(f"FAISS removed {n} of {int(drop.sum())} rows; the index is unchanged on disk: rebuild it")
-        new = ConceptIndex(kept, index.cpu_index, index.meta, use_gpu=False, prior=index.prior)
+        vectors = index.vectors and VectorStore(np.asarray(index.vectors.array)[~drop], index.vectors.rescore_factor)
+        new = ConceptIndex(kept, index.cpu_index, index.meta, use_gpu=False, prior=index.prior, vectors=vectors)
     elif rebuild:
         if encoder is None:
             raise InputError("--rebuild re-embeds the remaining names: give --encoder ENCODER_DIR")
         new = ConceptIndex.build(kept, encoder, index_type, batch_size=batch_size, use_gpu=False,
+                                 store_vectors=index.vectors is not None,
                                  **{k: index.meta["settings"].get(k) for k in ("nprobe", "ef_search", "refine_k_factor")})
         new.meta = index.meta | {"build": new.meta["build"] | {"rebuilt_by_update": True}}
+        if new.vectors is not None:
+            new.vectors.rescore_factor = index.vectors.rescore_factor
         new.prior = dict(index.prior)
     else:
         raise InputError(

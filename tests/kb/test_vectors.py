@@ -92,6 +92,21 @@ def test_streaming_build_stores_vectors_and_aliases_extend_them(data, tmp_path):
     assert len(again.vectors) == N + 1 and again.search(queries[:1], k=1)[0][0].concept_id == "C3"
 
 
+def test_removing_concepts_keeps_the_stored_vectors_in_step(data, tmp_path):
+    from spacy_el.kb.update import update_index
+
+    table, vectors, queries = data
+    ConceptIndex.from_vectors(table, vectors, "PQ4x4", use_gpu=False, store_vectors=True).save(tmp_path / "index")
+    gone = {f"C{i}" for i in range(0, N // 2, 3)}
+    update_index(tmp_path / "index", remove=sorted(gone))
+    updated = ConceptIndex.load(tmp_path / "index", rescore_factor=N)
+    keep = np.array([cid not in gone for cid in table.ids])
+    assert len(updated.vectors) == keep.sum() == len(updated.table)
+    rest = ConceptTable.from_rows(r for r, k in zip(table.rows(), keep) if k)
+    exact = ConceptIndex.from_vectors(rest, vectors[keep], "Flat", use_gpu=False)
+    assert same_up_to_float16(updated.search(queries, k=5), exact.search(queries, k=6))
+
+
 def test_a_cut_vector_file_or_a_useless_setting_is_a_clear_error(data, tmp_path):
     table, vectors, _ = data
     ConceptIndex.from_vectors(table, vectors, "PQ4x4", use_gpu=False, store_vectors=True).save(tmp_path / "stored")
