@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bc5cdr-docs", type=int, default=100,
                         help="BC5CDR dev abstracts evaluated (a seeded sample; 0: all 500)")
+    parser.add_argument("--prior", action="store_true",
+                        help="rank with each corpus's train prior too (build-index --prior-from TRAIN; results_prior*.json)")
     parser.add_argument("--rerank-top-k", type=int, default=5,
                         help="candidates the reranker rescores in the evaluation (results_top{K}.json when not 5)")
     parser.add_argument("--speed", action="store_true", help="only the speed run (needs a finished accuracy run)")
@@ -140,6 +142,13 @@ def accuracy(args) -> None:
         f"{merge.n_terms} DO terms ({merge.n_names_known} already known); {merge.n_xrefs_unmatched} of "
         f"{merge.n_xrefs} MESH/OMIM xrefs matched no MEDIC concept; {merge.n_terms_without_xrefs} terms without one")
     idx = indexes(encoder, medic, enriched, aliases, log)
+    if args.prior:  # cosine + 0.02 · log(1 + the concept's train mentions), before and after reranking
+        from spacy_el.build import corpus_prior
+
+        for (corpus, _), index in idx.items():
+            train, _, types = CORPORA[corpus]
+            index.set_prior(corpus_prior([train], types), [str(train)], weight=0.02)
+        log("every dictionary + the corpus's train prior (weight 0.02)")
 
     reranker_dir = args.work / "reranker_run" / "reranker"
     t0 = time.perf_counter()
@@ -185,7 +194,8 @@ def accuracy(args) -> None:
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"), "cpu": cpu_model(),
               "load": os.getloadavg(), "encoder": encoder_name, "args": {k: str(v) for k, v in vars(args).items()},
               "minutes": round((time.time() - started) / 60, 1), "log": lines, "table": table}
-    name = "results.json" if args.rerank_top_k == 5 else f"results_top{args.rerank_top_k}.json"
+    name = ("results" + ("_prior" if args.prior else "") + (f"_top{args.rerank_top_k}" if args.rerank_top_k != 5 else "")
+            + ".json")
     (args.work / name).write_text(json.dumps(report, indent=2))
     print("\n".join(table))
     print(json.dumps({k: report[k] for k in ("date", "cpu", "load", "encoder", "minutes")}))

@@ -32,7 +32,8 @@ from spacy_el.io import InputError, atomic_dir, atomic_write
 from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
                                      sub_indexes)
 from spacy_el.kb.ranking import (DEFAULT_PRIOR_WEIGHT, KB_SOURCE, Candidate, RowCodes, align_alias_ids, align_prior,
-                                  check_prior_weight, collapse, prior_bonus, read_prior, row_codes, write_prior)
+                                  check_prior_weight, collapse, concept_bonus, prior_bonus, read_prior, row_codes,
+                                  write_prior)
 from spacy_el.kb.table import ConceptTable
 from spacy_el.kb.types import TYPES_FILE, ConceptTypes, RowFilter
 from spacy_el.kb.vectors import VectorStore
@@ -214,6 +215,10 @@ class ConceptIndex:
     @property
     def prior_weight(self) -> float:
         return float(self.meta.get("prior", {}).get("weight", 0.0)) if self.prior else 0.0
+
+    def concept_bonus(self) -> dict[str, float]:
+        """The prior's bonus per concept id, as `search` adds it (for a reranker's order)."""
+        return concept_bonus(self.prior, self.prior_weight)
 
     # ------------------------------------------------------------------ searching
     @property

@@ -123,13 +123,17 @@ def row_codes(table: ConceptTable) -> RowCodes:
     return builder.build(table.ids)
 
 
+def concept_bonus(prior: dict[str, int], weight: float) -> dict[str, float]:
+    """The prior's ranking bonus per concept id: weight · log(1 + train mentions)."""
+    return {cid: weight * math.log1p(n) for cid, n in prior.items()} if weight else {}
+
+
 def prior_bonus(prior: dict[str, int], weight: float, codes: RowCodes) -> np.ndarray:
-    """The prior's ranking bonus per concept number: weight · log(1 + train mentions)."""
+    """`concept_bonus` as an array over the concept numbers of `codes`."""
     bonus = np.zeros(codes.n_concepts)
-    if weight and prior:
-        for cid, n in prior.items():
-            if cid in codes.concept_numbers:
-                bonus[codes.concept_numbers[cid]] = weight * math.log1p(n)
+    for cid, b in concept_bonus(prior, weight).items():
+        if cid in codes.concept_numbers:
+            bonus[codes.concept_numbers[cid]] = b
     return bonus
 
 

@@ -80,7 +80,8 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
         doc_text = {d.pmid: d.text for d in corpus.docs}
         contexts = [mention_in_context(doc_text[q.pmid], q.start, q.end, query=t, window=reranker.settings.window)
                     for q, t in zip(queries, texts)]
-        lists = rerank(reranker, contexts, lists, concept_names(index.table), top_k=rerank_top_k)
+        lists = rerank(reranker, contexts, lists, concept_names(index.table), top_k=rerank_top_k,
+                       bonus=index.concept_bonus())
     ranked = [[c.concept_id for c in cands] for cands in lists]
     scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
     return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),

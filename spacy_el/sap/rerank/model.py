@@ -325,10 +325,13 @@ def reranker_from_path(path: str, num_threads: int | None = None) -> Callable[[]
 
 def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Sequence[Candidate]],
            names: Mapping[str, Sequence[str]], *, top_k: int | None = None, weight: float | None = None,
-           batch_size: int = 64) -> list[list[Candidate]]:
+           batch_size: int = 64, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """Each mention's first `top_k` candidates (all when None) scored by the reranker and
-    reordered by cosine + weight × score (the settings' weight unless given); candidates past
-    `top_k` keep their order after them. `names`: concept id → its names (`concept_names`)."""
+    reordered by cosine + weight × score (the settings' weight unless given), plus the index's
+    corpus-prior `bonus` of the concept when given (`ConceptIndex.concept_bonus`), so the prior
+    keeps counting after reranking; candidates past `top_k` keep their order after them.
+    `names`: concept id → its names (`concept_names`)."""
+    bonus = bonus or {}
     k = reranker.settings.top_k if top_k is None else top_k
     w = reranker.settings.weight if weight is None else weight
     pair_ctx: list[str] = []
@@ -343,14 +346,14 @@ def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Seq
     for cands in candidates:
         head = [c._replace(rerank_score=float(s)) for c, s in zip(cands[:k], scores[at:at + len(cands[:k])])]
         at += len(head)
-        head.sort(key=lambda c: -(c.score + w * c.rerank_score))
+        head.sort(key=lambda c: -(c.score + bonus.get(c.concept_id, 0.0) + w * c.rerank_score))
         out.append(head + list(cands[k:]))
     return out
 
 
 def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str], candidates: Sequence[list],
                  names: Mapping[str, Sequence[str]], *, top_k: int, margin: float | None = None,
-                 batch_size: int = 64) -> list[list[Candidate]]:
+                 batch_size: int = 64, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """`rerank` for entities of spaCy docs: each span is read in a window of its doc's text, with
     `texts[i]` (what the linker searched) shown when it differs from the span's own text. With
     `margin`, spans whose best cosine leads the second by at least that much keep their order."""
@@ -363,7 +366,7 @@ def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str],
     contexts = [mention_in_context(spans[i].doc.text, spans[i].start_char, spans[i].end_char, query=texts[i],
                                    window=window) for i in todo]
     for i, ranked in zip(todo, rerank(reranker, contexts, [candidates[i] for i in todo], names, top_k=top_k,
-                                      batch_size=batch_size)):
+                                      batch_size=batch_size, bonus=bonus)):
         out[i] = ranked
     return out
 

@@ -273,3 +273,22 @@ def test_a_process_holding_an_onnx_reranker_still_forks_working_workers(trained,
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "8"
+
+
+def test_the_corpus_prior_still_counts_after_reranking():
+    from spacy_el.sap.rerank.model import RerankerSettings, rerank
+
+    class Flat:  # a reranker with no opinion: every pair scores the same
+        settings = RerankerSettings(top_k=3, weight=1.0)
+
+        def score(self, contexts, candidates, batch_size=64):
+            return np.zeros(len(contexts))
+
+    cands = [[Candidate("A", 0.80, "a", "kb"), Candidate("B", 0.79, "b", "kb"), Candidate("C", 0.70, "c", "kb")]]
+    assert [c.concept_id for c in rerank(Flat(), ["ctx"], cands, {})[0]] == ["A", "B", "C"]
+    index = ConceptIndex.from_vectors(ConceptTable.from_rows([("A", "a", "kb"), ("B", "b", "kb")]),
+                                      np.eye(2, 4, dtype="float32"), use_gpu=False)
+    index.set_prior({"B": 9}, weight=0.02)  # 0.02 · log(10) = 0.046 lifts B past A's 0.01 lead
+    assert index.concept_bonus() == pytest.approx({"B": 0.02 * np.log(10)})
+    ranked = rerank(Flat(), ["ctx"], cands, {}, bonus=index.concept_bonus())[0]
+    assert [c.concept_id for c in ranked] == ["B", "A", "C"] and ranked[0].score == 0.79  # the cosine stays
