@@ -38,6 +38,17 @@ def test_build_index_writes_an_index_with_alias_provenance(built):
     assert meta["prior"]["n_mentions"] == 3 and (built / "index" / "prior.tsv").exists()
 
 
+def test_build_index_stores_vectors_for_a_compressed_index(built, tiny_bert_dir, tmp_path):
+    from spacy_el.kb.index import ConceptIndex
+
+    result = runner.invoke(app, ["build-index", str(built / "kb.tsv"), str(tiny_bert_dir), str(tmp_path / "pq"),
+                                 "--format", "tsv", "--index-type", "SQ4", "--store-vectors"])
+    assert result.exit_code == 0, result.output
+    index = ConceptIndex.load(tmp_path / "pq")
+    assert len(index.vectors) == len(index.table) == 5 and index.meta["vectors"]["rescore_factor"] == 4
+    assert (tmp_path / "pq" / "vectors.f16").stat().st_size == 5 * index.dim * 2
+
+
 def test_build_index_reports_bad_rows_by_file_and_line(tiny_bert_dir, tmp_path):
     kb = tmp_path / "bad.tsv"
     kb.write_text("MESH:D003920\tdiabetes\nno tab on this line\n", encoding="utf-8")
