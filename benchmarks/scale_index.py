@@ -15,6 +15,7 @@ Phases (run separately, so each build's peak RSS is its own process's):
     python benchmarks/scale_index.py build --names 1000000 --encoder student_int8 --work W
     python benchmarks/scale_index.py query --names 1000000 --work W     # timing: run under flock -x
     python benchmarks/scale_index.py report --work W
+    python benchmarks/scale_index.py misses --names 1000000 --work W   # why the misses (--store-vectors)
 
 `build` also computes the exact top-5 of a 10k-query sample in the same pass over the chunks
 (mention-like queries: a sampled name lowercased, a word dropped or the synonym order swapped),
@@ -264,6 +265,47 @@ def query(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def misses(args: argparse.Namespace) -> None:
+    """Why the true nearest name is missed (an index built with --store-vectors): for each query whose
+    true nearest name scores > 1e-3 above everything the rescored search returns, the PQ estimate of that
+    name's cosine against its exact cosine, and the rank of its inverted list among the query's nearest lists."""
+    import faiss
+
+    from spacy_el.kb.faiss_utils import apply_search_settings
+    from spacy_el.kb.index import ConceptIndex
+    from spacy_el.sap.encoders import load_encoder
+
+    work = args.work / f"n{args.names}"
+    built = json.loads((work / "build.json").read_text())
+    queries = json.loads((work / "queries.json").read_text())
+    exact, exact_scores = np.load(work / "exact_top5.npy"), np.load(work / "exact_top5_scores.npy")
+    top1, top1_score = exact[np.arange(len(exact)), exact_scores.argmax(1)], exact_scores.max(1)
+    encoder = load_encoder(built["encoder"])
+    index = ConceptIndex.load(work / "index", encoder, use_gpu=False, rescore_factor=args.rescore_factor or 8)
+    qvec = np.asarray(encoder.embed(queries), dtype="float32")
+    qvec /= np.linalg.norm(qvec, axis=1, keepdims=True)
+    ivf = faiss.extract_index_ivf(index.cpu_index)
+    ivf.make_direct_map()
+    out = {"rescore_factor": index.vectors.rescore_factor}
+    for nprobe in (32, 256):
+        apply_search_settings(index.index, {"nprobe": nprobe})
+        _, rows = index.search_names(qvec, K)
+        got = np.einsum("qkd,qd->qk", index.vectors.rows(np.clip(rows, 0, None).ravel()).reshape(*rows.shape, -1), qvec)
+        missed = np.flatnonzero(got.max(1) < top1_score - 1e-3)
+        out[f"missed_at_nprobe_{nprobe}"] = round(len(missed) / len(queries), 4)
+    pq_estimate = np.einsum("qd,qd->q", np.stack([ivf.reconstruct(int(top1[i])) for i in missed]), qvec[missed])
+    _, nearest_lists = ivf.quantizer.search(qvec[missed], 256)
+    lists = [ivf.direct_map.get(int(top1[i])) >> 32 for i in missed]
+    rank = np.array([list(near).index(lst) if lst in near else 256 for near, lst in zip(nearest_lists.tolist(), lists)])
+    out |= {"n_missed_at_nprobe_256": len(missed),
+            "exact_cosine_median": round(float(np.median(top1_score[missed])), 3),
+            "pq_estimate_median": round(float(np.median(pq_estimate)), 3),
+            "list_rank_quantiles_10_50_90": np.quantile(rank, [0.1, 0.5, 0.9]).tolist(),
+            "share_of_lists_beyond_256": round(float(np.mean(rank >= 256)), 3)}
+    (work / "misses.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
 def report(args: argparse.Namespace) -> None:
     rows = []
     for d in sorted(args.work.glob("n*"), key=lambda p: int(p.name[1:])):
@@ -285,7 +327,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["build", "query", "report"])
+    ap.add_argument("phase", choices=["build", "query", "misses", "report"])
     ap.add_argument("--names", type=int, default=1_000_000)
     ap.add_argument("--encoder", type=Path, help="build: ONNX encoder directory (the 0-layer student)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/scale_index"))
@@ -300,7 +342,7 @@ def main() -> None:
                     help="query: names fetched per name wanted before exact rescoring (stored vectors only)")
     ap.add_argument("--chunk-size", type=int, default=50_000)
     args = ap.parse_args()
-    {"build": build, "query": query, "report": report}[args.phase](args)
+    {"build": build, "query": query, "misses": misses, "report": report}[args.phase](args)
 
 
 if __name__ == "__main__":
