@@ -111,6 +111,7 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     started = datetime.now(timezone.utc)
     results: dict[str, tuple[float, int]] = {}
+    driver_cpu: dict[str, float] = {}  # CPU seconds of this process (for Ray: the driver) per engine
     ray_init_s = load_s = None
     names: list = []
     for engine in args.engines:
@@ -131,11 +132,12 @@ def main() -> None:
                      runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
             ray_init_s = time.perf_counter() - t0
         n = int(engine[-1])
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         stats = annotate(pipeline, corpus, out, engine="ray" if engine.startswith("ray") else "local",
                          n_process=n, workers=n, batch_size=args.batch_size, shard_size=args.shard_size,
                          show_progress=False)
         results[engine] = (time.perf_counter() - t0, stats.n_entities)
+        driver_cpu[engine] = time.process_time() - cpu0
     load1 = os.getloadavg()[0]
     labels = {"pipe": "`nlp.pipe`, 1 process (no output)", "local1": "annotate --engine local --n-process 1",
               "local2": "annotate --engine local --n-process 2", "ray1": "annotate --engine ray --workers 1",
@@ -150,11 +152,12 @@ def main() -> None:
           + (f"; pipeline {' → '.join(names)}, `spacy.load` {load_s:.1f} s (in every row, once per process or actor)"
              if load_s is not None else "")
           + (f"; `ray.init` {ray_init_s:.1f} s, not included" if ray_init_s is not None else "") + ".\n")
-    print("| engine | wall s | docs/s | words/s | entities | vs `nlp.pipe` |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| engine | wall s | docs/s | words/s | entities | vs `nlp.pipe` | CPU s of the calling process |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for engine, (secs, ents) in results.items():
+        cpu = f"{driver_cpu[engine]:.1f}" if engine in driver_cpu else "–"
         print(f"| {labels[engine]} | {secs:.1f} | {n_docs / secs:.1f} | {n_words / secs:.0f} | {ents} | "
-              f"{ref / secs:.2f}× |")
+              f"{ref / secs:.2f}× | {cpu} |")
     if "ray1" in results and "ray2" in results:
         print(f"\nRay 2 actors vs 1: {results['ray1'][0] / results['ray2'][0]:.2f}×; "
               f"local n_process 2 vs 1: {results['local1'][0] / results['local2'][0]:.2f}×"
