@@ -19,7 +19,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -120,13 +120,17 @@ class GroupLoss:
 
 
 def tune_weight(mentions: Sequence[Mention], reranked: Sequence[Sequence[Candidate]],
-                grid: Sequence[float] = WEIGHT_GRID) -> tuple[float, float, dict[float, float]]:
-    """(best weight, its Acc@1, Acc@1 per weight) of `cosine + weight × rerank_score` on dev; ties
-    go to the smaller weight (0 first, the bi-encoder's order)."""
+                grid: Sequence[float] = WEIGHT_GRID, bonus: Mapping[str, float] | None = None
+                ) -> tuple[float, float, dict[float, float]]:
+    """(best weight, its Acc@1, Acc@1 per weight) of `cosine + weight × rerank_score` on dev, plus
+    the index's prior `bonus` per concept as the linker adds it (`rerank`); ties go to the smaller
+    weight (0 first, the bi-encoder's order)."""
     gold = [m.gold for m in mentions]
+    bonus = bonus or {}
     per: dict[float, float] = {}
     for w in grid:
-        ranked = [[c.concept_id for c in sorted(cands, key=lambda c: -(c.score + w * (c.rerank_score or 0.0)))]
+        ranked = [[c.concept_id for c in sorted(cands, key=lambda c: -(c.score + bonus.get(c.concept_id, 0.0)
+                                                                         + w * (c.rerank_score or 0.0)))]
                   for cands in reranked]
         per[w] = accuracy_at_k(ranked, gold, ks=(1,))["acc@1"]
     best = max(per, key=lambda w: (per[w], -w))
@@ -176,12 +180,13 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
     bi_acc = None
     evaluate = None
     if dev_mentions:
-        bi_acc = tune_weight(dev_mentions, [m.candidates for m in dev_mentions], (0.0,))[1]
+        bonus = kb_index.concept_bonus()  # the order the linker will give: with the index's prior, if any
+        bi_acc = tune_weight(dev_mentions, [m.candidates for m in dev_mentions], (0.0,), bonus)[1]
 
         def evaluate(model: CrossEncoderReranker) -> float:
             reranked = rerank(model, [m.context for m in dev_mentions], [m.candidates for m in dev_mentions], names,
                               top_k=k, weight=0.0)
-            weight, acc, _ = tune_weight(dev_mentions, reranked)
+            weight, acc, _ = tune_weight(dev_mentions, reranked, bonus=bonus)
             model.settings = dataclasses.replace(model.settings, weight=weight)
             return acc
 

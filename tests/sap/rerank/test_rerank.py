@@ -292,3 +292,14 @@ def test_the_corpus_prior_still_counts_after_reranking():
     assert index.concept_bonus() == pytest.approx({"B": 0.02 * np.log(10)})
     ranked = rerank(Flat(), ["ctx"], cands, {}, bonus=index.concept_bonus())[0]
     assert [c.concept_id for c in ranked] == ["B", "A", "C"] and ranked[0].score == 0.79  # the cosine stays
+
+
+def test_the_weight_is_tuned_in_the_order_the_linker_gives_with_the_prior():
+    from spacy_el.sap.rerank.train import Mention, tune_weight
+
+    # the gold B trails A by 0.01 in cosine; the reranker prefers B by 0.1; the prior lifts A by 0.05
+    cands = [Candidate("A", 0.80, "a", "kb", rerank_score=0.0), Candidate("B", 0.79, "b", "kb", rerank_score=0.1)]
+    dev = [Mention("ctx", ["B"], cands)]
+    assert tune_weight(dev, [cands], grid=(0.0, 0.2, 1.0))[:2] == (0.2, 100.0)  # without the prior 0.2 suffices
+    weight, acc, per = tune_weight(dev, [cands], grid=(0.0, 0.2, 1.0), bonus={"A": 0.05})
+    assert (weight, acc) == (1.0, 100.0) and per[0.2] == 0.0  # with it, only a larger weight gets B first
