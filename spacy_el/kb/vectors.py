@@ -7,7 +7,8 @@ ANN systems (DiskANN, SPANN) take: keep the compressed codes in memory and the f
 fetch from the compressed index a few times more candidates than asked for, and rescore those
 exactly from the vectors on disk. Only the rows rescored are read, through a memory map, so the
 page cache (shared between processes) keeps the hot ones; float16 halves the file at a cosine
-error of ~1e-4.
+error of ~1e-4 (names closer than that to each other may swap places, as they do between two
+batches of an int8 encoder).
 
 On disk: `vectors.f16`, raw little-endian float16 rows in index-row order; its shape is in the
 index's `meta.json` (`vectors`), checked against the file's size on load.

@@ -42,6 +42,14 @@ def index_dir(encoder, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def stored_index_dir(encoder, tmp_path_factory):
+    """The same names in a compressed index (SQ4) that keeps their vectors on disk for exact rescoring."""
+    path = tmp_path_factory.mktemp("linker_stored") / "index"
+    ConceptIndex.build(ConceptTable.from_rows(NAMES), encoder, "SQ4", use_gpu=False, store_vectors=True).save(path)
+    return path
+
+
 def make_nlp(tiny_bert_dir, index_dir, **config):
     """entity_ruler + sap_linker, initialized through the registered loaders. The threshold is 0
     unless given: the random tiny BERT's cosines say nothing about a good NIL cut."""
@@ -253,6 +261,19 @@ def test_to_bytes_from_bytes_links_the_same_without_the_paths(tiny_bert_dir, ind
     assert links(spacy.load(tmp_path / "again")(TEXT)) == before
 
 
+def test_an_index_with_stored_vectors_round_trips_with_the_pipeline(tiny_bert_dir, stored_index_dir):
+    """(That rescoring ranks as the exact search does is `tests/kb/test_vectors.py`: the random tiny
+    BERT puts every name within 1e-4 of cosine 1, below float16's precision.)"""
+    nlp = make_nlp(tiny_bert_dir, stored_index_dir, top_k=3)
+    got = links(nlp(TEXT))
+    assert nlp.get_pipe("sap_linker").index.vectors is not None and len(got) == 5
+    other = spacy.blank("en")
+    other.add_pipe("entity_ruler").add_patterns(PATTERNS)
+    other.add_pipe("sap_linker", config={"threshold": 0.0, "top_k": 3})
+    other.from_bytes(nlp.to_bytes(), exclude=["entity_ruler"])
+    assert other.get_pipe("sap_linker").index.vectors is not None and links(other(TEXT)) == got
+
+
 def test_candidates_survive_doc_bytes(nlp):
     doc = nlp(TEXT)
     from spacy.tokens import Doc
@@ -419,7 +440,7 @@ def onnx_dir(encoder, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "torch, stored vectors"])
 def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(runtime, tiny_bert_dir, index_dir,
                                                                             request):
     """The parent links first (torch's and FAISS's OpenMP pools, or an ONNX Runtime session, are
@@ -430,9 +451,11 @@ def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(runti
     import subprocess
     import sys
 
-    encoder_dir = tiny_bert_dir if runtime == "torch" else request.getfixturevalue("onnx_dir")
+    encoder_dir = request.getfixturevalue("onnx_dir") if runtime == "onnx" else tiny_bert_dir
+    if runtime == "torch, stored vectors":  # the forked workers share the parent's memory map of vectors.f16
+        index_dir = request.getfixturevalue("stored_index_dir")
     out = subprocess.run([sys.executable, "-c", LINKER_MP_SCRIPT, str(encoder_dir), str(index_dir),
                           json.dumps(PATTERNS), TEXT], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
-        "same": True, "candidates": True, "n": 9, "encoder": {"torch": "SapEncoder", "onnx": "OnnxEncoder"}[runtime]}
+        "same": True, "candidates": True, "n": 9, "encoder": "OnnxEncoder" if runtime == "onnx" else "SapEncoder"}
