@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--engines", nargs="+", default=["pipe", "local1", "local2", "ray1", "ray2"])
+    ap.add_argument("--cache-size", type=int, default=None,
+                    help="sap_linker's mention cache for this run (0: none; the corpus repeats its abstracts, so "
+                         "with a cache each extra worker re-embeds mentions one worker embeds once)")
     args = ap.parse_args()
 
     from spacy_el.annotate import annotate
@@ -108,6 +111,13 @@ def main() -> None:
     n_docs, n_base, n_words = build_corpus(corpus, args.docs)
     if not pipeline.exists():
         build_pipeline(pipeline, args.encoder, args.index)
+    if args.cache_size is not None:  # a copy of the pipeline with another mention cache, for every engine
+        import spacy
+
+        linker = next(name for name, pipe in spacy.load(pipeline).pipeline if type(pipe).__name__ == "SapEntityLinker")
+        copy = args.work / f"pipeline_cache{args.cache_size}"
+        spacy.load(pipeline, config={"components": {linker: {"cache_size": args.cache_size}}}).to_disk(copy)
+        pipeline = copy
     load0 = os.getloadavg()[0]
     started = datetime.now(timezone.utc)
     results: dict[str, tuple[float, int]] = {}
@@ -144,8 +154,9 @@ def main() -> None:
               "ray2": "annotate --engine ray --workers 2"}
     ref = results.get("pipe", next(iter(results.values())))[0]
     source = f"--pipeline {args.pipeline}" if args.pipeline else f"--encoder {args.encoder} --index {args.index}"
+    cache = f" --cache-size {args.cache_size}" if args.cache_size is not None else ""
     print(f"\n`python benchmarks/annotate.py {source} --docs {args.docs} "
-          f"--batch-size {args.batch_size} --shard-size {args.shard_size}` — {started:%Y-%m-%d %H:%M} UTC, "
+          f"--batch-size {args.batch_size} --shard-size {args.shard_size}{cache}` — {started:%Y-%m-%d %H:%M} UTC, "
           f"{cpu_model()}, {os.cpu_count()} CPU cores, no GPU (CPU figures); load average {load0:.1f} at the start, "
           f"{load1:.1f} at the end; {n_docs} abstracts ({n_base} distinct NCBI-disease + BC5CDR train/dev abstracts, "
           f"repeated with an id suffix), {n_words} words (whitespace-separated)"
