@@ -5,9 +5,10 @@ Documents come from PubTator, JSONL (`{"id": ..., "text": ...}` per line) or Par
 `text` columns), read by `spacy_el.corpora.documents` as numbered records (a JSONL line, a
 PubTator document, a Parquet row), and shard `i` holds the records `i·shard_size …
 (i+1)·shard_size − 1`: the shard a document belongs to depends only on the input, never on the
-engine or on what was skipped, so a rerun recomputes exactly the shards whose file is missing. Each shard (`part-00000.parquet`, and `part-00000.pubtator` when asked) is
-written atomically and the Parquet file last, so an existing Parquet file means a finished shard
-and every document is written exactly once however often the job is killed and rerun.
+engine or on what was skipped, so a rerun recomputes exactly the shards whose file is missing.
+Each shard (`part-00000.parquet`, and `part-00000.pubtator` when asked) is written atomically
+and the Parquet file last, so an existing Parquet file means a finished shard and every
+document is written exactly once however often the job is killed and rerun.
 `_annotate.json` records the input and shard size; a rerun with other settings is refused.
 
 Two engines run the pipeline:
