@@ -397,10 +397,10 @@ class ConceptIndex:
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
         prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
-        if rescore_factor is not None and "vectors" not in meta:
-            raise InputError(f"rescore_factor={rescore_factor}: {path} stores no vectors to rescore with; drop the "
-                             "setting or rebuild the index with stored vectors (`--store-vectors`)")
-        if "vectors" in meta and rescore_factor is not None:
+        if rescore_factor is not None:
+            if "vectors" not in meta:
+                raise InputError(f"rescore_factor={rescore_factor}: {path} stores no vectors to rescore with; drop "
+                                 "the setting or rebuild the index with stored vectors (`--store-vectors`)")
             meta["vectors"]["rescore_factor"] = rescore_factor
         vectors = VectorStore.open(path, meta["vectors"], mmap) if "vectors" in meta else None
         self = cls(table, index, meta, use_gpu=use_gpu, prior=prior, vectors=vectors)

@@ -27,7 +27,7 @@ from spacy_el.kb.faiss_utils import default_settings, faiss_msg, sub_indexes, to
 from spacy_el.kb.index import COLUMNS_DIR, FORMAT_VERSION, INDEX_FILE, KB_SOURCE, META_FILE, TABLE_FILE
 from spacy_el.kb.ranking import RowCodesBuilder
 from spacy_el.kb.table import ColumnsWriter
-from spacy_el.kb.vectors import DEFAULT_RESCORE_FACTOR, VectorWriter
+from spacy_el.kb.vectors import VectorWriter, vectors_meta
 
 #: One chunk: the (concept id, name, source) rows and their vectors (row i ↔ vector i).
 Chunk = tuple[Sequence[tuple[str, str, str]], np.ndarray]
@@ -66,7 +66,6 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
     work, on_gpu = to_all_gpus(index, use_gpu, shard=True)  # adding: sharded over every GPU, else the CPU
     n_names, sources, concepts = 0, Counter(), set()
     codes = RowCodesBuilder()
-    stored = None
     with atomic_dir(output) as tmp:
         with open(tmp / TABLE_FILE, "w", encoding="utf-8") as table, ColumnsWriter(tmp / COLUMNS_DIR) as columns, \
                 (VectorWriter(tmp) if store_vectors else contextlib.nullcontext()) as stored:
@@ -107,8 +106,7 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
                       "gpu": on_gpu},
         }
         if stored is not None:
-            meta["vectors"] = {"file": stored.path.name, "dtype": "float16", "n": stored.n, "dim": dim,
-                               "rescore_factor": DEFAULT_RESCORE_FACTOR}
+            meta["vectors"] = vectors_meta(stored.n, dim)
         with open(tmp / META_FILE, "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
     return meta

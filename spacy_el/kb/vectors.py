@@ -59,8 +59,7 @@ class VectorStore:
         return cls(array, int(meta.get("rescore_factor", DEFAULT_RESCORE_FACTOR)))
 
     def meta(self) -> dict[str, Any]:
-        return {"file": VECTORS_FILE, "dtype": "float16", "n": len(self.array), "dim": self.array.shape[1],
-                "rescore_factor": self.rescore_factor}
+        return vectors_meta(len(self.array), self.array.shape[1], self.rescore_factor)
 
     def __len__(self) -> int:
         return len(self.array)
@@ -92,6 +91,11 @@ class VectorStore:
         with VectorWriter(folder) as writer:
             for start in range(0, len(self.array), chunk_rows):
                 writer.add(self.array[start:start + chunk_rows])
+
+
+def vectors_meta(n: int, dim: int, rescore_factor: int = DEFAULT_RESCORE_FACTOR) -> dict[str, Any]:
+    """What an index's `meta.json` says of its stored vectors (`VectorStore.open` reads it)."""
+    return {"file": VECTORS_FILE, "dtype": "float16", "n": n, "dim": dim, "rescore_factor": rescore_factor}
 
 
 class VectorWriter:
