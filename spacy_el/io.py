@@ -113,15 +113,23 @@ def _umask() -> int:
     return mask
 
 
-def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without newline), with a clear error on bad UTF-8."""
+def read_lines(path: str | Path, start: int = 0, end: int | None = None,
+               first_line: int = 1) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without newline), with a clear error on bad UTF-8.
+    `start`/`end`: only the lines that begin in that byte range (`start` at a line start),
+    numbered from `first_line`, the number of the line at `start`."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a file")
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        f.seek(start)
+        offset = start
+        for lineno, raw in enumerate(f, start=first_line):
+            if end is not None and offset >= end:
+                return
+            offset += len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:

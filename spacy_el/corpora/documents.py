@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spacy_el.corpora.pubtator import parse_pubtator
-from spacy_el.io import InputError
+from spacy_el.io import InputError, read_lines
 
 FORMATS = ("auto", "pubtator", "jsonl", "parquet")
 
@@ -119,7 +119,7 @@ def read_split(split: Split) -> Iterator[tuple[int, Item]]:
     if split.fmt == "parquet":
         yield from _parquet_records(path, split)
         return
-    lines = _split_lines(path, split)
+    lines = read_lines(path, split.start, split.end, split.first_line)
     if split.fmt == "pubtator":
         for i, doc in enumerate(parse_pubtator(lines, path).docs):
             yield split.first_record + i, InputDoc(doc.pmid, doc.text, doc.title)
@@ -134,8 +134,8 @@ def read_records(path: str | Path, fmt: str = "auto") -> Iterator[tuple[int, Ite
     path = _existing(path)
     fmt = input_format(path, fmt)
     if fmt == "parquet":
-        for split in plan_splits(path, fmt):
-            yield from read_split(split)
+        meta = _parquet_file(path).metadata
+        yield from read_split(Split(str(path), fmt, 0, meta.num_row_groups, 0, meta.num_rows))
     else:
         yield from read_split(Split(str(path), fmt, 0, path.stat().st_size, 0, -1))
 
@@ -158,23 +158,6 @@ def _existing(path: str | Path) -> Path:
         raise InputError(f"{path}: input file not found" if not path.exists() else f"{path}: is a directory, "
                          "expected a file")
     return path
-
-
-def _split_lines(path: Path, split: Split) -> Iterator[tuple[int, str]]:
-    """The numbered lines of a text split, decoded, with a clear error on bad UTF-8."""
-    with path.open("rb") as f:
-        f.seek(split.start)
-        offset = split.start
-        for lineno, raw in enumerate(f, start=split.first_line):
-            if offset >= split.end:
-                return
-            offset += len(raw)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(f"{path}, line {lineno}: not valid UTF-8 ({err.reason} at byte {err.start}); "
-                                 "re-encode the file as UTF-8") from None
-            yield lineno, line.rstrip("\r\n")
 
 
 def _jsonl_doc(line: str) -> InputDoc | str:
