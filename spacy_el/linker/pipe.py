@@ -185,8 +185,8 @@ class SapEntityLinker(Pipe):
         self._encoder: Optional[Encoder] = None
         self._index: Optional[ConceptIndex] = None
         self._reranker: Optional[Any] = None
-        #: (the index and its prior, concept id → names, concept id → prior bonus) for the reranker.
-        self._names: Optional[tuple[tuple, Any, Dict[str, float]]] = None
+        #: (id of the index, concept id → names) for the reranker's candidate texts.
+        self._names: Optional[tuple[int, Any]] = None
         #: The directory `from_bytes` unpacked into, kept while the encoder and index may read it.
         self._unpacked: Optional[tempfile.TemporaryDirectory] = None
         self._search: Optional[MentionSearch] = None
@@ -313,12 +313,12 @@ class SapEntityLinker(Pipe):
         from spacy_el.sap.rerank.context import concept_names
         from spacy_el.sap.rerank.model import rerank_spans
 
-        key = (id(self.index), self.index.prior_weight, len(self.index.prior))
-        if self._names is None or self._names[0] != key:
-            self._names = (key, concept_names(self.index.table), self.index.concept_bonus())
-        return rerank_spans(self._reranker, ents, texts, cands, self._names[1], bonus=self._names[2],
-                            top_k=self.cfg["rerank_top_k"],
-                            margin=self.cfg["rerank_margin"], batch_size=self.cfg["batch_size"])
+        if self._names is None or self._names[0] != id(self.index):
+            self._names = (id(self.index), concept_names(self.index.table))
+        # the prior's bonus is read on every call: `set_prior` may change it after the names are cached
+        return rerank_spans(self._reranker, ents, texts, cands, self._names[1], bonus=self.index.concept_bonus(),
+                            top_k=self.cfg["rerank_top_k"], margin=self.cfg["rerank_margin"],
+                            batch_size=self.cfg["batch_size"])
 
     def _query_text(self, ent: Span) -> str:
         """The entity's text, or the long form of an abbreviation defined in the doc."""
