@@ -17,7 +17,10 @@ Two engines run the pipeline:
   starts, no parsing); `read_datasource` gives each split to a read task, which parses it and
   reports a bad row with its file and line, as the local engine does. `map_batches` runs the
   documents through an actor pool, one `spacy.load`ed pipeline per actor, and only entities come
-  back to the driver, which writes each shard once all its records are back. `ray` is imported
+  back to the driver, which writes each shard once all its records are back. With several
+  actors, one more actor holds a mention cache they share (`SharedMentions`): each actor's
+  `sap_linker` asks it, once per batch, for the mentions it has not seen, so a mention is embedded
+  and searched once per job rather than once per actor. `ray` is imported
   only here, on use (`pip install spacy-el[ray]`). On a cluster, the pipeline and the input must
   be readable at the same path on every node (an installed pipeline package, a shared file
   system).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -39,6 +43,8 @@ from spacy_el.io import InputError, atomic_write
 
 MANIFEST = "_annotate.json"
 ENGINES = ("local", "ray")
+#: Entries of the Ray actors' shared mention cache (a vector and candidates each, ~2.5 KB at dim 384).
+SHARED_CACHE_SIZE = 100_000
 
 _CANDIDATE = pa.struct([("id", pa.string()), ("name", pa.string()), ("score", pa.float32()),
                         ("source", pa.string())])
@@ -166,14 +172,18 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
              engine: str = "local", n_process: int = 1, batch_size: int = 64, shard_size: int = 1000,
              workers: int = 1, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
              address: Optional[str] = None, pubtator: bool = False, skip_bad: bool = False,
-             show_progress: bool = True, split_bytes: int = 32 << 20) -> AnnotateStats:
+             show_progress: bool = True, split_bytes: int = 32 << 20,
+             shared_cache: int = SHARED_CACHE_SIZE) -> AnnotateStats:
     """Annotate `input_path` with the pipeline at `pipeline` (a directory or package name) into
     Parquet shards under `output` (see the module docstring). Finished shards are skipped.
-    `split_bytes`: the Ray engine's read tasks each parse about that much of a text input."""
+    `split_bytes`: the Ray engine's read tasks each parse about that much of a text input.
+    `shared_cache`: entries of the mention cache the Ray actors share when there are several (0: none)."""
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: use local or ray")
     if shard_size < 1 or batch_size < 1 or n_process < 1 or workers < 1:
         raise InputError("--shard-size, --batch-size, --n-process and --workers must be at least 1")
+    if shared_cache < 0:
+        raise InputError(f"--shared-cache {shared_cache}: give a number of entries, or 0 for none")
     input_path, output = Path(input_path), Path(output)
     if not input_path.is_file():
         raise InputError(f"{input_path}: input file not found")
@@ -195,7 +205,8 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
     else:
         _run_ray(pipeline, plan_splits(input_path, fmt, split_bytes), output, stats, shard_size=shard_size, done=done,
                  skip_bad=skip_bad, batch_size=batch_size, workers=workers, cpus_per_worker=cpus_per_worker,
-                 gpus_per_worker=gpus_per_worker, address=address, pubtator=pubtator, show_progress=show_progress)
+                 gpus_per_worker=gpus_per_worker, address=address, pubtator=pubtator, show_progress=show_progress,
+                 shared_cache=shared_cache if workers > 1 else 0)
     return stats
 
 
@@ -272,20 +283,71 @@ def _run_local(pipeline: str | Path, pending: Iterator[tuple[int, Item]], output
         close_before(None)
 
 
+class SharedMentions:
+    """The mention cache the Ray actors share (`spacy_el.linker.search.SharedCache`), held by one
+    Ray actor: input → (vector, candidates per (k, type filter)), least recently used dropped
+    first. Every actor runs the same pipeline, so one actor's search is valid for all."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, tuple[Any, dict[tuple, Any]]] = OrderedDict()
+
+    def get(self, keys: list[str], tag: tuple) -> dict[str, tuple[Any, Any]]:
+        found = {}
+        for key in keys:
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries.move_to_end(key)
+                found[key] = (entry[0], entry[1].get(tag))
+        return found
+
+    def put(self, entries: dict[str, tuple[Any, Any]], tag: tuple) -> None:
+        for key, (vector, cands) in entries.items():
+            self.entries.setdefault(key, (vector, {}))[1][tag] = cands
+            self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class _RemoteMentions:
+    """An actor's view of the `SharedMentions` actor: a blocking `get` (one call per batch),
+    a `put` that does not wait (Ray runs one caller's calls in order)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def get(self, keys: list[str], tag: tuple) -> dict[str, tuple[Any, Any]]:
+        import ray
+
+        return ray.get(self.handle.get.remote(keys, tag))
+
+    def put(self, entries: dict[str, tuple[Any, Any]], tag: tuple) -> None:
+        self.handle.put.remote(entries, tag)
+
+
 class RayAnnotator:
     """The `map_batches` callable class of the Ray engine: one pipeline per actor, loaded once.
     A batch of records in (Arrow), one row per record out with its entities as JSON (null for a
-    record without a document), so the driver can tell when every record of a shard is back."""
+    record without a document), so the driver can tell when every record of a shard is back.
+    `shared`: the `SharedMentions` actor every `sap_linker` of this pipeline consults, or None."""
 
-    def __init__(self, pipeline: str, batch_size: int, threads: int, keep_text: bool) -> None:
+    def __init__(self, pipeline: str, batch_size: int, threads: int, keep_text: bool, shared: Any = None) -> None:
         import spacy
 
+        from spacy_el.linker.pipe import SapEntityLinker
         from spacy_el.models import one_thread_per_worker
 
         self.nlp = spacy.load(pipeline)
         if threads <= 1:  # actors share the machine's cores: one thread each, as nlp.pipe's workers
             one_thread_per_worker()
         self.batch_size, self.keep_text = batch_size, keep_text
+        if shared is not None:
+            for _, pipe in self.nlp.pipeline:
+                if isinstance(pipe, SapEntityLinker):
+                    pipe.shared_cache = _RemoteMentions(shared)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
@@ -350,7 +412,8 @@ def _document_source(splits: list[Split], shard_size: int, done: frozenset[int],
 
 def _run_ray(pipeline: str | Path, splits: list[Split], output: Path, stats: AnnotateStats, *, shard_size: int,
              done: set[int], skip_bad: bool, batch_size: int, workers: int, cpus_per_worker: float,
-             gpus_per_worker: float, address: Optional[str], pubtator: bool, show_progress: bool) -> None:
+             gpus_per_worker: float, address: Optional[str], pubtator: bool, show_progress: bool,
+             shared_cache: int) -> None:
     try:
         import ray
     except ImportError:
@@ -371,11 +434,13 @@ def _run_ray(pipeline: str | Path, splits: list[Split], output: Path, stats: Ann
     pipeline = str(Path(pipeline).resolve()) if Path(pipeline).exists() else str(pipeline)
     # read tasks reserve no CPU: the actors may hold every CPU (2 workers on 2 cores), and a read
     # task that waits for one would wait forever; at most `workers` of them run at once
+    shared = ray.remote(num_cpus=0)(SharedMentions).remote(shared_cache) if shared_cache else None
     dataset = ray.data.read_datasource(_document_source(todo, shard_size, frozenset(done), skip_bad), num_cpus=0,
                                        concurrency=max(1, workers))
     results = dataset.map_batches(
         RayAnnotator, fn_constructor_kwargs={"pipeline": pipeline, "batch_size": batch_size,
-                                             "threads": max(1, int(cpus_per_worker)), "keep_text": pubtator},
+                                             "threads": max(1, int(cpus_per_worker)), "keep_text": pubtator,
+                                             "shared": shared},
         batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
         batch_format="pyarrow")
     writer = _ShardWriter(output, pubtator, stats)

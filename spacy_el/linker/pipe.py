@@ -61,7 +61,7 @@ from spacy.vocab import Vocab
 from spacy_el.io import InputError, bytes_to_dir, dir_to_bytes
 from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.linker import composite
-from spacy_el.linker.search import MentionSearch
+from spacy_el.linker.search import MentionSearch, SharedCache
 from spacy_el.models import Encoder
 
 NIL = "NIL"
@@ -190,6 +190,9 @@ class SapEntityLinker(Pipe):
         #: The directory `from_bytes` unpacked into, kept while the encoder and index may read it.
         self._unpacked: Optional[tempfile.TemporaryDirectory] = None
         self._search: Optional[MentionSearch] = None
+        #: A mention cache shared with other processes running this pipeline (`spacy_el.linker.search`;
+        #: the Ray engine of `spacy-el annotate` sets one), or None. Runtime state: never saved.
+        self.shared_cache: Optional[SharedCache] = None
 
     # ------------------------------------------------------------------ the two parts
     @property
@@ -338,6 +341,7 @@ class SapEntityLinker(Pipe):
         """The cached mention search over this encoder and index (`spacy_el.linker.search`)."""
         if self._search is None or self._search.index is not self.index or self._search.encoder is not self.encoder:
             self._search = MentionSearch(self.encoder, self.index)
+        self._search.shared = self.shared_cache
         return self._search
 
     def _candidates(self, texts: List[str], types: Optional[tuple] = None) -> Dict[str, list]:
