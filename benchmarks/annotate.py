@@ -96,7 +96,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--shard-size", type=int, default=500)
-    ap.add_argument("--engines", nargs="+", default=["pipe", "local1", "local2", "ray1", "ray2"])
+    ap.add_argument("--engines", nargs="+", default=["pipe", "local1", "local2", "ray1", "ray2"],
+                    help="pipe, local1, local2, ray1, ray2 (actors share a mention cache), ray2-own (each its own)")
     ap.add_argument("--cache-size", type=int, default=None,
                     help="sap_linker's mention cache for this run (0: none; the corpus repeats its abstracts, so "
                          "with a cache each extra worker re-embeds mentions one worker embeds once)")
@@ -141,17 +142,19 @@ def main() -> None:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
             ray_init_s = time.perf_counter() - t0
-        n = int(engine[-1])
+        n = int(engine.split("-")[0][-1])
+        shared = {"shared_cache": 0} if engine.endswith("-own") else {}
         t0, cpu0 = time.perf_counter(), time.process_time()
         stats = annotate(pipeline, corpus, out, engine="ray" if engine.startswith("ray") else "local",
                          n_process=n, workers=n, batch_size=args.batch_size, shard_size=args.shard_size,
-                         show_progress=False)
+                         show_progress=False, **shared)
         results[engine] = (time.perf_counter() - t0, stats.n_entities)
         driver_cpu[engine] = time.process_time() - cpu0
     load1 = os.getloadavg()[0]
     labels = {"pipe": "`nlp.pipe`, 1 process (no output)", "local1": "annotate --engine local --n-process 1",
               "local2": "annotate --engine local --n-process 2", "ray1": "annotate --engine ray --workers 1",
-              "ray2": "annotate --engine ray --workers 2"}
+              "ray2": "annotate --engine ray --workers 2 (one shared mention cache)",
+              "ray2-own": "annotate --engine ray --workers 2 --shared-cache 0 (a cache per actor)"}
     ref = results.get("pipe", next(iter(results.values())))[0]
     source = f"--pipeline {args.pipeline}" if args.pipeline else f"--encoder {args.encoder} --index {args.index}"
     cache = f" --cache-size {args.cache_size}" if args.cache_size is not None else ""
@@ -169,10 +172,12 @@ def main() -> None:
         cpu = f"{driver_cpu[engine]:.1f}" if engine in driver_cpu else "–"
         print(f"| {labels[engine]} | {secs:.1f} | {n_docs / secs:.1f} | {n_words / secs:.0f} | {ents} | "
               f"{ref / secs:.2f}× | {cpu} |")
-    if "ray1" in results and "ray2" in results:
-        print(f"\nRay 2 actors vs 1: {results['ray1'][0] / results['ray2'][0]:.2f}×; "
-              f"local n_process 2 vs 1: {results['local1'][0] / results['local2'][0]:.2f}×"
-              if "local1" in results and "local2" in results else "")
+    print()
+    for two in ("ray2", "ray2-own"):
+        if "ray1" in results and two in results:
+            print(f"{labels[two]} vs 1 actor: {results['ray1'][0] / results[two][0]:.2f}×")
+    if "local1" in results and "local2" in results:
+        print(f"local n_process 2 vs 1: {results['local1'][0] / results['local2'][0]:.2f}×")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ VARIANTS = {
     "train_mentions": ("ner_bilstm_kb_mentions.cfg", "sentence", []),
     "no_gazetteer": ("ner_bilstm.cfg", "doc", []),
     "transformer": ("ner_bilstm_trf.cfg", "doc", []),
+    # sentences + gazetteer (no_doc_context) + MiniLM fine-tuned with the tagger at 1/40 of its learning rate
+    "transformer_ft": ("ner_bilstm_kb_trf.cfg", "sentence", []),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
 }
@@ -93,7 +95,8 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
     return paths
 
 
-def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | None, epochs: int | None) -> Dict:
+def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | None, epochs: int | None,
+          threads: int = 1) -> Dict:
     config, context, overrides = VARIANTS[variant]
     paths = prepare(data, corpus, context, work)
     out, log = work / f"out_{variant}", work / f"train_{variant}.log"
@@ -107,14 +110,14 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
     if "kb" in config:  # a corpus without a KB (CoNLL) trains the same tagger without the gazetteer
         if CORPORA[corpus]["kb"] is None:
-            if "mentions" in config:
+            if "mentions" in config or "trf" in config:
                 raise SystemExit(f"{variant}: {corpus} has no KB for {config}")
             cmd[4] = str(REPO / "configs" / config.replace("_kb", ""))
         else:
             kb, fmt = CORPORA[corpus]["kb"]
             cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
     cmd += overrides
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.time()
     with log.open("w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12, help="passes over the train set per variant")
     parser.add_argument("--minutes", type=float, default=None, help="a wall-clock budget per variant instead of --epochs")
     parser.add_argument("--parallel", type=int, default=1, help="variants trained at once (1 thread each)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per training run")
     parser.add_argument("--eval-only", action="store_true", help="re-score the models a previous run left")
     parser.add_argument("--n-process", action="store_true", help="also time nlp.pipe(n_process=2)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spacy_el_ner_ablation")
@@ -177,7 +181,8 @@ def main() -> None:
         prepare(args.data, args.corpus, context, work)
     if not args.eval_only:
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            for info in pool.map(lambda v: train(v, args.corpus, args.data, work, args.minutes, args.epochs), variants):
+            for info in pool.map(lambda v: train(v, args.corpus, args.data, work, args.minutes, args.epochs,
+                                                      args.threads), variants):
                 print(json.dumps(info), flush=True)
     rows = [score(v, args.corpus, args.data, work, args.n_process) for v in variants]
     budget = f"{args.minutes:g}-minute training budget" if args.minutes else f"{args.epochs} epochs"

@@ -16,6 +16,7 @@ Phases (run separately, so each build's peak RSS is its own process's):
     python benchmarks/scale_index.py query --names 1000000 --work W     # timing: run under flock -x
     python benchmarks/scale_index.py report --work W
     python benchmarks/scale_index.py misses --names 1000000 --work W   # why the misses (--store-vectors)
+    python benchmarks/scale_index.py cold --names 10000000 --work W    # first pass from a cold page cache
 
 `build` also computes the exact top-5 of a 10k-query sample in the same pass over the chunks
 (mention-like queries: a sampled name lowercased, a word dropped or the synonym order swapped),
@@ -26,6 +27,14 @@ that store their vectors (`--store-vectors`, rescored exactly) also as ann-bench
 by distance (a returned name counts when its exact cosine is within 1e-3 of the true one's, so
 names with the same vector, e.g. one synonym under two concepts, tie instead of missing).
 `faiss_ms_per_query` is the name search (FAISS, plus the rescoring when the index has vectors).
+
+`cold` measures the first pass after loading from a cold page cache: each mode runs in a fresh
+process that first drops the pipeline's files from the page cache (`posix_fadvise(DONTNEED)`,
+no root needed for clean pages), loads it, and links the unique query mentions once: `off`
+(`prefetch_index` false: every inverted list, table row and rescored vector a random disk
+read), `on` (the default: the pass starts at once while the index's files are read in the
+background) and `wait` (the pass starts when that read has finished, as a server that waits to
+be ready).
 """
 from __future__ import annotations
 
@@ -306,6 +315,70 @@ def misses(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2))
 
 
+def _evict(folder: Path) -> int:
+    """Drop every file under `folder` from the page cache; returns the bytes concerned."""
+    total = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            total += path.stat().st_size
+    return total
+
+
+def cold(args: argparse.Namespace) -> None:
+    work = args.work / f"n{args.names}"
+    if args.mode is None:  # every mode in a fresh process (no mapping of an earlier load keeps pages)
+        results = []
+        for mode in ("off", "on", "wait"):
+            cmd = [sys.executable, __file__, "cold", "--names", str(args.names), "--work", str(args.work),
+                   "--mode", mode] + (["--query-nprobe", str(args.query_nprobe)] if args.query_nprobe else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        (work / "cold.json").write_text(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))
+        return
+    import spacy
+    from spacy.tokens import Doc, Span
+
+    pipeline = work / "pipeline"
+    evicted = _evict(pipeline)
+    load0 = os.getloadavg()[0]
+    t = time.perf_counter()
+    nlp = spacy.load(pipeline, config={"components": {"sap_linker": {"prefetch_index": args.mode != "off"}}})
+    load_s = time.perf_counter() - t
+    linker = nlp.get_pipe("sap_linker")
+    if args.query_nprobe:
+        from spacy_el.kb.faiss_utils import apply_search_settings
+
+        apply_search_settings(linker.index.index, {"nprobe": args.query_nprobe})
+    thread = linker.index.prefetching
+    waited = None
+    if args.mode == "wait":
+        t = time.perf_counter()
+        thread.join()
+        waited = time.perf_counter() - t
+    unique = list(dict.fromkeys(json.loads((work / "queries.json").read_text())))
+    batch = []
+    for text in unique:
+        doc = Doc(nlp.vocab, words=text.split())
+        doc.ents = [Span(doc, 0, len(doc), label="DISEASE")]
+        batch.append(doc)
+    t = time.perf_counter()
+    for _ in linker.pipe(batch, batch_size=256):
+        pass
+    first = time.perf_counter() - t
+    print(json.dumps({"mode": args.mode, "evicted_gb": round(evicted / 1e9, 2), "spacy_load_s": round(load_s, 2),
+                      "waited_for_prefetch_s": None if waited is None else round(waited, 1),
+                      "prefetch_still_running_after_pass": bool(thread is not None and thread.is_alive()),
+                      "unique_mentions": len(unique), "first_pass_s": round(first, 1),
+                      "mentions_per_s_first": round(len(unique) / first), "load_start": load0,
+                      "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}))
+
+
 def report(args: argparse.Namespace) -> None:
     rows = []
     for d in sorted(args.work.glob("n*"), key=lambda p: int(p.name[1:])):
@@ -327,7 +400,8 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["build", "query", "misses", "report"])
+    ap.add_argument("phase", choices=["build", "query", "misses", "cold", "report"])
+    ap.add_argument("--mode", choices=["off", "on", "wait"], default=None, help="cold: one mode only (default: all)")
     ap.add_argument("--names", type=int, default=1_000_000)
     ap.add_argument("--encoder", type=Path, help="build: ONNX encoder directory (the 0-layer student)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/scale_index"))
@@ -342,7 +416,7 @@ def main() -> None:
                     help="query: names fetched per name wanted before exact rescoring (stored vectors only)")
     ap.add_argument("--chunk-size", type=int, default=50_000)
     args = ap.parse_args()
-    {"build": build, "query": query, "misses": misses, "report": report}[args.phase](args)
+    {"build": build, "query": query, "misses": misses, "cold": cold, "report": report}[args.phase](args)
 
 
 if __name__ == "__main__":

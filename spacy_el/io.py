@@ -7,8 +7,9 @@ import glob
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Iterator, Optional, Sequence
 
 import srsly
 
@@ -157,3 +158,38 @@ def bytes_to_dir(data: bytes, root: Path) -> None:
             raise InputError(f"serialized directory holds a file outside it ({rel!r}); refusing to unpack")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available without swapping (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def prefetch_files(paths: Sequence[Path], chunk_bytes: int = 16 << 20) -> Optional[threading.Thread]:
+    """Read `paths` once, sequentially, in a background thread, so that memory maps of them find
+    their pages in the page cache instead of reading them at random from disk on first touch.
+    Returns the thread (join it to wait), or None when there is nothing to read or the files
+    exceed half the available memory (reading them would only push other pages out)."""
+    paths = [Path(p) for p in paths if Path(p).is_file()]
+    size = sum(p.stat().st_size for p in paths)
+    available = available_memory()
+    if not size or (available is not None and size > available // 2):
+        return None
+
+    def read() -> None:
+        buffer = bytearray(chunk_bytes)
+        for path in paths:
+            with open(path, "rb", buffering=0) as f:
+                while f.readinto(buffer):
+                    pass
+
+    thread = threading.Thread(target=read, name="prefetch index files", daemon=True)
+    thread.start()
+    return thread

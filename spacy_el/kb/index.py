@@ -20,6 +20,7 @@ module (~470 lines) is the one class whose build, search and disk format share i
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Callable, Sequence
 import faiss
 import numpy as np
 
-from spacy_el.io import InputError, atomic_dir, atomic_write
+from spacy_el.io import InputError, atomic_dir, atomic_write, prefetch_files
 from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
                                      sub_indexes)
 from spacy_el.kb.ranking import (DEFAULT_PRIOR_WEIGHT, KB_SOURCE, Candidate, RowCodes, align_alias_ids, align_prior,
@@ -76,6 +77,8 @@ class ConceptIndex:
         #: every name's vector (float16, on disk when loaded) to rescore the compressed index's
         #: candidates exactly; None for indexes that hold exact vectors or were built without
         self.vectors = vectors
+        #: the thread reading the index's files into the page cache (`load(prefetch=True)`), or None
+        self.prefetching: threading.Thread | None = None
         if vectors is not None and len(vectors) != index.ntotal:
             raise InputError(f"concept index has {index.ntotal} vectors but its stored vectors {len(vectors)} rows; "
                              "rebuild the index")
@@ -370,10 +373,13 @@ class ConceptIndex:
     def load(cls, path: str | Path, encoder: Encoder | None = None, *, use_gpu: bool | str = "auto", mmap: bool = True,
              nprobe: int | None = None, ef_search: int | None = None,
              refine_k_factor: int | None = None, prior_weight: float | None = None,
-             rescore_factor: int | None = None) -> "ConceptIndex":
+             rescore_factor: int | None = None, prefetch: bool = False) -> "ConceptIndex":
         """Read an index directory; with `encoder`, check it is the one the index was built with.
         Search settings (the prior's weight, the stored vectors' rescore factor) given here
-        override the saved ones."""
+        override the saved ones. `prefetch` (with `mmap`): read the directory's files into the page
+        cache in a background thread (`spacy_el.io.prefetch_files`; `index.prefetching` is the
+        thread), so that from a cold start the first searches do not wait on random disk reads of
+        the inverted lists, the table's columns and the stored vectors."""
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.exists():
@@ -412,6 +418,8 @@ class ConceptIndex:
             self.set_prior_weight(prior_weight)
         if encoder is not None:
             self.check_encoder(encoder)
+        if prefetch and mmap:
+            self.prefetching = prefetch_files(sorted(p for p in path.rglob("*") if p.is_file()))
         return self
 
 

@@ -12,6 +12,10 @@ batches of an int8 encoder).
 
 On disk: `vectors.f16`, raw little-endian float16 rows in index-row order; its shape is in the
 index's `meta.json` (`vectors`), checked against the file's size on load.
+
+A memory map reads a page when a search first touches it: from a cold page cache every rescored
+row is a random disk read (`ConceptIndex.load(prefetch=True)` reads the index's files in the
+background first).
 """
 from __future__ import annotations
 

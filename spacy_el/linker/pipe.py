@@ -32,6 +32,10 @@ nothing is loaded when the component is created; `initialize` takes registered l
 (`encoder_loader`, e.g. `spacy_el.EncoderFromPath.v1`; `index_loader`, e.g.
 `spacy_el.IndexFromDir.v1` or `spacy_el.IndexFromKB.v1`, see `spacy_el.build`), and
 `to_disk`/`to_bytes` carry both, so a saved or packaged pipeline loads without the original paths.
+A saved index is memory-mapped (its inverted lists, table columns and, with `build-index
+--store-vectors`, its vectors); with `prefetch_index` (on by default) loading starts reading those
+files into the page cache in the background, so the first searches after a cold start do not wait on
+random disk reads (`ConceptIndex.load(prefetch=True)`).
 
 Reranking (optional, `reranker_loader` in `initialize`, e.g. `spacy_el.RerankerFromPath.v1`): a
 cross-encoder (`spacy_el.sap.rerank`) reads each entity in a window of its doc with each of its first
@@ -111,6 +115,7 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
         "rerank_margin": None,
         "composite": True,
         "type_filters": {},
+        "prefetch_index": True,
         "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
     },
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
@@ -131,13 +136,15 @@ def make_sap_linker(
     scorer: Optional[Callable],
     rerank_top_k: int = 5,
     rerank_margin: Optional[float] = None,
+    prefetch_index: bool = True,
 ) -> "SapEntityLinker":
     """Create the linker (loads nothing: `initialize` or `from_disk` give it its encoder and index)."""
     return SapEntityLinker(nlp.vocab, name, top_k=top_k, threshold=threshold, nil_id=nil_id, labels=labels,
                            batch_size=batch_size, cache_size=cache_size,
                            resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup,
                            composite=composite, type_filters=type_filters, scorer=scorer,
-                           rerank_top_k=rerank_top_k, rerank_margin=rerank_margin)
+                           rerank_top_k=rerank_top_k, rerank_margin=rerank_margin,
+                           prefetch_index=prefetch_index)
 
 
 def score_linker(examples: Iterable[Example], *, nil_id: str = NIL, **kwargs: Any) -> Dict[str, Any]:
@@ -165,7 +172,7 @@ class SapEntityLinker(Pipe):
                  name_lookup: bool = True, composite: bool = True,
                  type_filters: Optional[Dict[str, List[str]]] = None,
                  scorer: Optional[Callable] = score_linker, rerank_top_k: int = 5,
-                 rerank_margin: Optional[float] = None) -> None:
+                 rerank_margin: Optional[float] = None, prefetch_index: bool = True) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
         if batch_size < 1:
@@ -178,7 +185,7 @@ class SapEntityLinker(Pipe):
             "top_k": top_k, "threshold": threshold, "nil_id": nil_id, "labels": list(labels),
             "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
             "name_lookup": name_lookup, "rerank_top_k": rerank_top_k, "rerank_margin": rerank_margin,
-            "composite": composite,
+            "composite": composite, "prefetch_index": prefetch_index,
             "type_filters": {label: list(types) for label, types in (type_filters or {}).items()},
         }
         self.scorer = scorer
@@ -409,7 +416,8 @@ class SapEntityLinker(Pipe):
         if encoder is not None:
             self._encoder = encoder
         if index_dir is not None:
-            self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap)
+            self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap,
+                                            prefetch=mmap and self.cfg["prefetch_index"])
         self._search = None
 
 

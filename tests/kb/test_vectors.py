@@ -117,3 +117,30 @@ def test_a_cut_vector_file_or_a_useless_setting_is_a_clear_error(data, tmp_path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(InputError, match=r"vectors.f16: expected 96000 bytes .* found 1000 bytes"):
         ConceptIndex.load(tmp_path / "stored")
+
+
+def test_prefetch_reads_the_index_files_in_the_background_unless_they_would_not_fit(data, tmp_path, monkeypatch):
+    import spacy_el.io as io_mod
+
+    table, vectors, queries = data
+    ConceptIndex.from_vectors(table, vectors, "PQ4x4", use_gpu=False, store_vectors=True).save(tmp_path / "stored")
+    read = []
+    real_open = open
+
+    def spy_open(path, *args, **kwargs):  # the files the prefetch reads (memory maps open their own)
+        read.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_mod, "open", spy_open, raising=False)
+    index = ConceptIndex.load(tmp_path / "stored")
+    assert index.prefetching is None and read == []  # no prefetch unless asked
+    prefetched = ConceptIndex.load(tmp_path / "stored", prefetch=True)
+    prefetched.prefetching.join(timeout=30)
+    files = sorted(str(p) for p in (tmp_path / "stored").rglob("*") if p.is_file())
+    assert not prefetched.prefetching.is_alive() and sorted(set(read) - {"/proc/meminfo"}) == files
+    assert str(tmp_path / "stored" / VECTORS_FILE) in files
+    assert concepts(prefetched.search(queries, k=5)) == concepts(index.search(queries, k=5))
+    total = sum((tmp_path / "stored" / p).stat().st_size for p in files)
+    monkeypatch.setattr(io_mod, "available_memory", lambda: 2 * total - 2)  # its half is a byte short
+    assert ConceptIndex.load(tmp_path / "stored", prefetch=True).prefetching is None
+    assert ConceptIndex.load(tmp_path / "stored", mmap=False, prefetch=True).prefetching is None  # all in memory
