@@ -75,6 +75,53 @@ def build_pipeline(path: Path, encoder: str, index: str) -> None:
     nlp.to_disk(path)
 
 
+class ProcessCPU:
+    """CPU seconds of every process on the machine during a run, by process name (read from
+    /proc every half second, so processes that exit mid-run, such as Ray's actors, still count)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.start = self._sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _sample() -> dict[int, tuple[str, float]]:
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                cmd = Path(entry.path, "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            out[int(entry.name)] = (cmd if cmd.startswith("ray::") else name, (int(fields[11]) + int(fields[12])) / tick)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.seen.update(self._sample())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self.seen.update(self._sample())
+        groups: dict[str, float] = {}
+        for pid, (name, cpu) in self.seen.items():
+            used = cpu - self.start.get(pid, (name, 0.0))[1]
+            if used > 0.05:
+                key = "this process (the driver)" if pid == os.getpid() else name
+                groups[key] = groups.get(key, 0.0) + used
+        return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
+
+
 def time_nlp_pipe(pipeline: Path, corpus: Path, batch_size: int) -> tuple[float, int, float, list]:
     """(wall s, entities, of which loading s, component names)."""
     import spacy
@@ -87,6 +134,28 @@ def time_nlp_pipe(pipeline: Path, corpus: Path, batch_size: int) -> tuple[float,
     return time.perf_counter() - t0, n_ents, load_s, nlp.pipe_names
 
 
+def two_processes(pipeline: Path, corpus: Path, batch_size: int, work: Path) -> tuple[float, int]:
+    """`nlp.pipe` in two processes started together, each over its half of the corpus, nothing
+    shared and nothing sent back: what two workers can do on this machine at best. (wall s of
+    the slower, entities)."""
+    lines = corpus.read_text().splitlines(keepends=True)
+    halves = [work / "half0.jsonl", work / "half1.jsonl"]
+    halves[0].write_text("".join(lines[: len(lines) // 2]))
+    halves[1].write_text("".join(lines[len(lines) // 2:]))
+    code = ("import sys, json; sys.path.insert(0, {bench!r}); from annotate import time_nlp_pipe; "
+            "from pathlib import Path; s, e, _, _ = time_nlp_pipe(Path({p!r}), Path(sys.argv[1]), {b}); "
+            "print(json.dumps([s, e]))").format(bench=str(Path(__file__).parent), p=str(pipeline), b=batch_size)
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(h)], stdout=subprocess.PIPE, text=True) for h in halves]
+    outs = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError("a pipe2 process failed")
+    return time.perf_counter() - t0, sum(e for _, e in outs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", help="ONNX (or torch) encoder directory of the linker")
@@ -97,7 +166,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--engines", nargs="+", default=["pipe", "local1", "local2", "ray1", "ray2"],
-                    help="pipe, local1, local2, ray1, ray2 (actors share a mention cache), ray2-own (each its own)")
+                    help="pipe, pipe2 (two independent nlp.pipe processes, half the corpus each: the machine's ceiling), "
+                         "local1, local2, ray1, ray2 (actors share a mention cache), ray2-own (each its own)")
+    ap.add_argument("--cpu-by-process", action="store_true",
+                    help="also report the CPU seconds of every process (Ray's actors, raylet, GCS, ...) per engine")
     ap.add_argument("--cache-size", type=int, default=None,
                     help="sap_linker's mention cache for this run (0: none; the corpus repeats its abstracts, so "
                          "with a cache each extra worker re-embeds mentions one worker embeds once)")
@@ -123,6 +195,7 @@ def main() -> None:
     started = datetime.now(timezone.utc)
     results: dict[str, tuple[float, int]] = {}
     driver_cpu: dict[str, float] = {}  # CPU seconds of this process (for Ray: the driver) per engine
+    by_process: dict[str, dict[str, float]] = {}  # --cpu-by-process: engine → process name → CPU s
     ray_init_s = load_s = None
     names: list = []
     for engine in args.engines:
@@ -135,6 +208,9 @@ def main() -> None:
             secs, ents, load_s, names = time_nlp_pipe(pipeline, corpus, args.batch_size)
             results[engine] = (secs, ents)
             continue
+        if engine == "pipe2":  # the machine's ceiling: two independent processes, half the corpus each
+            results[engine] = two_processes(pipeline, corpus, args.batch_size, args.work)
+            continue
         if engine.startswith("ray") and ray_init_s is None:
             import ray
 
@@ -144,14 +220,18 @@ def main() -> None:
             ray_init_s = time.perf_counter() - t0
         n = int(engine.split("-")[0][-1])
         shared = {"shared_cache": 0} if engine.endswith("-own") else {}
+        meter = ProcessCPU() if args.cpu_by_process else None
         t0, cpu0 = time.perf_counter(), time.process_time()
         stats = annotate(pipeline, corpus, out, engine="ray" if engine.startswith("ray") else "local",
                          n_process=n, workers=n, batch_size=args.batch_size, shard_size=args.shard_size,
                          show_progress=False, **shared)
         results[engine] = (time.perf_counter() - t0, stats.n_entities)
         driver_cpu[engine] = time.process_time() - cpu0
+        if meter is not None:
+            by_process[engine] = meter.stop()
     load1 = os.getloadavg()[0]
-    labels = {"pipe": "`nlp.pipe`, 1 process (no output)", "local1": "annotate --engine local --n-process 1",
+    labels = {"pipe": "`nlp.pipe`, 1 process (no output)",
+              "pipe2": "`nlp.pipe`, 2 independent processes, half the corpus each (no output)", "local1": "annotate --engine local --n-process 1",
               "local2": "annotate --engine local --n-process 2", "ray1": "annotate --engine ray --workers 1",
               "ray2": "annotate --engine ray --workers 2 (one shared mention cache)",
               "ray2-own": "annotate --engine ray --workers 2 --shared-cache 0 (a cache per actor)"}
@@ -173,11 +253,17 @@ def main() -> None:
         print(f"| {labels[engine]} | {secs:.1f} | {n_docs / secs:.1f} | {n_words / secs:.0f} | {ents} | "
               f"{ref / secs:.2f}× | {cpu} |")
     print()
+    if "pipe" in results and "pipe2" in results:
+        print(f"two independent processes vs one (the machine's ceiling): {results['pipe'][0] / results['pipe2'][0]:.2f}×")
     for two in ("ray2", "ray2-own"):
         if "ray1" in results and two in results:
             print(f"{labels[two]} vs 1 actor: {results['ray1'][0] / results[two][0]:.2f}×")
     if "local1" in results and "local2" in results:
         print(f"local n_process 2 vs 1: {results['local1'][0] / results['local2'][0]:.2f}×")
+    for engine, groups in by_process.items():
+        total = sum(groups.values())
+        print(f"\nCPU seconds by process, {labels[engine]} ({results[engine][0]:.1f} s wall, {total:.1f} CPU-s in all): "
+              + "; ".join(f"{name} {cpu:.1f}" for name, cpu in groups.items() if cpu >= 0.5))
 
 
 if __name__ == "__main__":

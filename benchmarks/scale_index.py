@@ -357,6 +357,8 @@ def cold(args: argparse.Namespace) -> None:
         apply_search_settings(linker.index.index, {"nprobe": args.query_nprobe})
     thread = linker.index.prefetching
     waited = None
+    if args.mode != "off" and thread is None:
+        raise SystemExit(f"{pipeline}: the index was not prefetched (its files exceed the available memory)")
     if args.mode == "wait":
         t = time.perf_counter()
         thread.join()

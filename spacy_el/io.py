@@ -173,19 +173,24 @@ def available_memory() -> Optional[int]:
 
 
 def prefetch_files(paths: Sequence[Path], chunk_bytes: int = 16 << 20) -> Optional[threading.Thread]:
-    """Read `paths` once, sequentially, in a background thread, so that memory maps of them find
-    their pages in the page cache instead of reading them at random from disk on first touch.
+    """Read `paths` sequentially in a background thread, so that memory maps of them find their
+    pages in the page cache instead of reading them at random from disk on first touch.
     Returns the thread (join it to wait), or None when there is nothing to read or the files
-    exceed half the available memory (reading them would only push other pages out)."""
-    paths = [Path(p) for p in paths if Path(p).is_file()]
+    exceed the available memory (they would push their own first pages out before the last are
+    read). The page cache gives way to processes that need the memory, so a read never costs RAM."""
+    paths = sorted((Path(p) for p in paths if Path(p).is_file()), key=lambda p: p.stat().st_size)
     size = sum(p.stat().st_size for p in paths)
     available = available_memory()
-    if not size or (available is not None and size > available // 2):
+    if not size or (available is not None and size > available):
         return None
 
     def read() -> None:
+        # smallest first, so the first searches find the small files every search touches (the
+        # inverted lists, the table's columns), then the largest; pages read once sit on the
+        # kernel's inactive list, where reading the large file pushes out the small ones, so these
+        # are read again last (a second touch keeps them)
         buffer = bytearray(chunk_bytes)
-        for path in paths:
+        for path in paths + paths[:-1]:
             with open(path, "rb", buffering=0) as f:
                 while f.readinto(buffer):
                     pass
