@@ -145,14 +145,18 @@ def two_processes(pipeline: Path, corpus: Path, batch_size: int, work: Path) -> 
     code = ("import sys, json; sys.path.insert(0, {bench!r}); from annotate import time_nlp_pipe; "
             "from pathlib import Path; s, e, _, _ = time_nlp_pipe(Path({p!r}), Path(sys.argv[1]), {b}); "
             "print(json.dumps([s, e]))").format(bench=str(Path(__file__).parent), p=str(pipeline), b=batch_size)
+    import resource
     import subprocess
     import sys
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(h)], stdout=subprocess.PIPE, text=True) for h in halves]
     outs = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
     if any(proc.returncode for proc in procs):
         raise RuntimeError("a pipe2 process failed")
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"pipe2: the two processes used {cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime:.1f} CPU-s "
+          f"(each: {', '.join(f'{s:.1f} s' for s, _ in outs)} wall)")
     return time.perf_counter() - t0, sum(e for _, e in outs)
 
 
@@ -205,7 +209,9 @@ def main() -> None:
 
             shutil.rmtree(out)
         if engine == "pipe":
+            cpu0 = time.process_time()
             secs, ents, load_s, names = time_nlp_pipe(pipeline, corpus, args.batch_size)
+            driver_cpu[engine] = time.process_time() - cpu0
             results[engine] = (secs, ents)
             continue
         if engine == "pipe2":  # the machine's ceiling: two independent processes, half the corpus each
