@@ -43,7 +43,7 @@ CORPORA = {
              "convert": {"fmt": "pubtator", "label": "Disease"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
     "ncbi+cdr": {"train": ["ncbi_disease/NCBItrainset_corpus.txt", "bc5cdr/CDR_TrainingSet.PubTator.txt"],
                  "dev": "ncbi_disease/NCBIdevelopset_corpus.txt",
-                 "convert": {"fmt": "pubtator", "label": "Disease", "types": None},
+                 "convert": {"fmt": "pubtator", "label": "Disease"}, "types": {"CDR": ["Disease"]},
                  "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
     "bc5cdr": {"train": ["bc5cdr/CDR_TrainingSet.PubTator.txt"], "dev": "bc5cdr/CDR_DevelopmentSet.PubTator.txt",
                "convert": {"fmt": "pubtator"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
@@ -85,7 +85,8 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
         docs = []
         for rel in files:
             if spec["convert"]["fmt"] == "pubtator":
-                types = kwargs.get("types", ["Disease"] if corpus == "ncbi+cdr" and "CDR" in rel else None)
+                # a file whose name holds a key of `types` keeps only those mention types (BC5CDR's Disease)
+                types = next((t for key, t in spec.get("types", {}).items() if key in rel), None)
                 docs += pubtator_to_docs(data / rel, nlp, types=types, label=kwargs.get("label"), context=context)
             else:
                 docs += conll_to_docs(data / rel, nlp.vocab, "conll", n_sents=1000 if context == "doc" else 1)

@@ -68,7 +68,8 @@ def test_small_config_is_valid():
     pipelines = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_small.cfg": ["bilstm_ner"],
                  "ner_bilstm_v1.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
                  "ner_bilstm_kb_mentions.cfg": ["kb_gazetteer", "train_gazetteer", "bilstm_ner"],
-                 "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"]}
+                 "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"],
+                 "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"]}
     assert {p.name for p in (REPO / "configs").glob("ner_*.cfg")} == set(pipelines)
     for name, pipe_names in pipelines.items():
         config = Config().from_disk(REPO / "configs" / name)
