@@ -274,6 +274,19 @@ def test_an_index_with_stored_vectors_round_trips_with_the_pipeline(tiny_bert_di
     assert other.get_pipe("sap_linker").index.vectors is not None and links(other(TEXT)) == got
 
 
+def test_a_loaded_pipeline_prefetches_its_index_unless_told_not_to(tiny_bert_dir, stored_index_dir, tmp_path):
+    nlp = make_nlp(tiny_bert_dir, stored_index_dir, top_k=3)
+    got = links(nlp(TEXT))
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    thread = loaded.get_pipe("sap_linker").index.prefetching
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive() and links(loaded(TEXT)) == got
+    off = spacy.load(tmp_path / "pipeline", config={"components": {"sap_linker": {"prefetch_index": False}}})
+    assert off.get_pipe("sap_linker").index.prefetching is None and links(off(TEXT)) == got
+
+
 def test_candidates_survive_doc_bytes(nlp):
     doc = nlp(TEXT)
     from spacy.tokens import Doc
