@@ -26,7 +26,15 @@ class GroupedAdam(Optimizer):
 
     def __init__(self, *args, lr_scales: Optional[Dict[str, float]] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.lr_groups = [(re.compile(pattern), float(scale)) for pattern, scale in (lr_scales or {}).items()]
+        self.lr_groups = []
+        for pattern, scale in (lr_scales or {}).items():
+            try:
+                compiled = re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} is not a regular expression ({err})") from None
+            if not scale >= 0:
+                raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} = {scale}: use a factor >= 0")
+            self.lr_groups.append((compiled, float(scale)))
         self._scale_of: Dict[str, float] = {}
 
     def scale_of(self, name: str) -> float:
@@ -54,12 +62,5 @@ def make_grouped_adam(
     """thinc's `Adam.v1` plus `lr_scales`: {regular expression over parameter names: learning-rate
     factor}, e.g. `{"^(embeddings|encoder)\\\\.": 0.025}` fine-tunes a Hugging Face transformer at
     a fortieth of the rate of the layers above it. `learn_rate` may be a schedule, as in Adam.v1."""
-    for pattern, scale in lr_scales.items():
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} is not a regular expression ({err})") from None
-        if not scale >= 0:
-            raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} = {scale}: use a factor >= 0")
     return GroupedAdam(learn_rate, L2=L2, beta1=beta1, beta2=beta2, eps=eps, grad_clip=grad_clip,
                        L2_is_weight_decay=L2_is_weight_decay, use_averages=use_averages, lr_scales=lr_scales)
