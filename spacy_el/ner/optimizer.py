@@ -31,7 +31,8 @@ class GroupedAdam(Optimizer):
             try:
                 compiled = re.compile(pattern)
             except re.error as err:
-                raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} is not a regular expression ({err})") from None
+                raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} is not a regular expression "
+                                 f"({err})") from None
             if not scale >= 0:
                 raise ValueError(f"[training.optimizer] lr_scales: {pattern!r} = {scale}: use a factor >= 0")
             self.lr_groups.append((compiled, float(scale)))
