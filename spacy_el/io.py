@@ -178,8 +178,9 @@ def prefetch_files(paths: Sequence[Path], chunk_bytes: int = 16 << 20) -> Option
     Returns the thread (join it to wait), or None when there is nothing to read or the files
     exceed the available memory (they would push their own first pages out before the last are
     read). The page cache gives way to processes that need the memory, so a read never costs RAM."""
-    paths = sorted((Path(p) for p in paths if Path(p).is_file()), key=lambda p: p.stat().st_size)
-    size = sum(p.stat().st_size for p in paths)
+    sizes = {Path(p): Path(p).stat().st_size for p in paths if Path(p).is_file()}
+    paths = sorted(sizes, key=sizes.get)
+    size = sum(sizes.values())
     available = available_memory()
     if not size or (available is not None and size > available):
         return None

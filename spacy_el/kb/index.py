@@ -419,7 +419,7 @@ class ConceptIndex:
         if encoder is not None:
             self.check_encoder(encoder)
         if prefetch and mmap:
-            self.prefetching = prefetch_files(sorted(p for p in path.rglob("*") if p.is_file()))
+            self.prefetching = prefetch_files(list(path.rglob("*")))
         return self
 
 

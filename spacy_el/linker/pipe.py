@@ -416,8 +416,7 @@ class SapEntityLinker(Pipe):
         if encoder is not None:
             self._encoder = encoder
         if index_dir is not None:
-            self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap,
-                                            prefetch=mmap and self.cfg["prefetch_index"])
+            self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap, prefetch=self.cfg["prefetch_index"])
         self._search = None
 
 
