@@ -89,27 +89,28 @@ class MentionSearch:
             self._found.clear()
             self._found_state = state
         tag = (k, types)
-        if self.shared is not None and cache_size > 0:
-            self._take_shared(distinct, tag)
+        shared = self.shared if cache_size > 0 else None  # no cache asked for: none shared either
+        if shared is not None:
+            self._take_shared(shared, distinct, tag)
         vectors = self._embed(distinct, batch_size, cache_size, name_lookup)
         todo = [i for i, key in enumerate(distinct) if types not in self._found.get(key, {})]
         found: Dict[str, List[Candidate]] = {}
         if todo:
             restrict = {} if allowed is None else {"allowed": allowed}
             found = dict(zip((distinct[i] for i in todo), index.search(vectors[todo], k=k, **restrict)))
-            if self.shared is not None and cache_size > 0:
-                self.shared.put({distinct[i]: (vectors[i], found[distinct[i]]) for i in todo}, tag)
+            if shared is not None:
+                shared.put({distinct[i]: (vectors[i], found[distinct[i]]) for i in todo}, tag)
         for key, cands in found.items():
             if key in self._vectors:
                 self._found.setdefault(key, {})[types] = cands
         return {text: found[key] if key in found else self._found[key][types] for text, key in keys.items()}
 
-    def _take_shared(self, keys: List[str], tag: tuple) -> None:
+    def _take_shared(self, shared: SharedCache, keys: List[str], tag: tuple) -> None:
         """Fill the local caches with what the shared cache holds of the inputs unknown here."""
         unknown = [key for key in keys if key not in self._vectors]
         if not unknown:
             return
-        for key, (vector, cands) in self.shared.get(unknown, tag).items():
+        for key, (vector, cands) in shared.get(unknown, tag).items():
             self._vectors[key] = vector
             if cands is not None:
                 self._found.setdefault(key, {})[tag[1]] = cands
