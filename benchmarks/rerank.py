@@ -79,6 +79,9 @@ def main() -> None:
                         help="rank with each corpus's train prior too (build-index --prior-from TRAIN; results_prior*.json)")
     parser.add_argument("--rerank-top-k", type=int, default=5,
                         help="candidates the reranker rescores in the evaluation (results_top{K}.json when not 5)")
+    parser.add_argument("--listwise", action="store_true",
+                        help="a listwise reranker (a mention's candidates in one input), trained on --rerank-top-k lists")
+    parser.add_argument("--candidate-tokens", type=int, default=16, help="with --listwise: tokens per candidate")
     parser.add_argument("--speed", action="store_true", help="only the speed run (needs a finished accuracy run)")
     args = parser.parse_args()
     import torch
@@ -157,8 +160,11 @@ def accuracy(args) -> None:
                              seed=0)
         result = train_reranker([c[0] for c in CORPORA.values()], idx[("NCBI-disease", "MEDIC + DO")], encoder,
                                 args.work / "reranker_run", dev=[c[1] for c in CORPORA.values()], types=DISEASE_TYPES,
-                                layers=args.layers, settings=RerankerSettings(max_length=args.max_length,
-                                                                              window=args.window, top_k=5),
+                                layers=args.layers,
+                                settings=RerankerSettings(max_length=args.max_length, window=args.window,
+                                                          top_k=args.rerank_top_k if args.listwise else 5,
+                                                          listwise=args.listwise,
+                                                          candidate_tokens=args.candidate_tokens),
                                 config=config, batch_size=args.batch_size, max_train=args.max_train,
                                 max_dev=args.max_dev, resume=True, num_threads=args.threads,
                                 query_texts=lambda corpus, queries: query_texts(corpus, queries, True))

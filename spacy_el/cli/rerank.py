@@ -28,7 +28,10 @@ def train_reranker_command(
     top_k: int = typer.Option(5, "--top-k", help="Candidates per mention: the gold and the bi-encoder's wrong top-k"),
     window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Characters of context each side of the mention"),
     max_names: int = typer.Option(DEFAULT_MAX_NAMES, "--max-names", help="Names shown per candidate concept"),
-    max_length: int = typer.Option(96, "--max-length", help="Tokens per (context, candidate) pair"),
+    max_length: int = typer.Option(96, "--max-length", help="Tokens per model input (a pair, or a listwise input)"),
+    listwise: bool = typer.Option(False, "--listwise/--pairs",
+                                  help="Read a mention's top-k candidates in one input (faster) instead of one pair each"),
+    candidate_tokens: int = typer.Option(16, "--candidate-tokens", help="With --listwise: tokens kept per candidate"),
     abbreviations: bool = typer.Option(True, "--resolve-abbreviations/--no-resolve-abbreviations",
                                        help="Search short forms defined in the abstract by their long form"),
     epochs: int = typer.Option(DEFAULTS.epochs, "--epochs"),
@@ -53,7 +56,8 @@ def train_reranker_command(
     try:
         config = TrainConfig(epochs=epochs, max_steps=max_steps, lr=lr, patience=patience, seed=seed,
                              warmup_steps=DEFAULTS.warmup_steps, checkpoint_every=checkpoint_every)
-        settings = RerankerSettings(max_length=max_length, window=window, max_names=max_names, top_k=top_k)
+        settings = RerankerSettings(max_length=max_length, window=window, max_names=max_names, top_k=top_k,
+                                    listwise=listwise, candidate_tokens=candidate_tokens)
         enc = load_encoder(encoder)
         texts = (lambda corpus, queries: query_texts(corpus, queries, True)) if abbreviations else None
         result = train_reranker(train, ConceptIndex.load(index, enc), enc, output_dir, dev=dev, types=types or None,

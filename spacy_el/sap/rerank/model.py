@@ -8,7 +8,12 @@ by training (`spacy_el.sap.rerank.train`) over a grid that includes 0, so the co
 dev worse than the bi-encoder alone. Both scores stay on each `Candidate` (`score`: the cosine,
 `rerank_score`: the cross-encoder's).
 
-Two runtimes with one interface (`score`, `settings`, `save`): `CrossEncoderReranker` (torch,
+Two input layouts (`RerankerSettings.listwise`): one (context, candidate) pair per input, scored
+by the model's sequence head; or a mention's candidates read together, `[CLS] context [SEP] c1 [SEP]
+c2 … [SEP]`, each scored by the mean of a token head over its own tokens. The second reads the context
+once for all k candidates (about k× fewer tokens on CPU) and lets candidates be compared.
+
+Two runtimes with one interface (`score_groups`, `score`, `settings`, `save`): `CrossEncoderReranker` (torch,
 trainable) and `OnnxReranker` (ONNX Runtime, optionally int8, for CPU serving; `export_onnx`).
 A directory holds `reranker.json` (settings, runtime) and an HF model + tokenizer, or `model.onnx`
 + `tokenizer.json`. `spacy_el.RerankerFromPath.v1` is the loader `sap_linker.initialize` takes.
@@ -55,17 +60,94 @@ class RerankerSettings:
     top_k: int = 5
     layers: int | None = None
     base: str = ""
+    #: One input per mention holding all its candidates (a token head) instead of one per pair.
+    listwise: bool = False
+    #: Tokens kept of each candidate text in a listwise input.
+    candidate_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "candidate_tokens", "top_k", "max_names"):
+            if getattr(self, name) < 1:
+                raise InputError(f"reranker setting {name}={getattr(self, name)}: use an integer >= 1")
 
 
 @runtime_checkable
 class Reranker(Protocol):
-    """Scores (context, candidate text) pairs; higher is a better match."""
+    """Scores each context's candidate texts; higher is a better match."""
 
     settings: RerankerSettings
+
+    def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
+                     batch_size: int = 64) -> list[np.ndarray]: ...
 
     def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
     def save(self, path: str | Path) -> None: ...
+
+
+class ListwiseInputs:
+    """`[CLS] context [SEP] c1 [SEP] … ck [SEP]` for each mention (token types 0 for the context, 1 for
+    the candidates) and where each candidate's tokens lie. Each candidate keeps its first
+    `candidate_tokens` tokens; the context is cut evenly at both ends (the mention sits in the middle
+    of its window) to fit `max_length`, keeping at least `MIN_CONTEXT` tokens."""
+
+    MIN_CONTEXT = 8
+
+    def __init__(self, tokenizer, settings: RerankerSettings, pad_id: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        probe = self.tokenizer.encode("a", "b").ids  # the model's own pair template: [CLS] a [SEP] b [SEP]
+        self.cls_id, self.sep_id, self.pad_id = probe[0], probe[-1], pad_id
+        self.max_length, self.candidate_tokens = settings.max_length, settings.candidate_tokens
+
+    def encode(self, contexts: Sequence[str], groups: Sequence[Sequence[str]]
+               ) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
+        """(token ids, token types, candidate spans) per context."""
+        ctx_ids = [e.ids for e in self.tokenizer.encode_batch(list(contexts), add_special_tokens=False)]
+        flat = [c for group in groups for c in group]
+        cand_ids = [e.ids[:self.candidate_tokens] for e in self.tokenizer.encode_batch(flat, add_special_tokens=False)]
+        out, at = [], 0
+        for ctx, group in zip(ctx_ids, groups):
+            cands, at = cand_ids[at:at + len(group)], at + len(group)
+            room = max(self.max_length - 2 - sum(len(c) + 1 for c in cands), self.MIN_CONTEXT)
+            if len(ctx) > room:
+                cut = len(ctx) - room
+                ctx = ctx[cut // 2:len(ctx) - (cut - cut // 2)]
+            ids = [self.cls_id, *ctx, self.sep_id]
+            spans = []
+            for cand in cands:
+                # an empty candidate text is read at its [SEP]
+                spans.append((len(ids), len(ids) + max(len(cand), 1)))
+                ids += [*cand, self.sep_id]
+            out.append((ids, [0] * (len(ctx) + 2) + [1] * (len(ids) - len(ctx) - 2), spans))
+        return out
+
+    def batches(self, contexts: Sequence[str], groups: Sequence[Sequence[str]], batch_size: int
+                ) -> Iterator[tuple[list[int], dict[str, np.ndarray], list[list[tuple[int, int]]]]]:
+        """(indices, padded model inputs, candidate spans) in batches of similar length."""
+        encoded = self.encode(contexts, groups)
+        for idx in _length_batches([len(e[0]) for e in encoded], batch_size):
+            width = max(len(encoded[i][0]) for i in idx)
+            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+            types = np.zeros_like(ids)
+            mask = np.zeros_like(ids)
+            for row, i in enumerate(idx):
+                n = len(encoded[i][0])
+                ids[row, :n], types[row, :n], mask[row, :n] = encoded[i][0], encoded[i][1], 1
+            yield idx, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, [encoded[i][2] for i in idx]
+
+
+def _split(flat: np.ndarray, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    bounds = np.cumsum([len(g) for g in groups])[:-1]
+    return list(np.split(flat, bounds)) if len(groups) else []
+
+
+def _span_means(token_scores: np.ndarray, spans: Sequence[Sequence[tuple[int, int]]]) -> list[np.ndarray]:
+    return [np.array([token_scores[row, a:b].mean() for a, b in group], dtype=np.float32)
+            for row, group in enumerate(spans)]
 
 
 def _length_batches(pairs_len: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -108,14 +190,22 @@ class CrossEncoderReranker:
         self.settings = settings
         self.device = torch.device("cpu")
         self.num_threads = num_threads
+        self._list_inputs: ListwiseInputs | None = None
+
+    @staticmethod
+    def _model_class(settings: RerankerSettings):
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification if settings.listwise else AutoModelForSequenceClassification
 
     @classmethod
     def from_base(cls, base: str | Path, *, layers: int | None = None, settings: RerankerSettings | None = None,
                   seed: int = 0, num_threads: int | None = None) -> "CrossEncoderReranker":
         """A new reranker from an HF encoder (e.g. the packaged MiniLM), keeping its first
-        `layers` transformer layers (all when None) and a fresh one-logit head (seeded)."""
+        `layers` transformer layers (all when None) and a fresh one-logit head (seeded): on the
+        sequence for pairs, on each token for listwise inputs."""
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         resolved = resolve_model(base)
@@ -130,7 +220,7 @@ class CrossEncoderReranker:
             verbosity = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()  # the new head's "newly initialized" notice is expected
             try:
-                model = AutoModelForSequenceClassification.from_pretrained(resolved, config=config)
+                model = cls._model_class(settings or RerankerSettings()).from_pretrained(resolved, config=config)
             finally:
                 hf_logging.set_verbosity(verbosity)
             tokenizer = AutoTokenizer.from_pretrained(resolved)
@@ -142,13 +232,13 @@ class CrossEncoderReranker:
 
     @classmethod
     def load(cls, path: str | Path, *, num_threads: int | None = None) -> "CrossEncoderReranker":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         path = Path(path)
         settings, runtime = _read_settings(path)
         if runtime != cls.runtime:
             raise InputError(f"{path} is a {runtime} reranker; load it with load_reranker")
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = cls._model_class(settings).from_pretrained(path)
         return cls(model, AutoTokenizer.from_pretrained(path), settings, num_threads)
 
     def save(self, path: str | Path) -> None:
@@ -167,25 +257,70 @@ class CrossEncoderReranker:
         return self.tokenizer(list(contexts), list(candidates), truncation="longest_first",
                               max_length=self.settings.max_length, padding=True, return_tensors="pt")
 
-    def logits(self, contexts: Sequence[str], candidates: Sequence[str], model=None):
-        """Scores with gradients (training); `model` lets the loop pass a DDP wrapper."""
-        batch = self.tokenize(contexts, candidates)
-        return (model or self.model)(**batch).logits[:, 0]
+    @property
+    def _lists(self) -> ListwiseInputs:
+        if self._list_inputs is None:
+            self._list_inputs = ListwiseInputs(self.tokenizer.backend_tokenizer, self.settings,
+                                               self.tokenizer.pad_token_id)
+        return self._list_inputs
 
-    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def group_logits(self, contexts: Sequence[str], groups: Sequence[Sequence[str]], model=None) -> list:
+        """One score tensor per context over its candidates, with gradients (training); `model`
+        lets the loop pass a DDP wrapper."""
         import torch
 
-        out = np.zeros(len(contexts), dtype=np.float32)
+        model = model or self.model
+        if not self.settings.listwise:
+            flat_ctx = [ctx for ctx, group in zip(contexts, groups) for _ in group]
+            flat = model(**self.tokenize(flat_ctx, [c for group in groups for c in group])).logits[:, 0]
+            return list(torch.split(flat, [len(g) for g in groups]))
+        out: list = [None] * len(contexts)
+        for idx, feeds, spans in self._lists.batches(contexts, groups, len(contexts) or 1):
+            inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            tokens = model(**inputs).logits[..., 0]
+            for row, i in enumerate(idx):
+                out[i] = torch.stack([tokens[row, a:b].mean() for a, b in spans[row]])
+        return out
+
+    def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
+                     batch_size: int = 64) -> list[np.ndarray]:
+        import torch
+
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
         was_training = self.model.training
         self.model.eval()
         try:
             with self._threads(), torch.inference_mode():
-                for idx in _length_batches([len(contexts[i]) + len(candidates[i]) for i in range(len(contexts))],
-                                           batch_size):
-                    out[idx] = self.logits([contexts[i] for i in idx], [candidates[i] for i in idx]).float().numpy()
+                if not self.settings.listwise:
+                    return _split(self._score_pairs(contexts, groups, batch_size), groups)
+                for idx, feeds, spans in self._lists.batches(contexts, groups, batch_size):
+                    tokens = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits[..., 0]
+                    for i, scores in zip(idx, _span_means(tokens.float().numpy(), spans)):
+                        out[i] = scores
         finally:
             self.model.train(was_training)
         return out
+
+    def _score_pairs(self, contexts, groups, batch_size) -> np.ndarray:
+        ctx = [c for c, group in zip(contexts, groups) for _ in group]
+        cand = [c for group in groups for c in group]
+        out = np.zeros(len(ctx), dtype=np.float32)
+        for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
+            out[idx] = self.model(**self.tokenize([ctx[i] for i in idx], [cand[i] for i in idx])
+                                  ).logits[:, 0].float().numpy()
+        return out
+
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """One score per (context, candidate) pair."""
+        return _pair_scores(self, contexts, candidates, batch_size)
+
+
+def _pair_scores(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[str], batch_size: int) -> np.ndarray:
+    if len(contexts) != len(candidates):
+        raise InputError(f"{len(contexts)} contexts but {len(candidates)} candidates: score takes pairs")
+    groups = [[c] for c in candidates]
+    scores = reranker.score_groups(contexts, groups, batch_size)
+    return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, dtype=np.float32)
 
 
 #: Every OnnxReranker alive, so a forked child (`nlp.pipe(n_process=…)`) gets fresh sessions.
@@ -209,6 +344,8 @@ class OnnxReranker:
         self.directory = Path(directory)
         self.settings = settings
         self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
+        self._lists = ListwiseInputs(self.tokenizer, settings, (self.tokenizer.padding or {}).get("pad_id", 0)) \
+            if settings.listwise else None
         self._num_threads = num_threads
         self.session = self._session(num_threads)
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -249,17 +386,32 @@ class OnnxReranker:
                 shutil.copyfile(self.directory / name, Path(tmp) / name)
             _write_settings(Path(tmp), self.settings, self.runtime)
 
-    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self.session is None:
             self.session = self._session(1)
-        out = np.zeros(len(contexts), dtype=np.float32)
-        for idx in _length_batches([len(contexts[i]) + len(candidates[i]) for i in range(len(contexts))], batch_size):
-            enc = self.tokenizer.encode_batch([(contexts[i], candidates[i]) for i in idx])
-            feeds = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                     "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                     "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
-            out[idx] = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0][:, 0]
-        return out
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+    def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
+                     batch_size: int = 64) -> list[np.ndarray]:
+        if self._lists is not None:
+            out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
+            for idx, feeds, spans in self._lists.batches(contexts, groups, batch_size):
+                for i, scores in zip(idx, _span_means(self._run(feeds)[..., 0], spans)):
+                    out[i] = scores
+            return out
+        ctx = [c for c, group in zip(contexts, groups) for _ in group]
+        cand = [c for group in groups for c in group]
+        flat = np.zeros(len(ctx), dtype=np.float32)
+        for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
+            enc = self.tokenizer.encode_batch([(ctx[i], cand[i]) for i in idx])
+            flat[idx] = self._run({"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                                   "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                                   "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)})[:, 0]
+        return _split(flat, groups)
+
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """One score per (context, candidate) pair."""
+        return _pair_scores(self, contexts, candidates, batch_size)
 
 
 def export_onnx(reranker: CrossEncoderReranker, output: str | Path, *, quantize: bool = True,
@@ -282,7 +434,8 @@ def export_onnx(reranker: CrossEncoderReranker, output: str | Path, *, quantize:
             warnings.simplefilter("ignore")
             torch.onnx.export(model, tuple(batch[k] for k in names), str(raw), input_names=names,
                               output_names=["logits"],
-                              dynamic_axes={k: {0: "batch", 1: "tokens"} for k in names} | {"logits": {0: "batch"}},
+                              dynamic_axes={k: {0: "batch", 1: "tokens"} for k in names}
+                              | {"logits": {0: "batch", 1: "tokens"} if reranker.settings.listwise else {0: "batch"}},
                               dynamo=False, opset_version=opset)
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -334,18 +487,12 @@ def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Seq
     bonus = bonus or {}
     k = reranker.settings.top_k if top_k is None else top_k
     w = reranker.settings.weight if weight is None else weight
-    pair_ctx: list[str] = []
-    pair_cand: list[str] = []
-    for ctx, cands in zip(contexts, candidates):
-        for c in cands[:k]:
-            pair_ctx.append(ctx)
-            pair_cand.append(candidate_text(c.name, names.get(c.concept_id, ()), reranker.settings.max_names))
-    scores = reranker.score(pair_ctx, pair_cand, batch_size=batch_size) if pair_ctx else np.zeros(0)
+    groups = [[candidate_text(c.name, names.get(c.concept_id, ()), reranker.settings.max_names) for c in cands[:k]]
+              for cands in candidates]
+    scores = reranker.score_groups(contexts, groups, batch_size=batch_size) if groups else []
     out: list[list[Candidate]] = []
-    at = 0
-    for cands in candidates:
-        head = [c._replace(rerank_score=float(s)) for c, s in zip(cands[:k], scores[at:at + len(cands[:k])])]
-        at += len(head)
+    for cands, group_scores in zip(candidates, scores):
+        head = [c._replace(rerank_score=float(s)) for c, s in zip(cands[:k], group_scores)]
         head.sort(key=lambda c: -(c.score + bonus.get(c.concept_id, 0.0) + w * c.rerank_score))
         out.append(head + list(cands[k:]))
     return out

@@ -4,7 +4,7 @@
 Each train mention (composite ones through their lined-up parts) becomes one group: its gold
 concept and the bi-encoder index's top-k wrong concepts, the confusions the reranker will be
 asked to settle at serving time. The bi-encoder is fixed while the reranker trains, so its
-candidates are computed once; each epoch reshuffles the groups. The loss is the softmax cross-
+candidates are computed once; each epoch reshuffles the groups and each group's candidates. The loss is the softmax cross-
 entropy of the gold candidate within its group (listwise, as in BLINK's and SapBERT-era
 cross-encoder rerankers). After each epoch the dev mentions' top-k are rescored, the weight of the
 combination `cosine + weight × score` is tuned on a grid that includes 0 (so dev is never ranked
@@ -80,9 +80,10 @@ def corpus_mentions(corpus: PubTatorCorpus, encoder: Encoder, index: ConceptInde
 
 
 def train_groups(mentions: Sequence[Mention], index: ConceptIndex, names: dict[str, list[str]],
-                 max_names: int) -> list[tuple[str, tuple[str, ...]]]:
+                 max_names: int, size: int | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """(context, candidate texts with the gold first) per train mention whose gold is one KB
-    concept; the others are the mention's wrong top-k candidates."""
+    concept; the others are the mention's wrong top-k candidates (the first `size - 1` of them
+    with `size`: a listwise reranker learns on lists as long as those it will read)."""
     owners = id_owners(index.table.ids)
     groups = []
     for m in mentions:
@@ -97,25 +98,31 @@ def train_groups(mentions: Sequence[Mention], index: ConceptIndex, names: dict[s
         gold_text = candidate_text(hit.name if hit else gold_names[0], gold_names, max_names)
         wrong = [candidate_text(c.name, names.get(c.concept_id, ()), max_names)
                  for c in m.candidates if not ids_match(c.concept_id, gold)]
+        if size is not None:
+            wrong = wrong[:size - 1]
         if wrong:
             groups.append((m.context, (gold_text, *wrong)))
     return groups
 
 
+def shuffled(group: tuple[str, tuple[str, ...]], rng: random.Random) -> tuple[str, tuple[str, ...], int]:
+    """(context, candidates in a random order, where the gold went): a listwise reranker must not
+    learn that the gold comes first."""
+    context, cands = group
+    order = list(range(len(cands)))
+    rng.shuffle(order)
+    return context, tuple(cands[i] for i in order), order.index(0)
+
+
 class GroupLoss:
-    """Softmax cross-entropy of the first (gold) candidate of each group."""
+    """Softmax cross-entropy of the gold candidate within each (context, candidates, gold position)."""
 
     def __call__(self, reranker: CrossEncoderReranker, batch, model=None):
         import torch
 
-        contexts = [ctx for ctx, cands in batch for _ in cands]
-        texts = [t for _, cands in batch for t in cands]
-        logits = reranker.logits(contexts, texts, model=model)
-        losses, at = [], 0
-        for _, cands in batch:
-            group = logits[at:at + len(cands)]
-            at += len(cands)
-            losses.append(torch.nn.functional.cross_entropy(group[None], torch.zeros(1, dtype=torch.long)))
+        logits = reranker.group_logits([ctx for ctx, _, _ in batch], [cands for _, cands, _ in batch], model=model)
+        losses = [torch.nn.functional.cross_entropy(group[None], torch.tensor([gold]))
+                  for group, (_, _, gold) in zip(logits, batch)]
         return torch.stack(losses).mean()
 
 
@@ -161,7 +168,7 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
     for path in train:
         mentions += corpus_mentions(read_pubtator(path, types), encoder, kb_index, k=k, window=settings.window,
                                     query_texts=query_texts)
-    groups = train_groups(mentions, kb_index, names, settings.max_names)
+    groups = train_groups(mentions, kb_index, names, settings.max_names, k if settings.listwise else None)
     if not groups:
         raise InputError(f"{', '.join(map(str, train))}: no train mention has a gold concept in the index with wrong "
                          "candidates to learn from; check --types and that corpus and KB use the same ids")
@@ -191,8 +198,10 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
             return acc
 
     def factory(epoch: int, _model) -> list:
+        rng = random.Random(f"{config.seed}:{epoch}")
         order = list(groups)
-        random.Random(f"{config.seed}:{epoch}").shuffle(order)
+        rng.shuffle(order)
+        order = [shuffled(g, rng) for g in order]
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
     result = train_encoder(reranker, factory, config, output_dir, resume=resume, evaluate=evaluate,

@@ -55,17 +55,19 @@ def index(encoder):
     return ConceptIndex.build(ConceptTable.from_rows(NAMES), encoder, use_gpu=False)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_bert_dir, encoder, index, tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["pairs", "listwise"])
+def trained(request, tiny_bert_dir, encoder, index, tmp_path_factory):
+    """A reranker trained on the SJS case, in both input layouts: one (context, candidate) pair per
+    input, and a mention's candidates in one input."""
     from spacy_el.sap.rerank.model import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
 
     root = tmp_path_factory.mktemp("rerank")
     corpus = write_pubtator(root / "train.txt")
     config = TrainConfig(epochs=12, lr=2e-3, seed=0, patience=None, checkpoint_every=0)
+    settings = RerankerSettings(top_k=3, max_length=48, listwise=request.param, candidate_tokens=8)
     result = train_reranker([corpus], index, encoder, root / "run", dev=[corpus], base=tiny_bert_dir, layers=None,
-                            settings=RerankerSettings(top_k=3, max_length=48), config=config, batch_size=2,
-                            show_progress=False)
+                            settings=settings, config=config, batch_size=2, show_progress=False)
     return result, corpus, root
 
 
@@ -78,6 +80,36 @@ def test_context_marks_the_mention_and_cuts_at_words():
         "SJS ; Stevens-Johnson syndrome ; erythema"
     with pytest.raises(ValueError, match="outside"):
         mention_in_context(text, 30, 40)
+
+
+def test_listwise_inputs_hold_the_context_once_and_each_candidate_at_its_span(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    from spacy_el.sap.rerank.model import ListwiseInputs, RerankerSettings
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    piece = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    context = "one two three four five [SJS] six seven eight nine ten"
+    # room for the context less one token at each end: [CLS] ctx [SEP] + 3 × (3 tokens + [SEP])
+    max_length = 2 + len(piece(context)) - 2 + 3 * 4
+    inputs = ListwiseInputs(tok.backend_tokenizer, RerankerSettings(max_length=max_length, candidate_tokens=3),
+                            tok.pad_token_id)
+    (ids, types, spans), = inputs.encode([context], [["drug rash syndrome", "myotonia", "a b c d e"]])
+    cands = [piece("drug rash syndrome")[:3], piece("myotonia")[:3], piece("a b c d e")[:3]]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert [ids[a:b] for a, b in spans] == cands and all(ids[b] == tok.sep_token_id for _, b in spans)
+    # the context is cut evenly at both ends to fit, the mention kept in the middle
+    ctx = ids[1:spans[0][0] - 1]
+    assert len(ids) == max_length and ctx == piece(context)[1:-1]
+    assert types == [0] * (len(ctx) + 2) + [1] * (len(ids) - len(ctx) - 2)
+    # batches: padded to the longest input, every input where its index says
+    got = list(inputs.batches([context, "x [y] z"], [["myotonia"], ["myotonia", ""]], batch_size=8))
+    (idx, feeds, batch_spans), = got
+    assert sorted(idx) == [0, 1] and feeds["input_ids"].shape == feeds["attention_mask"].shape
+    short = idx.index(1)
+    n = int(feeds["attention_mask"][short].sum())
+    assert feeds["input_ids"][short, n - 1] == feeds["input_ids"][short, n - 2] == tok.sep_token_id  # "" reads its [SEP]
+    assert batch_spans[short][1] == (n - 1, n)
 
 
 def test_reranker_learns_the_case_the_bi_encoder_cannot_settle(trained, encoder, index):
@@ -170,6 +202,10 @@ def test_margin_skips_clear_cases_and_bad_settings_are_named(trained, tiny_bert_
     assert all(c.rerank_score is None for doc in skipped for _, _, cands in doc for c in cands)
     with pytest.raises(InputError, match="rerank_top_k"):
         make_nlp(tiny_bert_dir, tmp_path / "index", None, rerank_top_k=0)
+    from spacy_el.sap.rerank.model import RerankerSettings
+
+    with pytest.raises(InputError, match="candidate_tokens=0"):
+        RerankerSettings(listwise=True, candidate_tokens=0)
     with pytest.raises(InputError, match="not a reranker directory"):
         from spacy_el.sap.rerank.model import load_reranker
 
@@ -278,11 +314,11 @@ def test_a_process_holding_an_onnx_reranker_still_forks_working_workers(trained,
 def test_the_corpus_prior_still_counts_after_reranking():
     from spacy_el.sap.rerank.model import RerankerSettings, rerank
 
-    class Flat:  # a reranker with no opinion: every pair scores the same
+    class Flat:  # a reranker with no opinion: every candidate scores the same
         settings = RerankerSettings(top_k=3, weight=1.0)
 
-        def score(self, contexts, candidates, batch_size=64):
-            return np.zeros(len(contexts))
+        def score_groups(self, contexts, groups, batch_size=64):
+            return [np.zeros(len(g)) for g in groups]
 
     cands = [[Candidate("A", 0.80, "a", "kb"), Candidate("B", 0.79, "b", "kb"), Candidate("C", 0.70, "c", "kb")]]
     assert [c.concept_id for c in rerank(Flat(), ["ctx"], cands, {})[0]] == ["A", "B", "C"]
@@ -303,3 +339,30 @@ def test_the_weight_is_tuned_in_the_order_the_linker_gives_with_the_prior():
     assert tune_weight(dev, [cands], grid=(0.0, 0.2, 1.0))[:2] == (0.2, 100.0)  # without the prior 0.2 suffices
     weight, acc, per = tune_weight(dev, [cands], grid=(0.0, 0.2, 1.0), bonus={"A": 0.05})
     assert (weight, acc) == (1.0, 100.0) and per[0.2] == 0.0  # with it, only a larger weight gets B first
+
+
+def test_cli_trains_and_exports_a_listwise_reranker(tiny_bert_dir, index, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+    from spacy_el.sap.rerank.model import OnnxReranker, load_reranker
+
+    index.save(tmp_path / "index")
+    corpus = write_pubtator(tmp_path / "train.txt")
+    runner = CliRunner()
+    res = runner.invoke(app, ["train-reranker", str(corpus), "--encoder", str(tiny_bert_dir), "--index",
+                              str(tmp_path / "index"), "--output", str(tmp_path / "run"), "--base", str(tiny_bert_dir),
+                              "--layers", "1", "--top-k", "3", "--listwise", "--candidate-tokens", "6",
+                              "--max-length", "40", "--epochs", "1", "--batch-size", "4", "--num-threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "Trained 2 steps on 8 mentions" in res.output
+    res = runner.invoke(app, ["export-reranker", str(tmp_path / "run" / "reranker"), str(tmp_path / "onnx")])
+    assert res.exit_code == 0, res.output
+    served = load_reranker(tmp_path / "onnx")
+    assert isinstance(served, OnnxReranker) and served.settings.listwise and served.settings.candidate_tokens == 6
+    scores = served.score_groups(["a [SJS] rash"], [["Stevens-Johnson syndrome", "Schwartz-Jampel syndrome", ""]])
+    assert len(scores) == 1 and scores[0].shape == (3,) and np.isfinite(scores[0]).all()
+    res = runner.invoke(app, ["train-reranker", str(corpus), "--encoder", str(tiny_bert_dir), "--index",
+                              str(tmp_path / "index"), "--output", str(tmp_path / "bad"), "--listwise",
+                              "--candidate-tokens", "0"])
+    assert res.exit_code == 1 and "candidate_tokens=0" in res.output and "Traceback" not in res.output
