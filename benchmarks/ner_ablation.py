@@ -4,6 +4,7 @@ transformer features) switched off in turn, same data, vectors and number of epo
     python benchmarks/ner_ablation.py --corpus ncbi --epochs 12 --parallel 2
     python benchmarks/ner_ablation.py --corpus bc5cdr --epochs 12 --variants full,no_gazetteer
     python benchmarks/ner_ablation.py --corpus conll --minutes 20 --variants full,v1_sentences
+    python benchmarks/ner_ablation.py --corpus bc5cdr --more-epochs 4 --variants transformer_ft
 
 Each variant is one `spacy train` run in a subprocess (1 intra-op thread) for `--epochs` passes
 over the train set (the same for every variant, so a busy machine does not change the result), or
@@ -100,15 +101,9 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
           threads: int = 1) -> Dict:
     config, context, overrides = VARIANTS[variant]
     paths = prepare(data, corpus, context, work)
-    out, log = work / f"out_{variant}", work / f"train_{variant}.log"
-    cmd = [sys.executable, "-m", "spacy", "train", str(REPO / "configs" / config), "--output", str(out),
-           "--code", str(BENCH / "ner_conll.py"),
-           "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
-           "--paths.vectors", str(paths["vectors"]), "--training.max_steps", "0"]
+    cmd = [sys.executable, "-m", "spacy", "train", str(REPO / "configs" / config)]
     if minutes:
         cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
-    else:
-        cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
     if "kb" in config:  # a corpus without a KB (CoNLL) trains the same tagger without the gazetteer
         if CORPORA[corpus]["kb"] is None:
             if "mentions" in config or "trf" in config:
@@ -117,24 +112,55 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         else:
             kb, fmt = CORPORA[corpus]["kb"]
             cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
-    cmd += overrides
+    return _spacy_train(variant, cmd + overrides, paths, work, None if minutes else epochs, threads)
+
+
+def train_more(variant: str, corpus: str, data: Path, work: Path, epochs: int, threads: int = 1) -> Dict:
+    """`epochs` more epochs from a finished run's `model-last`, every component sourced from it (its
+    weights go on; the optimizer starts afresh, as `spacy train` does for sourced components), into
+    `out_{variant}+{epochs}`: a longer schedule for a run whose dev curve was still rising."""
+    from spacy.util import load_config
+
+    paths = prepare(data, corpus, VARIANTS[variant][1], work)
+    last = work / f"out_{variant}" / "model-last"
+    if not last.exists():
+        raise SystemExit(f"{variant}: no {last} to continue; train the variant first")
+    config = load_config(last / "config.cfg")
+    for name in config["nlp"]["pipeline"]:
+        config["components"][name] = {"source": str(last)}
+    path = work / f"continue_{variant}.cfg"
+    config.to_disk(path)
+    return _spacy_train(f"{variant}+{epochs}", [sys.executable, "-m", "spacy", "train", str(path)], paths, work,
+                        epochs, threads)
+
+
+def _spacy_train(name: str, cmd: List[str], paths: Dict[str, Path], work: Path, epochs: int | None,
+                 threads: int) -> Dict:
+    """Run `spacy train` (a subprocess, `threads` intra-op threads) into `work/out_{name}`, `epochs`
+    passes (or until the command's own time limit); its steps, epochs and wall time."""
+    out, log = work / f"out_{name}", work / f"train_{name}.log"
+    cmd = cmd + ["--output", str(out), "--code", str(BENCH / "ner_conll.py"),
+                 "--paths.train", str(paths["train"]), "--paths.dev", str(paths["dev"]),
+                 "--paths.vectors", str(paths["vectors"]), "--training.max_steps", "0"]
+    if epochs:
+        cmd += ["--training.max_epochs", str(epochs), "--training.patience", "0"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.time()
     with log.open("w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     text = log.read_text()
     if not (out / "model-best").exists():
-        raise RuntimeError(f"{variant}: training failed (exit {proc.returncode}); see {log}")
+        raise RuntimeError(f"{name}: training failed (exit {proc.returncode}); see {log}")
     stop = re.search(r"spent at step (\d+), epoch (\d+)", text)
     rows = re.findall(r"^\s*(\d+)\s+(\d+)\s+[\d.]+", text, flags=re.M)
     step, epoch = (int(stop[1]), int(stop[2])) if stop else (int(rows[-1][1]) if rows else 0, epochs)
-    info = {"variant": variant, "train_seconds": time.time() - start, "steps": step, "epochs": epoch}
+    info = {"variant": name, "train_seconds": time.time() - start, "steps": step, "epochs": epoch}
     (out / "train_info.json").write_text(json.dumps(info))
     return info
 
 
 def score(variant: str, corpus: str, data: Path, work: Path, n_process: bool) -> Dict:
-    context = VARIANTS[variant][1]
+    context = VARIANTS[variant.split("+")[0]][1]
     out = work / f"out_{variant}"
     info = json.loads((out / "train_info.json").read_text())
     info.update(evaluate(out / "model-best", work / f"dev_{context}.spacy", n_processes=(1, 2) if n_process else (1,)))
@@ -168,6 +194,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="a wall-clock budget per variant instead of --epochs")
     parser.add_argument("--parallel", type=int, default=1, help="variants trained at once (1 thread each)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per training run")
+    parser.add_argument("--more-epochs", type=int, default=0,
+                        help="train this many more epochs from each variant's model-last (scored as VARIANT+N)")
     parser.add_argument("--eval-only", action="store_true", help="re-score the models a previous run left")
     parser.add_argument("--n-process", action="store_true", help="also time nlp.pipe(n_process=2)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spacy_el_ner_ablation")
@@ -180,13 +208,21 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for context in sorted({VARIANTS[v][1] for v in variants}):  # convert once, before any parallel run
         prepare(args.data, args.corpus, context, work)
+    if args.more_epochs:
+        def run(v):
+            return train_more(v, args.corpus, args.data, work, args.more_epochs, args.threads)
+    else:
+        def run(v):
+            return train(v, args.corpus, args.data, work, args.minutes, args.epochs, args.threads)
     if not args.eval_only:
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            for info in pool.map(lambda v: train(v, args.corpus, args.data, work, args.minutes, args.epochs,
-                                                      args.threads), variants):
+            for info in pool.map(run, variants):
                 print(json.dumps(info), flush=True)
+    if args.more_epochs:
+        variants = [f"{v}+{args.more_epochs}" for v in variants]
     rows = [score(v, args.corpus, args.data, work, args.n_process) for v in variants]
-    budget = f"{args.minutes:g}-minute training budget" if args.minutes else f"{args.epochs} epochs"
+    budget = (f"{args.more_epochs} more epochs" if args.more_epochs else f"{args.minutes:g}-minute training budget"
+              if args.minutes else f"{args.epochs} epochs")
     block = markdown(args.corpus, budget, rows, "python benchmarks/ner_ablation.py " + " ".join(sys.argv[1:]))
     (work / "results.md").write_text(block)
     print(block)

@@ -80,7 +80,9 @@ def main() -> None:
     parser.add_argument("--rerank-top-k", type=int, default=5,
                         help="candidates the reranker rescores in the evaluation (results_top{K}.json when not 5)")
     parser.add_argument("--listwise", action="store_true",
-                        help="a listwise reranker (a mention's candidates in one input), trained on --rerank-top-k lists")
+                        help="a listwise reranker (a mention's candidates in one input)")
+    parser.add_argument("--train-top-k", type=int, default=5,
+                        help="candidates per training group: the gold and the bi-encoder's wrong top-k")
     parser.add_argument("--candidate-tokens", type=int, default=16, help="with --listwise: tokens per candidate")
     parser.add_argument("--speed", action="store_true", help="only the speed run (needs a finished accuracy run)")
     args = parser.parse_args()
@@ -162,7 +164,7 @@ def accuracy(args) -> None:
                                 args.work / "reranker_run", dev=[c[1] for c in CORPORA.values()], types=DISEASE_TYPES,
                                 layers=args.layers,
                                 settings=RerankerSettings(max_length=args.max_length, window=args.window,
-                                                          top_k=args.rerank_top_k if args.listwise else 5,
+                                                          top_k=args.train_top_k,
                                                           listwise=args.listwise,
                                                           candidate_tokens=args.candidate_tokens),
                                 config=config, batch_size=args.batch_size, max_train=args.max_train,

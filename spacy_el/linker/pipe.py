@@ -327,8 +327,7 @@ class SapEntityLinker(Pipe):
             self._names = (id(self.index), concept_names(self.index.table))
         # the prior's bonus is read on every call: `set_prior` may change it after the names are cached
         return rerank_spans(self._reranker, ents, texts, cands, self._names[1], bonus=self.index.concept_bonus(),
-                            top_k=self.cfg["rerank_top_k"], margin=self.cfg["rerank_margin"],
-                            batch_size=self.cfg["batch_size"])
+                            top_k=self.cfg["rerank_top_k"], margin=self.cfg["rerank_margin"])
 
     def _query_text(self, ent: Span) -> str:
         """The entity's text, or the long form of an abbreviation defined in the doc."""

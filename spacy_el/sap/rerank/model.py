@@ -40,6 +40,9 @@ from spacy_el.models import after_fork_in_child, keep_inherited, resolve_model, 
 from spacy_el.sap.rerank.context import DEFAULT_MAX_NAMES, DEFAULT_WINDOW, candidate_text, mention_in_context
 
 SETTINGS_FILE = "reranker.json"
+#: Model inputs per call. On CPU small batches run fastest (64-token inputs, 2 layers, ONNX int8:
+#: 0.66 ms an input in batches of 16, 0.74 in 64, 0.89 in 256), the activations staying in cache.
+BATCH_SIZE = 16
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -78,9 +81,9 @@ class Reranker(Protocol):
     settings: RerankerSettings
 
     def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
-                     batch_size: int = 64) -> list[np.ndarray]: ...
+                     batch_size: int = BATCH_SIZE) -> list[np.ndarray]: ...
 
-    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray: ...
 
     def save(self, path: str | Path) -> None: ...
 
@@ -283,7 +286,7 @@ class CrossEncoderReranker:
         return out
 
     def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
-                     batch_size: int = 64) -> list[np.ndarray]:
+                     batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
         import torch
 
         out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
@@ -310,7 +313,7 @@ class CrossEncoderReranker:
                                   ).logits[:, 0].float().numpy()
         return out
 
-    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """One score per (context, candidate) pair."""
         return _pair_scores(self, contexts, candidates, batch_size)
 
@@ -392,7 +395,7 @@ class OnnxReranker:
         return self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
 
     def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
-                     batch_size: int = 64) -> list[np.ndarray]:
+                     batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
         if self._lists is not None:
             out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
             for idx, feeds, spans in self._lists.batches(contexts, groups, batch_size):
@@ -409,7 +412,7 @@ class OnnxReranker:
                                    "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)})[:, 0]
         return _split(flat, groups)
 
-    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """One score per (context, candidate) pair."""
         return _pair_scores(self, contexts, candidates, batch_size)
 
@@ -478,7 +481,7 @@ def reranker_from_path(path: str, num_threads: int | None = None) -> Callable[[]
 
 def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Sequence[Candidate]],
            names: Mapping[str, Sequence[str]], *, top_k: int | None = None, weight: float | None = None,
-           batch_size: int = 64, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
+           batch_size: int = BATCH_SIZE, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """Each mention's first `top_k` candidates (all when None) scored by the reranker and
     reordered by cosine + weight × score (the settings' weight unless given), plus the index's
     corpus-prior `bonus` of the concept when given (`ConceptIndex.concept_bonus`), so the prior
@@ -500,7 +503,7 @@ def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Seq
 
 def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str], candidates: Sequence[list],
                  names: Mapping[str, Sequence[str]], *, top_k: int, margin: float | None = None,
-                 batch_size: int = 64, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
+                 batch_size: int = BATCH_SIZE, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """`rerank` for entities of spaCy docs: each span is read in a window of its doc's text, with
     `texts[i]` (what the linker searched) shown when it differs from the span's own text. With
     `margin`, spans whose best cosine leads the second by at least that much keep their order."""
@@ -510,8 +513,14 @@ def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str],
     if not todo:
         return out
     window = reranker.settings.window
-    contexts = [mention_in_context(spans[i].doc.text, spans[i].start_char, spans[i].end_char, query=texts[i],
-                                   window=window) for i in todo]
+    doc_texts: dict[int, str] = {}  # `Doc.text` joins every token anew on each call: once per doc
+    contexts = []
+    for i in todo:
+        doc = spans[i].doc
+        if id(doc) not in doc_texts:
+            doc_texts[id(doc)] = doc.text
+        contexts.append(mention_in_context(doc_texts[id(doc)], spans[i].start_char, spans[i].end_char,
+                                           query=texts[i], window=window))
     for i, ranked in zip(todo, rerank(reranker, contexts, [candidates[i] for i in todo], names, top_k=top_k,
                                       batch_size=batch_size, bonus=bonus)):
         out[i] = ranked
