@@ -143,6 +143,12 @@ class ListwiseInputs:
             yield idx, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, [encoded[i][2] for i in idx]
 
 
+def _pairs(contexts: Sequence[str], groups: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+    """The (context, candidate) pairs of the groups, flattened in order (`_split` undoes it)."""
+    return ([ctx for ctx, group in zip(contexts, groups) for _ in group],
+            [c for group in groups for c in group])
+
+
 def _split(flat: np.ndarray, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
     bounds = np.cumsum([len(g) for g in groups])[:-1]
     return list(np.split(flat, bounds)) if len(groups) else []
@@ -274,8 +280,7 @@ class CrossEncoderReranker:
 
         model = model or self.model
         if not self.settings.listwise:
-            flat_ctx = [ctx for ctx, group in zip(contexts, groups) for _ in group]
-            flat = model(**self.tokenize(flat_ctx, [c for group in groups for c in group])).logits[:, 0]
+            flat = model(**self.tokenize(*_pairs(contexts, groups))).logits[:, 0]
             return list(torch.split(flat, [len(g) for g in groups]))
         out: list = [None] * len(contexts)
         for idx, feeds, spans in self._lists.batches(contexts, groups, len(contexts) or 1):
@@ -305,8 +310,7 @@ class CrossEncoderReranker:
         return out
 
     def _score_pairs(self, contexts, groups, batch_size) -> np.ndarray:
-        ctx = [c for c, group in zip(contexts, groups) for _ in group]
-        cand = [c for group in groups for c in group]
+        ctx, cand = _pairs(contexts, groups)
         out = np.zeros(len(ctx), dtype=np.float32)
         for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
             out[idx] = self.model(**self.tokenize([ctx[i] for i in idx], [cand[i] for i in idx])
@@ -402,8 +406,7 @@ class OnnxReranker:
                 for i, scores in zip(idx, _span_means(self._run(feeds)[..., 0], spans)):
                     out[i] = scores
             return out
-        ctx = [c for c, group in zip(contexts, groups) for _ in group]
-        cand = [c for group in groups for c in group]
+        ctx, cand = _pairs(contexts, groups)
         flat = np.zeros(len(ctx), dtype=np.float32)
         for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
             enc = self.tokenizer.encode_batch([(ctx[i], cand[i]) for i in idx])

@@ -83,7 +83,7 @@ def train_groups(mentions: Sequence[Mention], index: ConceptIndex, names: dict[s
                  max_names: int, size: int | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """(context, candidate texts with the gold first) per train mention whose gold is one KB
     concept; the others are the mention's wrong top-k candidates (the first `size - 1` of them
-    with `size`: a listwise reranker learns on lists as long as those it will read)."""
+    with `size`: a listwise reranker's lists are one model input each, so their length is bounded)."""
     owners = id_owners(index.table.ids)
     groups = []
     for m in mentions:
