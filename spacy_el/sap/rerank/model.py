@@ -154,9 +154,17 @@ def _split(flat: np.ndarray, groups: Sequence[Sequence[str]]) -> list[np.ndarray
     return list(np.split(flat, bounds)) if len(groups) else []
 
 
-def _span_means(token_scores: np.ndarray, spans: Sequence[Sequence[tuple[int, int]]]) -> list[np.ndarray]:
-    return [np.array([token_scores[row, a:b].mean() for a, b in group], dtype=np.float32)
-            for row, group in enumerate(spans)]
+def _list_scores(lists: ListwiseInputs, contexts: Sequence[str], groups: Sequence[Sequence[str]], batch_size: int,
+                 token_scores: Callable[[dict[str, np.ndarray]], np.ndarray]) -> list[np.ndarray]:
+    """Each group's candidate scores from listwise inputs: the mean of the model's token scores
+    (`token_scores`: model inputs → a (batch, tokens) array, whatever the runtime) over each
+    candidate's tokens."""
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
+    for idx, feeds, spans in lists.batches(contexts, groups, batch_size):
+        tokens = token_scores(feeds)
+        for row, i in enumerate(idx):
+            out[i] = np.array([tokens[row, a:b].mean() for a, b in spans[row]], dtype=np.float32)
+    return out
 
 
 def _length_batches(pairs_len: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -294,20 +302,16 @@ class CrossEncoderReranker:
                      batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
         import torch
 
-        out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
         was_training = self.model.training
         self.model.eval()
         try:
             with self._threads(), torch.inference_mode():
                 if not self.settings.listwise:
                     return _split(self._score_pairs(contexts, groups, batch_size), groups)
-                for idx, feeds, spans in self._lists.batches(contexts, groups, batch_size):
-                    tokens = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits[..., 0]
-                    for i, scores in zip(idx, _span_means(tokens.float().numpy(), spans)):
-                        out[i] = scores
+                return _list_scores(self._lists, contexts, groups, batch_size, lambda feeds: self.model(
+                    **{k: torch.from_numpy(v) for k, v in feeds.items()}).logits[..., 0].float().numpy())
         finally:
             self.model.train(was_training)
-        return out
 
     def _score_pairs(self, contexts, groups, batch_size) -> np.ndarray:
         ctx, cand = _pairs(contexts, groups)
@@ -401,11 +405,7 @@ class OnnxReranker:
     def score_groups(self, contexts: Sequence[str], groups: Sequence[Sequence[str]],
                      batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
         if self._lists is not None:
-            out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
-            for idx, feeds, spans in self._lists.batches(contexts, groups, batch_size):
-                for i, scores in zip(idx, _span_means(self._run(feeds)[..., 0], spans)):
-                    out[i] = scores
-            return out
+            return _list_scores(self._lists, contexts, groups, batch_size, lambda feeds: self._run(feeds)[..., 0])
         ctx, cand = _pairs(contexts, groups)
         flat = np.zeros(len(ctx), dtype=np.float32)
         for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
