@@ -62,6 +62,10 @@ VARIANTS = {
     "transformer": ("ner_bilstm_trf.cfg", "doc", []),
     # sentences + gazetteer (no_doc_context) + MiniLM fine-tuned with the tagger at 1/40 of its learning rate
     "transformer_ft": ("ner_bilstm_kb_trf.cfg", "sentence", []),
+    # sentences + gazetteer (no_doc_context) in batches of ~200 words (~14 sentences) instead of 500 → 2,000:
+    # the BiLSTM-CRF studies found batches of 1-32 sentences best (Reimers & Gurevych 2017)
+    "small_batches": ("ner_bilstm_kb.cfg", "sentence", ["--training.batcher.size.start", "200",
+                                                        "--training.batcher.size.stop", "200"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
 }

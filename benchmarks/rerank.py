@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--train-top-k", type=int, default=5,
                         help="candidates per training group: the gold and the bi-encoder's wrong top-k")
     parser.add_argument("--candidate-tokens", type=int, default=16, help="with --listwise: tokens per candidate")
+    parser.add_argument("--teacher", default=None, help="a trained reranker to distil into this one (soft targets)")
+    parser.add_argument("--soft-weight", type=float, default=0.5, help="with --teacher: weight of its soft targets")
     parser.add_argument("--speed", action="store_true", help="only the speed run (needs a finished accuracy run)")
     args = parser.parse_args()
     import torch
@@ -169,7 +171,9 @@ def accuracy(args) -> None:
                                                           candidate_tokens=args.candidate_tokens),
                                 config=config, batch_size=args.batch_size, max_train=args.max_train,
                                 max_dev=args.max_dev, resume=True, num_threads=args.threads,
-                                query_texts=lambda corpus, queries: query_texts(corpus, queries, True))
+                                query_texts=lambda corpus, queries: query_texts(corpus, queries, True),
+                                teacher=load_reranker(args.teacher, num_threads=args.threads) if args.teacher else None,
+                                soft_weight=args.soft_weight)
         log(f"reranker: {result.n_train_groups} train mentions (sample of {result.n_train_mentions}), "
             f"{result.steps} steps, {time.perf_counter() - t0:.0f} s; dev-sample Acc@1 bi-encoder "
             f"{result.dev_bi_acc1:.2f} → reranked {result.dev_scores}; weight {result.weight}")

@@ -32,6 +32,10 @@ def train_reranker_command(
     listwise: bool = typer.Option(False, "--listwise/--pairs",
                                   help="Read a mention's top-k candidates in one input (faster) instead of one pair each"),
     candidate_tokens: int = typer.Option(16, "--candidate-tokens", help="With --listwise: tokens kept per candidate"),
+    teacher: str = typer.Option("", "--teacher", help="A trained reranker (torch or ONNX) to distil: its scores "
+                                                      "become soft targets (e.g. 2-layer pairs → 1-layer --listwise)"),
+    soft_weight: float = typer.Option(0.5, "--soft-weight", help="With --teacher: weight of its soft targets in [0, 1] "
+                                                                 "(the gold label has the rest)"),
     abbreviations: bool = typer.Option(True, "--resolve-abbreviations/--no-resolve-abbreviations",
                                        help="Search short forms defined in the abstract by their long form"),
     epochs: int = typer.Option(DEFAULTS.epochs, "--epochs"),
@@ -49,7 +53,7 @@ def train_reranker_command(
     """Train a cross-encoder that reorders the linker's top-k by reading each mention in context."""
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.linker.link import query_texts
-    from spacy_el.sap.rerank.model import RerankerSettings
+    from spacy_el.sap.rerank.model import RerankerSettings, load_reranker
     from spacy_el.sap.rerank.train import train_reranker
     from spacy_el.sap.encoders import load_encoder
 
@@ -63,7 +67,9 @@ def train_reranker_command(
         result = train_reranker(train, ConceptIndex.load(index, enc), enc, output_dir, dev=dev, types=types or None,
                                 base=base or None, layers=layers, settings=settings, config=config,
                                 batch_size=batch_size, max_train=max_train or None, max_dev=max_dev or None,
-                                query_texts=texts, resume=resume, num_threads=num_threads)
+                                query_texts=texts, resume=resume, num_threads=num_threads,
+                                teacher=load_reranker(teacher, num_threads=num_threads) if teacher else None,
+                                soft_weight=soft_weight)
     except (InputError, OSError) as err:
         raise fail(err) from None
     typer.echo(f"Trained {result.steps} steps on {result.n_train_groups} mentions with wrong candidates "

@@ -318,6 +318,18 @@ def test_same_text_names_tie_and_a_corpus_alias_wins_the_tie():
     assert {a.concept_id, b.concept_id} == {"OMIM:106210", "MESH:D015783"} and a.score == b.score
 
 
+def test_tied_names_rank_in_table_order_whatever_faiss_returns_first():
+    # equal texts tie; FAISS would list the copy with the (noise-)higher inner product first, and
+    # which one that is moves with the number of BLAS threads: the table's order decides instead
+    v = np.random.default_rng(0).normal(size=8).astype("float32")
+    table = ConceptTable(["OMIM:106210", "MESH:D015783"], ["ANIRIDIA", "Aniridia"], ["kb", "kb"])
+    for noise in (0.002, -0.002):
+        index = ConceptIndex.from_vectors(table, np.stack([v - noise, v + noise]), "Flat")
+        first, second = index.search(v[None], k=2)[0]
+        assert (first.concept_id, second.concept_id) == ("OMIM:106210", "MESH:D015783")
+        assert first.score == second.score
+
+
 def _lipoma_index() -> tuple[ConceptIndex, np.ndarray]:
     """MEDIC's "LIPOMA" (OMIM) and "Lipoma" (MeSH): one text, two concepts, equal cosines."""
     rng = np.random.default_rng(0)

@@ -9,6 +9,12 @@ entropy of the gold candidate within its group (listwise, as in BLINK's and SapB
 cross-encoder rerankers). After each epoch the dev mentions' top-k are rescored, the weight of the
 combination `cosine + weight × score` is tuned on a grid that includes 0 (so dev is never ranked
 worse than by the bi-encoder), and the best reranker is kept with its weight.
+
+With a `teacher` (a stronger reranker, e.g. a 2-layer pair cross-encoder distilled into a 1-layer
+listwise one for speed), each group's loss also pulls the student's softmax over the candidates
+towards the teacher's (KL divergence, weighted by `soft_weight`): the teacher's scores say how
+wrong each negative is, which the gold label alone does not. The teacher scores every group once,
+before training.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -31,7 +37,7 @@ from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.models import Encoder
 from spacy_el.sap.rerank.config import RERANK_CONFIG
 from spacy_el.sap.rerank.context import candidate_text, concept_names, mention_in_context
-from spacy_el.sap.rerank.model import CrossEncoderReranker, RerankerSettings, rerank
+from spacy_el.sap.rerank.model import CrossEncoderReranker, Reranker, RerankerSettings, rerank
 from spacy_el.sap.config import TrainConfig
 from spacy_el.sap.train import ENCODER, train_encoder
 
@@ -105,24 +111,48 @@ def train_groups(mentions: Sequence[Mention], index: ConceptIndex, names: dict[s
     return groups
 
 
-def shuffled(group: tuple[str, tuple[str, ...]], rng: random.Random) -> tuple[str, tuple[str, ...], int]:
-    """(context, candidates in a random order, where the gold went): a listwise reranker must not
-    learn that the gold comes first."""
+class Example(NamedTuple):
+    """One training group as a step sees it: the candidates in this epoch's order, where the gold
+    is among them, and the teacher's scores in the same order (None without a teacher)."""
+
+    context: str
+    candidates: tuple[str, ...]
+    gold: int
+    teacher: tuple[float, ...] | None = None
+
+
+def shuffled(group: tuple[str, tuple[str, ...]], rng: random.Random,
+             teacher: Sequence[float] | None = None) -> Example:
+    """The group's candidates (gold first) in a random order: a listwise reranker must not learn
+    that the gold comes first. The teacher's scores are moved with their candidates."""
     context, cands = group
     order = list(range(len(cands)))
     rng.shuffle(order)
-    return context, tuple(cands[i] for i in order), order.index(0)
+    return Example(context, tuple(cands[i] for i in order), order.index(0),
+                   None if teacher is None else tuple(float(teacher[i]) for i in order))
 
 
+@dataclass
 class GroupLoss:
-    """Softmax cross-entropy of the gold candidate within each (context, candidates, gold position)."""
+    """Softmax cross-entropy of the gold candidate within each group; with teacher scores,
+    `(1 - soft_weight) · cross-entropy + soft_weight · KL(teacher ‖ student)` over the group's
+    softmax (Hinton et al.'s distillation, listwise as in RocketQAv2)."""
 
-    def __call__(self, reranker: CrossEncoderReranker, batch, model=None):
+    soft_weight: float = 0.0
+
+    def __call__(self, reranker: CrossEncoderReranker, batch: Sequence[Example], model=None):
         import torch
+        from torch.nn.functional import cross_entropy, kl_div, log_softmax
 
-        logits = reranker.group_logits([ctx for ctx, _, _ in batch], [cands for _, cands, _ in batch], model=model)
-        losses = [torch.nn.functional.cross_entropy(group[None], torch.tensor([gold]))
-                  for group, (_, _, gold) in zip(logits, batch)]
+        logits = reranker.group_logits([e.context for e in batch], [e.candidates for e in batch], model=model)
+        losses = []
+        for group, example in zip(logits, batch):
+            loss = cross_entropy(group[None], torch.tensor([example.gold]))
+            if example.teacher is not None and self.soft_weight:
+                target = log_softmax(torch.tensor(example.teacher, dtype=group.dtype), dim=0)
+                soft = kl_div(log_softmax(group, dim=0), target, reduction="sum", log_target=True)
+                loss = (1 - self.soft_weight) * loss + self.soft_weight * soft
+            losses.append(loss)
         return torch.stack(losses).mean()
 
 
@@ -150,17 +180,21 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
                    settings: RerankerSettings = RerankerSettings(), config: TrainConfig = RERANK_CONFIG,
                    batch_size: int = 16, max_train: int | None = None, max_dev: int | None = None,
                    query_texts: QueryTexts | None = None, resume: bool = False, num_threads: int | None = None,
+                   teacher: Reranker | None = None, soft_weight: float = 0.5,
                    show_progress: bool = True) -> RerankResult:
     """Train a reranker for the linker whose `encoder` + `kb_index` give the candidates (see the
     module docstring); the result is `OUTPUT_DIR/reranker` (checkpoints in `OUTPUT_DIR/checkpoint`,
     counts and dev scores in `OUTPUT_DIR/rerank.json`). `max_train`/`max_dev`: a seeded sample of
     that many train groups / dev mentions (CPU budgets). `batch_size`: mentions per step.
     `query_texts`: the text each mention is searched by (e.g. the long form of an abbreviation),
-    as the linker will search it."""
+    as the linker will search it. `teacher`: a reranker to distil (see the module docstring),
+    its soft targets weighted by `soft_weight` in [0, 1]."""
     from spacy_el.models import minilm_dir
 
     if not train:
         raise InputError("give at least one annotated train corpus (PubTator) to train the reranker on")
+    if not 0.0 <= soft_weight <= 1.0:
+        raise InputError(f"soft_weight={soft_weight}: use a weight in [0, 1] for the teacher's soft targets")
     output_dir = Path(output_dir)
     k = settings.top_k
     names = dict(concept_names(kb_index.table))
@@ -182,6 +216,8 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
     if max_dev is not None and len(dev_mentions) > max_dev:
         dev_mentions = random.Random(config.seed + 1).sample(dev_mentions, max_dev)
 
+    soft = dict(zip(groups, teacher.score_groups([c for c, _ in groups], [g for _, g in groups]))) if teacher else {}
+
     reranker = CrossEncoderReranker.from_base(base or minilm_dir(), layers=layers, settings=settings,
                                               seed=config.seed, num_threads=num_threads)
     bi_acc = None
@@ -201,11 +237,11 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
         rng = random.Random(f"{config.seed}:{epoch}")
         order = list(groups)
         rng.shuffle(order)
-        order = [shuffled(g, rng) for g in order]
+        order = [shuffled(g, rng, soft.get(g)) for g in order]
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
     result = train_encoder(reranker, factory, config, output_dir, resume=resume, evaluate=evaluate,
-                           loss_fn=GroupLoss(), show_progress=show_progress)
+                           loss_fn=GroupLoss(soft_weight if teacher else 0.0), show_progress=show_progress)
     final = output_dir / RERANKER
     if (output_dir / ENCODER).exists():  # the loop's name for the kept model
         if final.exists():
@@ -218,6 +254,8 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
                    "n_train_groups": len(groups), "n_dev_mentions": len(dev_mentions), "steps": result.steps,
                    "weight": weight, "dev_acc@1_bi_encoder": bi_acc, "dev_acc@1_per_epoch": result.scores,
                    "settings": dataclasses.asdict(reranker.settings),
-                   "train_config": dataclasses.asdict(config) | {"batch_size": batch_size, "max_train": max_train}},
+                   "train_config": dataclasses.asdict(config) | {"batch_size": batch_size, "max_train": max_train},
+                   "teacher": None if teacher is None else {"settings": dataclasses.asdict(teacher.settings),
+                                                            "soft_weight": soft_weight}},
                   f, indent=2)
     return out

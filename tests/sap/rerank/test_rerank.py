@@ -4,6 +4,7 @@ survives the pipeline's disk and bytes round trips in torch and ONNX form."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -362,7 +363,58 @@ def test_cli_trains_and_exports_a_listwise_reranker(tiny_bert_dir, index, tmp_pa
     assert isinstance(served, OnnxReranker) and served.settings.listwise and served.settings.candidate_tokens == 6
     scores = served.score_groups(["a [SJS] rash"], [["Stevens-Johnson syndrome", "Schwartz-Jampel syndrome", ""]])
     assert len(scores) == 1 and scores[0].shape == (3,) and np.isfinite(scores[0]).all()
+    res = runner.invoke(app, ["train-reranker", str(corpus), "--encoder", str(tiny_bert_dir), "--index",  # distil it
+                              str(tmp_path / "index"), "--output", str(tmp_path / "student"), "--base", str(tiny_bert_dir),
+                              "--layers", "1", "--top-k", "3", "--listwise", "--candidate-tokens", "6",
+                              "--max-length", "40", "--epochs", "1", "--batch-size", "4", "--num-threads", "1",
+                              "--teacher", str(tmp_path / "onnx"), "--soft-weight", "0.7"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "student" / "rerank.json").read_text())["teacher"]["soft_weight"] == 0.7
     res = runner.invoke(app, ["train-reranker", str(corpus), "--encoder", str(tiny_bert_dir), "--index",
                               str(tmp_path / "index"), "--output", str(tmp_path / "bad"), "--listwise",
                               "--candidate-tokens", "0"])
     assert res.exit_code == 1 and "candidate_tokens=0" in res.output and "Traceback" not in res.output
+
+
+def test_distillation_pulls_the_student_towards_the_teachers_scores():
+    import torch
+
+    from spacy_el.sap.rerank.train import Example, GroupLoss
+
+    class Fixed:  # a student whose scores are the leaf tensors below
+        def __init__(self, logits):
+            self.logits = logits
+
+        def group_logits(self, contexts, groups, model=None):
+            return self.logits
+
+    def grad(soft_weight, teacher):
+        logits = [torch.zeros(3, requires_grad=True)]
+        GroupLoss(soft_weight)(Fixed(logits), [Example("ctx", ("a", "b", "c"), 0, teacher)]).backward()
+        return logits[0].grad
+
+    # the gold label alone pushes every wrong candidate down; a teacher that finds candidate 1 nearly
+    # as good as the gold pulls it up instead
+    assert grad(0.0, (4.0, 3.5, -2.0))[1] > 0 and grad(1.0, (4.0, 3.5, -2.0))[1] < 0
+    assert torch.allclose(grad(1.0, (0.0, 0.0, 0.0)), torch.zeros(3), atol=1e-6)  # the student already agrees
+    assert torch.equal(grad(0.5, None), grad(0.0, None))  # no teacher: the gold label only
+
+
+@pytest.mark.parametrize("trained", [False], ids=["pair_teacher"], indirect=True)
+def test_a_listwise_student_learns_the_case_from_the_teacher_alone(trained, tiny_bert_dir, encoder, index, tmp_path):
+    from spacy_el.sap.rerank.model import RerankerSettings, load_reranker
+    from spacy_el.sap.rerank.train import train_reranker
+
+    teacher_result, corpus, _ = trained
+    teacher = load_reranker(teacher_result.reranker_dir)
+    config = TrainConfig(epochs=12, lr=2e-3, seed=0, patience=None, checkpoint_every=0)
+    settings = RerankerSettings(top_k=3, max_length=48, listwise=True, candidate_tokens=8)
+    kwargs = dict(dev=[corpus], base=tiny_bert_dir, layers=None,
+                  settings=settings, config=config, batch_size=2, show_progress=False)
+    # soft_weight 1: no gold label, only the teacher's scores, and the student still settles SJS
+    result = train_reranker([corpus], index, encoder, tmp_path / "run", teacher=teacher, soft_weight=1.0, **kwargs)
+    assert max(result.dev_scores) > result.dev_bi_acc1
+    stats = json.loads((tmp_path / "run" / "rerank.json").read_text())
+    assert stats["teacher"]["soft_weight"] == 1.0 and stats["teacher"]["settings"] == dataclasses.asdict(teacher.settings)
+    with pytest.raises(InputError, match="soft_weight=1.5"):
+        train_reranker([corpus], index, encoder, tmp_path / "bad", teacher=teacher, soft_weight=1.5, **kwargs)
