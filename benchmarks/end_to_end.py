@@ -103,10 +103,14 @@ def linker_source(args, which: str = "disease") -> Language:
         return spacy.load(path)
     from spacy_el.build import index_from_dir
     from spacy_el.sap.encoders import encoder_from_path
+    from spacy_el.sap.rerank.model import reranker_from_path
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("sap_linker").initialize(encoder_loader=encoder_from_path(str(args.encoder)),
-                                          index_loader=index_from_dir(str(args.index)))
+    config = {"rerank_top_k": args.rerank_top_k, "rerank_margin": args.rerank_margin}
+    reranker = reranker_from_path(str(args.reranker)) if args.reranker and which == "disease" else None
+    nlp.add_pipe("sap_linker", config=config).initialize(encoder_loader=encoder_from_path(str(args.encoder)),
+                                                         index_loader=index_from_dir(str(args.index)),
+                                                         reranker_loader=reranker)
     return nlp
 
 
@@ -232,6 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--linker", help="A pipeline holding a sap_linker (with --ner)")
     ap.add_argument("--encoder", help="With --index and --ner: build the sap_linker from these")
     ap.add_argument("--index", help="Index directory built with --encoder")
+    ap.add_argument("--reranker", help="With --encoder/--index: a reranker (`train-reranker`, torch or ONNX) over the top candidates")
+    ap.add_argument("--rerank-top-k", type=int, default=3, help="With --reranker: candidates it rescores")
+    ap.add_argument("--rerank-margin", type=float, default=None,
+                    help="With --reranker: rerank only mentions whose first two cosines are this close (e.g. 0.02)")
     ap.add_argument("--chemical-linker", help="A pipeline holding a sap_linker over a chemical KB (BC5CDR Chemical)")
     ap.add_argument("--corpora", nargs="*", choices=list(CORPORA), help="Default: all that apply")
     ap.add_argument("--keep-pipeline", action="store_true",
