@@ -66,6 +66,11 @@ VARIANTS = {
     # the BiLSTM-CRF studies found batches of 1-32 sentences best (Reimers & Gurevych 2017)
     "small_batches": ("ner_bilstm_kb.cfg", "sentence", ["--training.batcher.size.start", "200",
                                                         "--training.batcher.size.stop", "200"]),
+    # sentences + gazetteer (no_doc_context) at [training] dropout 0.2: spaCy sets the rate on every layer that
+    # has one, so 0.5 drops the hashed embeddings, the static vectors, the mixing Maxout's output, the features
+    # and the BiLSTM's output (the papers' 0.5 is one dropout on the input and one on the output)
+    "dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2"]),
+    "dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
 }
