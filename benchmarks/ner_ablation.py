@@ -71,6 +71,11 @@ VARIANTS = {
     # and the BiLSTM's output (the papers' 0.5 is one dropout on the input and one on the output)
     "dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2"]),
     "dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1"]),
+    # dropout 0.1 with a wider embedding mix and BiLSTM (capacity, once the dropout no longer smothers it)
+    "wide_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1",
+                                                           "--components.bilstm_ner.model.features.embed_width", "192",
+                                                           "--components.bilstm_ner.model.hidden_width", "200"]),
+    "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
 }
