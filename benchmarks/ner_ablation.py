@@ -81,6 +81,11 @@ VARIANTS = {
                                                             "--components.bilstm_ner.model.features.rows",
                                                             "[40000, 2000, 5000, 1000]",
                                                             "--components.bilstm_ner.model.hidden_width", "256"]),
+    "wider_dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2",
+                                                            "--components.bilstm_ner.model.features.embed_width", "256",
+                                                            "--components.bilstm_ner.model.features.rows",
+                                                            "[40000, 2000, 5000, 1000]",
+                                                            "--components.bilstm_ner.model.hidden_width", "256"]),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
