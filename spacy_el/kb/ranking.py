@@ -145,13 +145,12 @@ def collapse(scores: np.ndarray, rows: np.ndarray, k: int, codes: RowCodes, bonu
     Names with the same text up to case and spacing are one text: they share its best cosine
     (an int8 encoder scores identical texts with a little noise). Names rank by that cosine
     rounded to `TIE_DECIMALS` plus their concept's prior `bonus`; on a tie a corpus alias
-    comes before a KB name, then the name's own cosine (of two spellings of one text, "ANIRIDIA"
-    and "Aniridia", the one closer to the query's spelling, to one more decimal), then the later
-    row. The later row is what FAISS returned first among equal inner products; made explicit, it
-    no longer hangs on the last bits of inner products that move with the number of BLAS threads
-    (one dev figure was 87.42 with 1 thread, 86.79 with 2), and the table's order (which is worth
-    up to 4 points of Acc@1 on NCBI-disease dev over the opposite one) is kept. Where a KB name and a train mention share a
-    text, the alias records which concept the annotators meant, while the KB name is often
+    comes before a KB name, then the name's own cosine to one more decimal (of two spellings of
+    one text, "ANIRIDIA" and "Aniridia", the one closer to the query's), then the later row.
+    The later row is what FAISS happened to return first among equal inner products; stated
+    here, it no longer moves with the last bits of the BLAS sums (one dev figure was 87.42 with
+    1 thread and 86.79 with 2), and the earlier row instead would cost up to 4 points of Acc@1
+    on NCBI-disease dev. Where a KB name and a train mention share a text, the alias records which concept the annotators meant, while the KB name is often
     attached to several concepts (MEDIC's "ANIRIDIA" and "Aniridia"). Sorting also repairs
     the slightly out-of-order scores of approximate indexes. Vectorised over the batch: the
     per-query Python this replaces was most of a fast encoder's linking time."""
