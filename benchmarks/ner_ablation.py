@@ -50,6 +50,9 @@ CORPORA = {
                "convert": {"fmt": "pubtator"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
     "conll": {"train": ["conll2003/train.txt"], "dev": "conll2003/dev.txt", "convert": {"fmt": "conll"}, "kb": None},
 }
+#: 256-wide features and BiLSTM, and 4x the NORM hash rows (CoNLL's ~23k train words collide in 10k rows)
+WIDER = ["--components.bilstm_ner.model.features.embed_width", "256", "--components.bilstm_ner.model.hidden_width",
+         "256", "--components.bilstm_ner.model.features.rows", "[40000, 2000, 5000, 1000]"]
 #: variant → (config file, context, config overrides)
 VARIANTS = {
     "full": ("ner_bilstm_kb.cfg", "doc", []),
@@ -75,17 +78,8 @@ VARIANTS = {
     "wide_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1",
                                                            "--components.bilstm_ner.model.features.embed_width", "192",
                                                            "--components.bilstm_ner.model.hidden_width", "200"]),
-    # wider still, and 4x the NORM hash rows (CoNLL's 21k-word train vocabulary collides in 10k rows)
-    "wider_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1",
-                                                            "--components.bilstm_ner.model.features.embed_width", "256",
-                                                            "--components.bilstm_ner.model.features.rows",
-                                                            "[40000, 2000, 5000, 1000]",
-                                                            "--components.bilstm_ner.model.hidden_width", "256"]),
-    "wider_dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2",
-                                                            "--components.bilstm_ner.model.features.embed_width", "256",
-                                                            "--components.bilstm_ner.model.features.rows",
-                                                            "[40000, 2000, 5000, 1000]",
-                                                            "--components.bilstm_ner.model.hidden_width", "256"]),
+    "wider_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1", *WIDER]),
+    "wider_dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2", *WIDER]),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
