@@ -150,8 +150,9 @@ def collapse(scores: np.ndarray, rows: np.ndarray, k: int, codes: RowCodes, bonu
     The later row is what FAISS happened to return first among equal inner products; stated
     here, it no longer moves with the last bits of the BLAS sums (one dev figure was 87.42 with
     1 thread and 86.79 with 2), and the earlier row instead would cost up to 4 points of Acc@1
-    on NCBI-disease dev. Where a KB name and a train mention share a text, the alias records which concept the annotators meant, while the KB name is often
-    attached to several concepts (MEDIC's "ANIRIDIA" and "Aniridia"). Sorting also repairs
+    on NCBI-disease dev. Where a KB name and a train mention share a text, the alias records
+    which concept the annotators meant, while the KB name is often attached to several concepts
+    (MEDIC's "ANIRIDIA" and "Aniridia"). Sorting also repairs
     the slightly out-of-order scores of approximate indexes. Vectorised over the batch: the
     per-query Python this replaces was most of a fast encoder's linking time."""
     n_queries, depth = rows.shape

@@ -167,6 +167,17 @@ def _list_scores(lists: ListwiseInputs, contexts: Sequence[str], groups: Sequenc
     return out
 
 
+def _paired_scores(contexts: Sequence[str], groups: Sequence[Sequence[str]], batch_size: int,
+                   score_pairs: Callable[[list[str], list[str]], np.ndarray]) -> list[np.ndarray]:
+    """Each group's candidate scores from one (context, candidate) input each, batched by length:
+    `score_pairs` (contexts, candidates → one score each, whatever the runtime) runs per batch."""
+    ctx, cand = _pairs(contexts, groups)
+    flat = np.zeros(len(ctx), dtype=np.float32)
+    for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
+        flat[idx] = score_pairs([ctx[i] for i in idx], [cand[i] for i in idx])
+    return _split(flat, groups)
+
+
 def _length_batches(pairs_len: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     """Indices in batches of similar length (less padding)."""
     if batch_size < 1:
@@ -307,19 +318,12 @@ class CrossEncoderReranker:
         try:
             with self._threads(), torch.inference_mode():
                 if not self.settings.listwise:
-                    return _split(self._score_pairs(contexts, groups, batch_size), groups)
+                    return _paired_scores(contexts, groups, batch_size, lambda ctx, cand: self.model(
+                        **self.tokenize(ctx, cand)).logits[:, 0].float().numpy())
                 return _list_scores(self._lists, contexts, groups, batch_size, lambda feeds: self.model(
                     **{k: torch.from_numpy(v) for k, v in feeds.items()}).logits[..., 0].float().numpy())
         finally:
             self.model.train(was_training)
-
-    def _score_pairs(self, contexts, groups, batch_size) -> np.ndarray:
-        ctx, cand = _pairs(contexts, groups)
-        out = np.zeros(len(ctx), dtype=np.float32)
-        for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
-            out[idx] = self.model(**self.tokenize([ctx[i] for i in idx], [cand[i] for i in idx])
-                                  ).logits[:, 0].float().numpy()
-        return out
 
     def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """One score per (context, candidate) pair."""
@@ -406,14 +410,13 @@ class OnnxReranker:
                      batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
         if self._lists is not None:
             return _list_scores(self._lists, contexts, groups, batch_size, lambda feeds: self._run(feeds)[..., 0])
-        ctx, cand = _pairs(contexts, groups)
-        flat = np.zeros(len(ctx), dtype=np.float32)
-        for idx in _length_batches([len(ctx[i]) + len(cand[i]) for i in range(len(ctx))], batch_size):
-            enc = self.tokenizer.encode_batch([(ctx[i], cand[i]) for i in idx])
-            flat[idx] = self._run({"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                                   "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                                   "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)})[:, 0]
-        return _split(flat, groups)
+        return _paired_scores(contexts, groups, batch_size, self._score_pairs)
+
+    def _score_pairs(self, contexts: list[str], candidates: list[str]) -> np.ndarray:
+        enc = self.tokenizer.encode_batch(list(zip(contexts, candidates)))
+        return self._run({"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                          "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                          "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)})[:, 0]
 
     def score(self, contexts: Sequence[str], candidates: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """One score per (context, candidate) pair."""
