@@ -84,6 +84,11 @@ VARIANTS = {
     "wider_dropout_0.1_decay": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.1", *WIDER, "--training.optimizer.learn_rate",
         '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1800,"initial_rate":0.002}']),
+    # [training] dropout only before and after the BiLSTM (the papers' scheme), none inside the features
+    "wider_lstm_dropout_0.5": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.5", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
+    "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.3", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),

@@ -86,6 +86,7 @@ def build_bilstm_crf_tagger(
     depth: int,
     crf: bool,
     nO: Optional[int] = None,
+    feature_dropout: Optional[float] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Per-token tag scores for a batch of docs from the token vectors of `features` (its
     `attrs["width"]` gives their width, as `spacy_el.TokenFeatures.v1` sets it).
@@ -94,10 +95,18 @@ def build_bilstm_crf_tagger(
     the learned start/transition/end scores (trained by `bilstm_ner` with the sequence-level
     loss of `spacy_el.ner.crf`); otherwise they are softmax logits trained per token and decoded
     by a BIO-constrained Viterbi (faster to train, usually less accurate).
-    Dropout follows the features and each BiLSTM layer at the `[training] dropout` rate."""
+    Dropout follows the features and each BiLSTM layer at the `[training] dropout` rate.
+
+    feature_dropout: null (spaCy's way) lets `[training] dropout` reach every layer with a rate,
+    inside the features too: the hashed embedding tables, the static vectors and their mixing
+    layer. A number fixes the features' internal dropout at that rate, so `[training] dropout`
+    is only the dropout before and after the BiLSTM, as in the BiLSTM-CRF papers (0.5 there)."""
     for name, value in (("hidden_width", hidden_width), ("depth", depth)):
         if value < 1:
             raise ValueError(f"spacy_el.BiLSTMTagger.v2: setting '{name}' must be >= 1, got {value}")
+    if feature_dropout is not None and not 0.0 <= feature_dropout < 1.0:
+        raise ValueError(f"spacy_el.BiLSTMTagger.v2: setting 'feature_dropout' must be null or in [0, 1), "
+                         f"got {feature_dropout}")
     width = features.attrs.get("width")
     if not width:
         raise ValueError("spacy_el.BiLSTMTagger.v2: the 'features' sublayer must declare its output width "
@@ -118,6 +127,7 @@ def build_bilstm_crf_tagger(
     model.set_ref("features", features)
     model.set_ref("output_layer", output_layer)
     model.attrs["include_static_vectors"] = features.attrs.get("include_static_vectors", False)
+    model.attrs["feature_dropout"] = feature_dropout
     return model
 
 

@@ -199,6 +199,8 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         if not examples:
             return losses
         set_dropout_rate(self.model, drop)
+        if self.model.attrs.get("feature_dropout") is not None:  # see spacy_el.BiLSTMTagger.v2
+            set_dropout_rate(self.model.get_ref("features"), self.model.attrs["feature_dropout"])
         scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
         loss, d_scores = self.get_loss(examples, scores)
         backprop(d_scores)

@@ -35,6 +35,26 @@ TINY_MODEL = {
     "include_static_vectors": False,
 }
 
+#: bilstm_ner v2 at test size: CRF, characters and the KB-name flags of `kb_gazetteer`.
+TINY_V2 = {
+    "@architectures": "spacy_el.BiLSTMTagger.v2",
+    "hidden_width": 32,
+    "depth": 1,
+    "crf": True,
+    "features": {
+        "@architectures": "spacy_el.TokenFeatures.v1",
+        "embed_width": 32,
+        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+        "rows": [500, 100, 200, 50],
+        "include_static_vectors": False,
+        "char_width": 16,
+        "char_length": 12,
+        "gazetteers": ["kb_names"],
+        "transformer": None,
+        "transformer_width": 0,
+    },
+}
+
 
 def make_examples(nlp: Language, data=TRAIN_DATA) -> List[Example]:
     return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in data]
@@ -53,7 +73,7 @@ def train_tiny(nlp: Language, examples: List[Example], n_iter: int = 50) -> Lang
 def kit() -> SimpleNamespace:
     """The sample data and helpers, for tests that build their own pipelines."""
     return SimpleNamespace(
-        TRAIN_DATA=TRAIN_DATA, TINY_MODEL=TINY_MODEL, make_examples=make_examples, train_tiny=train_tiny
+        TRAIN_DATA=TRAIN_DATA, TINY_MODEL=TINY_MODEL, TINY_V2=TINY_V2, make_examples=make_examples, train_tiny=train_tiny
     )
 
 

@@ -18,25 +18,6 @@ KB_ROWS = [
 ]
 TEXT = "Familial adenomatous polyposis and breast cancer, not cancerous x."
 
-#: bilstm_ner v2 at test size: CRF, characters and the gazetteer flags.
-TINY_V2 = {
-    "@architectures": "spacy_el.BiLSTMTagger.v2",
-    "hidden_width": 32,
-    "depth": 1,
-    "crf": True,
-    "features": {
-        "@architectures": "spacy_el.TokenFeatures.v1",
-        "embed_width": 32,
-        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
-        "rows": [500, 100, 200, 50],
-        "include_static_vectors": False,
-        "char_width": 16,
-        "char_length": 12,
-        "gazetteers": ["kb_names"],
-        "transformer": None,
-        "transformer_width": 0,
-    },
-}
 TRAIN = [
     ("Familial adenomatous polyposis is inherited .", [(0, 30, "Disease")]),
     ("Patients with breast cancer were enrolled .", [(14, 27, "Disease")]),
@@ -53,11 +34,11 @@ def kb_file(tmp_path):
     return path
 
 
-def gazetteer_pipeline(kb_file, with_ner: bool = False):
+def gazetteer_pipeline(kb_file, ner_model=None):
     nlp = spacy.blank("en")
     nlp.add_pipe("kb_gazetteer", config={"label": "Disease"})
-    if with_ner:
-        nlp.add_pipe("bilstm_ner", config={"model": TINY_V2})
+    if ner_model is not None:
+        nlp.add_pipe("bilstm_ner", config={"model": ner_model})
     return nlp
 
 
@@ -90,23 +71,23 @@ def test_missing_or_empty_kb_is_a_clear_error(tmp_path, kb_file):
         gaz.initialize(kb=str(empty), kb_format="tsv")
 
 
-def test_ner_without_the_gazetteer_component_says_how_to_fix():
+def test_ner_without_the_gazetteer_component_says_how_to_fix(kit):
     nlp = spacy.blank("en")
-    nlp.add_pipe("bilstm_ner", config={"model": TINY_V2})
+    nlp.add_pipe("bilstm_ner", config={"model": kit.TINY_V2})
     examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
     with pytest.raises(ValueError, match="kb_gazetteer.*annotating_components"):
         nlp.initialize(lambda: examples)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, kit):
     from spacy.util import fix_random_seed
     from thinc.api import Adam
 
     tmp = tmp_path_factory.mktemp("gaz")
     kb = tmp / "kb.tsv"
     kb.write_text("".join(f"{cid}\t{name}\n" for cid, name in KB_ROWS))
-    nlp = gazetteer_pipeline(kb, with_ner=True)
+    nlp = gazetteer_pipeline(kb, ner_model=kit.TINY_V2)
     examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
     fix_random_seed(0)
     nlp.config["initialize"]["components"] = {"kb_gazetteer": {"kb": str(kb), "kb_format": "tsv"}}

@@ -239,3 +239,27 @@ def test_factory_found_through_entry_point_without_import():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "spacy_el.ner.pipe"
+
+
+@pytest.mark.parametrize("feature_dropout", [None, 0.0, 0.1])
+def test_feature_dropout_keeps_training_dropout_out_of_the_features(feature_dropout, kit):
+    """[training] dropout reaches every layer with a rate (spaCy's way) unless `feature_dropout`
+    fixes the rate inside the features; the Dropout around the BiLSTM always follows training."""
+    features = dict(kit.TINY_V2["features"], gazetteers=[])
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=features,
+                                                            feature_dropout=feature_dropout)})
+    examples = kit.make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    nlp.update(examples, drop=0.5)
+    inside = [n.attrs["dropout_rate"] for n in ner.model.get_ref("features").walk() if "dropout_rate" in n.attrs]
+    around = [n.attrs["dropout_rate"] for n in ner.model.layers if n.name == "dropout"]
+    assert inside and len(around) == 2
+    assert inside == [0.5 if feature_dropout is None else feature_dropout] * len(inside)
+    assert around == [0.5, 0.5]
+
+
+def test_bad_feature_dropout_names_the_setting(kit):
+    nlp = spacy.blank("en")
+    with pytest.raises(Exception, match="feature_dropout"):
+        nlp.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, feature_dropout=1.5)})
