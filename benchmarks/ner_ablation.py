@@ -89,6 +89,8 @@ VARIANTS = {
         "--training.dropout", "0.5", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
     "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.3", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
+    # the wide tagger of train-conll on sentences that each carry one / two sentences either side as context
+    "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", ["--training.dropout", "0.1", *WIDER]),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
@@ -108,6 +110,8 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
              "vectors": work.parent / "glove50"}
     nlp = spacy.blank("en")
     kwargs = {k: v for k, v in spec["convert"].items() if k != "fmt"}
+    # "windowN": sentences, each with N sentences either side as unscored context (convert.in_context)
+    window = int(context[len("window"):]) if context.startswith("window") else 0
     for split, files in (("train", spec["train"]), ("dev", [spec["dev"]])):
         if paths[split].exists():
             continue
@@ -116,9 +120,11 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
             if spec["convert"]["fmt"] == "pubtator":
                 # a file whose name holds a key of `types` keeps only those mention types (BC5CDR's Disease)
                 types = next((t for key, t in spec.get("types", {}).items() if key in rel), None)
-                docs += pubtator_to_docs(data / rel, nlp, types=types, label=kwargs.get("label"), context=context)
+                docs += pubtator_to_docs(data / rel, nlp, types=types, label=kwargs.get("label"),
+                                         context="doc" if context == "doc" else "sentence", window=window)
             else:
-                docs += conll_to_docs(data / rel, nlp.vocab, "conll", n_sents=1000 if context == "doc" else 1)
+                docs += conll_to_docs(data / rel, nlp.vocab, "conll", n_sents=1000 if context == "doc" else 1,
+                                      window=window)
         DocBin(docs=docs, store_user_data=False).to_disk(paths[split])
     if not paths["vectors"].exists():
         init_glove_vectors(paths["vectors"])

@@ -32,12 +32,12 @@ Sentence = List[Tuple[str, str]]
 
 
 def pubtator_to_docs(path: str | Path, nlp: Language, *, types: Optional[Sequence[str]] = None,
-                     label: Optional[str] = None, context: str = "doc") -> List[Doc]:
+                     label: Optional[str] = None, context: str = "doc", window: int = 0) -> List[Doc]:
     """One doc per abstract (`context="doc"`) or per sentence (`"sentence"`, split by spaCy's
     `sentencizer`, never inside a mention), tokenized by `nlp`, with the mentions of `types`
     (all when None) as entities labelled `label` (default: the mention type). A mention whose
     offsets fall inside a token, and tokens of overlapping mentions after the first, are marked
-    missing, so training neither learns nor penalises them."""
+    missing, so training neither learns nor penalises them. `window`: see `in_context`."""
     from spacy_el.corpora.pubtator import read_pubtator
 
     if context not in CONTEXTS:
@@ -73,8 +73,31 @@ def pubtator_to_docs(path: str | Path, nlp: Language, *, types: Optional[Sequenc
         for span in ents + [s for s in missing if s is not None]:  # never split inside a mention
             for token in span[1:]:
                 token.is_sent_start = False
-        docs.extend(sent.as_doc() for sent in doc.sents)
+        docs.extend(in_context([sent.as_doc() for sent in doc.sents], window))
     return docs
+
+
+def in_context(units: List[Doc], window: int) -> List[Doc]:
+    """Each unit (a sentence) of one document with up to `window` units either side, whose tokens
+    are marked missing: the tagger reads the neighbours as context, but neither training (the CRF
+    sums over their tags) nor spaCy's scorer (it skips predictions on missing tokens) counts them,
+    so every sentence is learned and scored once, with its context as in a whole-document
+    pipeline, while batches stay as varied as with single sentences. `window=0` returns `units`."""
+    if window < 0:
+        raise InputError(f"window must be >= 0 sentences, got {window}")
+    if not window:
+        return units
+    out = []
+    for i, unit in enumerate(units):
+        before, after = units[max(0, i - window) : i], units[i + 1 : i + 1 + window]
+        doc = Doc.from_docs(before + [unit] + after, ensure_whitespace=True)
+        offset = sum(len(d) for d in before)
+        ents = [Span(doc, e.start + offset, e.end + offset, label=e.label) for e in unit.ents]
+        unscored = [j for j in range(len(doc)) if not offset <= j < offset + len(unit)]
+        unscored += [offset + t.i for t in unit if t.ent_iob == 0]  # missing in the unit itself
+        doc.set_ents(ents, missing=[doc[j : j + 1] for j in sorted(unscored)], default="outside")
+        out.append(doc)
+    return out
 
 
 def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]:
@@ -118,13 +141,16 @@ def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]
         yield doc
 
 
-def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: int = 1) -> List[Doc]:
+def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: int = 1,
+                  window: int = 0) -> List[Doc]:
     """spaCy docs of up to `n_sents` consecutive sentences (never crossing a document
-    boundary), with sentence starts and entities set."""
+    boundary), with sentence starts and entities set; with `window`, each beside up to `window`
+    such docs of its document either side as unscored context (`in_context`)."""
     if n_sents < 1:
         raise InputError(f"n_sents must be >= 1, got {n_sents}")
     docs = []
     for document in read_conll(path, fmt):
+        units = []
         for i in range(0, len(document), n_sents):
             sents = document[i : i + n_sents]
             words = [tok for sent in sents for tok, _ in sent]
@@ -132,24 +158,29 @@ def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: i
             starts = [j == 0 for sent in sents for j in range(len(sent))]
             doc = Doc(vocab, words=words, sent_starts=starts)
             doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(tags))
-            docs.append(doc)
+            units.append(doc)
+        docs.extend(in_context(units, window))
     return docs
 
 
 def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1, *,
                 types: Optional[Sequence[str]] = None, label: Optional[str] = None, context: str = "doc",
-                lang: str = "en") -> Tuple[int, int, int]:
+                window: int = 0, lang: str = "en") -> Tuple[int, int, int]:
     """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities).
     CoNLL/TSV: `n_sents` sentences per doc. PubTator: `types`, `label` and `context` as in
-    `pubtator_to_docs`, tokenized by a blank `lang` pipeline (spaCy's default tokenizer)."""
+    `pubtator_to_docs`, tokenized by a blank `lang` pipeline (spaCy's default tokenizer). `window`:
+    neighbouring docs of the same document as unscored context (`in_context`)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "pubtator":
         import spacy
 
-        docs = pubtator_to_docs(input_path, spacy.blank(lang), types=types, label=label, context=context)
+        if window and context != "sentence":
+            raise InputError("--window needs --context sentence: the context is the sentences around each one")
+        docs = pubtator_to_docs(input_path, spacy.blank(lang), types=types, label=label, context=context,
+                                window=window)
     else:
-        docs = conll_to_docs(input_path, Vocab(), fmt, n_sents)
+        docs = conll_to_docs(input_path, Vocab(), fmt, n_sents, window)
     data = DocBin(docs=docs, store_user_data=False).to_bytes()
     with atomic_write(output_path, "wb") as f:
         f.write(data)
