@@ -80,6 +80,9 @@ VARIANTS = {
                                                            "--components.bilstm_ner.model.hidden_width", "200"]),
     "wider_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1", *WIDER]),
     "wider_dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2", *WIDER]),
+    # the same with another seed: the run-to-run spread that a lever must beat
+    "wider_dropout_0.1_seed1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1", *WIDER,
+                                                                  "--system.seed", "1"]),
     # the learning rate decayed linearly to 0 over 12 epochs of CoNLL (1,800 steps): the wide tagger peaks early
     "wider_dropout_0.1_decay": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.1", *WIDER, "--training.optimizer.learn_rate",
@@ -89,6 +92,11 @@ VARIANTS = {
         "--training.dropout", "0.5", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
     "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.3", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
+    # the wide tagger of train-conll with word dropout (a token's word vector zeroed at this rate in training)
+    "wider_dropout_0.1_word_0.1": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.1"]),
+    "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.25"]),
     # the wide tagger of train-conll on sentences that each carry one / two sentences either side as context
     "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", ["--training.dropout", "0.1", *WIDER]),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),

@@ -27,11 +27,14 @@ def build_token_features(
     gazetteers: List[str],
     transformer: Optional[Model[List[Doc], List[Floats2d]]],
     transformer_width: int,
+    word_dropout: float = 0.0,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Per-token input vectors for the BiLSTM: the concatenation of
 
     - `MultiHashEmbed` over `attrs` (one hash table of `rows[i]` rows per attribute) plus, with
-      `include_static_vectors`, the vocab's word vectors, mixed to `embed_width`;
+      `include_static_vectors`, the vocab's word vectors, mixed to `embed_width`; in training,
+      with `word_dropout > 0`, this whole word vector is zeroed for that fraction of the tokens
+      (`WordDropout`);
     - with `char_width > 0`, a character CNN (`char_width` filters over the first and last
       `char_length // 2` UTF-8 bytes of each token), as in Ma & Hovy (2016);
     - for each spans key in `gazetteers`, two flags: the token starts / continues a KB name that
@@ -50,8 +53,12 @@ def build_token_features(
             raise ValueError(f"spacy_el.TokenFeatures.v1: setting '{name}' must be >= {int(name == 'embed_width')}, got {value}")
     if char_width and char_length < 2:
         raise ValueError(f"spacy_el.TokenFeatures.v1: setting 'char_length' must be >= 2 with a char CNN, got {char_length}")
-    parts: List[Model] = [MultiHashEmbed(width=embed_width, attrs=attrs, rows=rows,
-                                         include_static_vectors=include_static_vectors)]
+    if not 0.0 <= word_dropout < 1.0:
+        raise ValueError(f"spacy_el.TokenFeatures.v1: setting 'word_dropout' must be in [0, 1), got {word_dropout}")
+    words: Model = MultiHashEmbed(width=embed_width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors)
+    if word_dropout:
+        words = chain(words, WordDropout(word_dropout))
+    parts: List[Model] = [words]
     width = embed_width
     if char_width:
         parts.append(CharCNN(char_width, char_length))
@@ -68,6 +75,24 @@ def build_token_features(
     model.attrs["width"] = width
     model.attrs["include_static_vectors"] = include_static_vectors
     return model
+
+
+def WordDropout(rate: float) -> Model[List[Floats2d], List[Floats2d]]:
+    """In training, zero the whole vector of each token with probability `rate` (the rest scaled
+    by 1 / (1 - rate)): word dropout, the counterpart of Lample et al.'s random replacement of words
+    by UNK. The word tables (static vectors, hashed NORM rows) let a wide tagger memorise the
+    train set's entities within a few epochs; without its word vector a token is tagged from its
+    characters, gazetteer flags and context. Unaffected by `[training] dropout` (its rate is
+    stored as `word_dropout`, not `dropout_rate`)."""
+
+    def forward(model: Model, Xs: List[Floats2d], is_train: bool):
+        rate = model.attrs["word_dropout"]
+        if not is_train or not rate:
+            return Xs, lambda dYs: dYs
+        masks = [model.ops.asarray2f((np.random.random((len(X), 1)) >= rate) / (1.0 - rate)) for X in Xs]
+        return [X * m for X, m in zip(Xs, masks)], lambda dYs: [dY * m for dY, m in zip(dYs, masks)]
+
+    return Model("word_dropout", forward, attrs={"word_dropout": rate})
 
 
 class _CharCNNModule(torch.nn.Module):

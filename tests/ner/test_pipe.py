@@ -263,3 +263,25 @@ def test_bad_feature_dropout_names_the_setting(kit):
     nlp = spacy.blank("en")
     with pytest.raises(Exception, match="feature_dropout"):
         nlp.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, feature_dropout=1.5)})
+
+
+def test_word_dropout_zeroes_whole_tokens_in_training_only():
+    from thinc.api import NumpyOps
+
+    from spacy_el.ner.features import WordDropout
+
+    layer = WordDropout(0.5)
+    X = NumpyOps().asarray2f(np.ones((2000, 4), dtype="f"))
+    assert layer.predict([X])[0] is X
+    (Y,), backprop = layer.begin_update([X])
+    rows = Y.sum(axis=1)
+    assert set(np.unique(rows).tolist()) == {0.0, 8.0}  # whole rows dropped, the rest scaled by 2
+    assert 0.4 < (rows == 0).mean() < 0.6
+    (dX,) = backprop([X])
+    assert (dX == Y).all()  # the gradient flows through the kept tokens only
+    with pytest.raises(Exception, match="word_dropout"):
+        spacy.blank("en").add_pipe("bilstm_ner", config={"model": {
+            "@architectures": "spacy_el.BiLSTMTagger.v2", "hidden_width": 8, "depth": 1, "crf": True,
+            "features": {"@architectures": "spacy_el.TokenFeatures.v1", "embed_width": 8, "attrs": ["NORM"],
+                         "rows": [50], "include_static_vectors": False, "char_width": 0, "char_length": 0,
+                         "gazetteers": [], "transformer": None, "transformer_width": 0, "word_dropout": 1.0}}})
