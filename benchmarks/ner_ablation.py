@@ -92,11 +92,21 @@ VARIANTS = {
         "--training.dropout", "0.5", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
     "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.3", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
+    # no_doc_context with word dropout / with one sentence either side as unscored context
+    "word_dropout_0.25": ("ner_bilstm_kb.cfg", "sentence", ["--components.bilstm_ner.model.features.word_dropout", "0.25"]),
+    "window1": ("ner_bilstm_kb.cfg", "window1", []),
     # the wide tagger of train-conll with word dropout (a token's word vector zeroed at this rate in training)
     "wider_dropout_0.1_word_0.1": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.1"]),
     "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", [
         "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.25"]),
+    "wider_dropout_0.1_word_0.4_seed1": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.4",
+        "--system.seed", "1"]),
+    "wider_dropout_0.1_word_0.55": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.55"]),
+    "wider_dropout_0.1_word_0.4": ("ner_bilstm_kb.cfg", "sentence", [
+        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.4"]),
     # the wide tagger of train-conll on sentences that each carry one / two sentences either side as context
     "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", ["--training.dropout", "0.1", *WIDER]),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),

@@ -34,6 +34,7 @@ default_model_config = """
 hidden_width = 128
 depth = 1
 crf = true
+feature_dropout = null
 
 [model.features]
 @architectures = "spacy_el.TokenFeatures.v1"
@@ -46,6 +47,7 @@ char_length = 16
 gazetteers = []
 transformer = null
 transformer_width = 0
+word_dropout = 0.0
 """
 DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 
