@@ -53,6 +53,15 @@ CORPORA = {
 #: 256-wide features and BiLSTM, and 4x the NORM hash rows (CoNLL's ~23k train words collide in 10k rows)
 WIDER = ["--components.bilstm_ner.model.features.embed_width", "256", "--components.bilstm_ner.model.hidden_width",
          "256", "--components.bilstm_ner.model.features.rows", "[40000, 2000, 5000, 1000]"]
+
+
+def wider(dropout: str, word_dropout: str = "", *more: str) -> List[str]:
+    """Overrides for the 256-wide tagger at this `[training] dropout`, with this word dropout if any."""
+    word = ["--components.bilstm_ner.model.features.word_dropout", word_dropout] if word_dropout else []
+    return ["--training.dropout", dropout, *WIDER, *word, *more]
+
+
+DECAY = "--training.optimizer.learn_rate"
 #: variant → (config file, context, config overrides)
 VARIANTS = {
     "full": ("ner_bilstm_kb.cfg", "doc", []),
@@ -78,47 +87,35 @@ VARIANTS = {
     "wide_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1",
                                                            "--components.bilstm_ner.model.features.embed_width", "192",
                                                            "--components.bilstm_ner.model.hidden_width", "200"]),
-    "wider_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1", *WIDER]),
-    "wider_dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.2", *WIDER]),
+    "wider_dropout_0.1": ("ner_bilstm_kb.cfg", "sentence", wider("0.1")),
+    "wider_dropout_0.2": ("ner_bilstm_kb.cfg", "sentence", wider("0.2")),
     # the same with another seed: the run-to-run spread that a lever must beat
-    "wider_dropout_0.1_seed1": ("ner_bilstm_kb.cfg", "sentence", ["--training.dropout", "0.1", *WIDER,
-                                                                  "--system.seed", "1"]),
+    "wider_dropout_0.1_seed1": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "", "--system.seed", "1")),
     # the learning rate decayed linearly to 0 over 12 epochs of CoNLL (1,800 steps): the wide tagger peaks early
-    "wider_dropout_0.1_decay": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--training.optimizer.learn_rate",
-        '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1800,"initial_rate":0.002}']),
+    "wider_dropout_0.1_decay": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "", DECAY,
+        '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1800,"initial_rate":0.002}')),
     # [training] dropout only before and after the BiLSTM (the papers' scheme), none inside the features
-    "wider_lstm_dropout_0.5": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.5", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
-    "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.3", *WIDER, "--components.bilstm_ner.model.feature_dropout", "0.0"]),
+    "wider_lstm_dropout_0.5": ("ner_bilstm_kb.cfg", "sentence",
+                               wider("0.5", "", "--components.bilstm_ner.model.feature_dropout", "0.0")),
+    "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence",
+                               wider("0.3", "", "--components.bilstm_ner.model.feature_dropout", "0.0")),
     # no_doc_context with word dropout / with one sentence either side as unscored context
     "word_dropout_0.25": ("ner_bilstm_kb.cfg", "sentence", ["--components.bilstm_ner.model.features.word_dropout", "0.25"]),
     "word_dropout_0.4": ("ner_bilstm_kb.cfg", "sentence", ["--components.bilstm_ner.model.features.word_dropout", "0.4"]),
     "window1": ("ner_bilstm_kb.cfg", "window1", []),
     # the wide tagger of train-conll with word dropout (a token's word vector zeroed at this rate in training)
-    "wider_dropout_0.1_word_0.1": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.1"]),
-    "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.25"]),
-    "wider_dropout_0.1_word_0.4_seed1": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.4",
-        "--system.seed", "1"]),
-    "wider_dropout_0.1_word_0.55": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.55"]),
-    "wider_dropout_0.1_word_0.4": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.4"]),
+    "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.25")),
+    "wider_dropout_0.1_word_0.4": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4")),
+    "wider_dropout_0.1_word_0.4_seed1": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "1")),
+    "wider_dropout_0.1_word_0.55": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.55")),
     # word dropout 0.4 with 64 character filters (a dropped word is tagged from its characters) / with the
     # learning rate decayed linearly to 0 over 9 epochs of CoNLL (~1,500 steps), now that nothing overfits
-    "wider_dropout_0.1_word_0.4_chars_64": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.4",
-        "--components.bilstm_ner.model.features.char_width", "64"]),
-    "wider_dropout_0.1_word_0.4_decay": ("ner_bilstm_kb.cfg", "sentence", [
-        "--training.dropout", "0.1", *WIDER, "--components.bilstm_ner.model.features.word_dropout", "0.4",
-        "--training.optimizer.learn_rate",
-        '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1500,"initial_rate":0.002}']),
-    # the wide tagger of train-conll on sentences that each carry one / two sentences either side as context
-    "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", ["--training.dropout", "0.1", *WIDER]),
+    "wider_dropout_0.1_word_0.4_chars_64": ("ner_bilstm_kb.cfg", "sentence",
+                                            wider("0.1", "0.4", "--components.bilstm_ner.model.features.char_width", "64")),
+    "wider_dropout_0.1_word_0.4_decay": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", DECAY,
+        '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1500,"initial_rate":0.002}')),
+    # the wide tagger of train-conll on sentences that each carry one sentence either side as context
+    "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", wider("0.1")),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
