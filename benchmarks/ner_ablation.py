@@ -55,9 +55,12 @@ WIDER = ["--components.bilstm_ner.model.features.embed_width", "256", "--compone
          "256", "--components.bilstm_ner.model.features.rows", "[40000, 2000, 5000, 1000]"]
 
 
+WORD_DROPOUT = "--components.bilstm_ner.model.features.word_dropout"
+
+
 def wider(dropout: str, word_dropout: str = "", *more: str) -> List[str]:
     """Overrides for the 256-wide tagger at this `[training] dropout`, with this word dropout if any."""
-    word = ["--components.bilstm_ner.model.features.word_dropout", word_dropout] if word_dropout else []
+    word = [WORD_DROPOUT, word_dropout] if word_dropout else []
     return ["--training.dropout", dropout, *WIDER, *word, *more]
 
 
@@ -100,8 +103,8 @@ VARIANTS = {
     "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence",
                                wider("0.3", "", "--components.bilstm_ner.model.feature_dropout", "0.0")),
     # no_doc_context with word dropout / with one sentence either side as unscored context
-    "word_dropout_0.25": ("ner_bilstm_kb.cfg", "sentence", ["--components.bilstm_ner.model.features.word_dropout", "0.25"]),
-    "word_dropout_0.4": ("ner_bilstm_kb.cfg", "sentence", ["--components.bilstm_ner.model.features.word_dropout", "0.4"]),
+    "word_dropout_0.25": ("ner_bilstm_kb.cfg", "sentence", [WORD_DROPOUT, "0.25"]),
+    "word_dropout_0.4": ("ner_bilstm_kb.cfg", "sentence", [WORD_DROPOUT, "0.4"]),
     "window1": ("ner_bilstm_kb.cfg", "window1", []),
     # the wide tagger of train-conll with word dropout (a token's word vector zeroed at this rate in training)
     "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.25")),

@@ -265,7 +265,7 @@ def test_bad_feature_dropout_names_the_setting(kit):
         nlp.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, feature_dropout=1.5)})
 
 
-def test_word_dropout_zeroes_whole_tokens_in_training_only():
+def test_word_dropout_zeroes_whole_tokens_in_training_only(kit):
     from thinc.api import NumpyOps
 
     from spacy_el.ner.features import WordDropout
@@ -280,8 +280,5 @@ def test_word_dropout_zeroes_whole_tokens_in_training_only():
     (dX,) = backprop([X])
     assert (dX == Y).all()  # the gradient flows through the kept tokens only
     with pytest.raises(Exception, match="word_dropout"):
-        spacy.blank("en").add_pipe("bilstm_ner", config={"model": {
-            "@architectures": "spacy_el.BiLSTMTagger.v2", "hidden_width": 8, "depth": 1, "crf": True,
-            "features": {"@architectures": "spacy_el.TokenFeatures.v1", "embed_width": 8, "attrs": ["NORM"],
-                         "rows": [50], "include_static_vectors": False, "char_width": 0, "char_length": 0,
-                         "gazetteers": [], "transformer": None, "transformer_width": 0, "word_dropout": 1.0}}})
+        features = dict(kit.TINY_V2["features"], word_dropout=1.0)
+        spacy.blank("en").add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=features)})
