@@ -50,18 +50,22 @@ CORPORA = {
                "convert": {"fmt": "pubtator"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
     "conll": {"train": ["conll2003/train.txt"], "dev": "conll2003/dev.txt", "convert": {"fmt": "conll"}, "kb": None},
 }
-#: 256-wide features and BiLSTM, and 4x the NORM hash rows (CoNLL's ~23k train words collide in 10k rows)
+#: 256-wide features and BiLSTM
 WIDER = ["--components.bilstm_ner.model.features.embed_width", "256", "--components.bilstm_ner.model.hidden_width",
-         "256", "--components.bilstm_ner.model.features.rows", "[40000, 2000, 5000, 1000]"]
+         "256"]
+#: hash rows of NORM, PREFIX, SUFFIX, SHAPE: 4x the NORM rows (CoNLL's ~23k train words collide in 10k rows)
+ROWS = "[40000, 2000, 5000, 1000]"
+#: the config's own rows: a quarter of the 256-wide tagger's size (14 MB against 56), for the demo's wheel
+DEMO_ROWS = "[10000, 2000, 5000, 1000]"
 
 
 WORD_DROPOUT = "--components.bilstm_ner.model.features.word_dropout"
 
 
-def wider(dropout: str, word_dropout: str = "", *more: str) -> List[str]:
+def wider(dropout: str, word_dropout: str = "", *more: str, rows: str = ROWS) -> List[str]:
     """Overrides for the 256-wide tagger at this `[training] dropout`, with this word dropout if any."""
     word = [WORD_DROPOUT, word_dropout] if word_dropout else []
-    return ["--training.dropout", dropout, *WIDER, *word, *more]
+    return ["--training.dropout", dropout, *WIDER, "--components.bilstm_ner.model.features.rows", rows, *word, *more]
 
 
 DECAY = "--training.optimizer.learn_rate"
@@ -119,6 +123,10 @@ VARIANTS = {
         '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1500,"initial_rate":0.002}')),
     # the wide tagger of train-conll on sentences that each carry one sentence either side as context
     "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", wider("0.1")),
+    # the word-dropout tagger with the config's 10k NORM rows: small enough for the demo's wheel
+    "wider_dropout_0.1_word_0.4_rows_10k": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", rows=DEMO_ROWS)),
+    # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
+    "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),

@@ -26,7 +26,7 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     # checked below on the assembled pipeline with a given span. The tiny BERT's 32 dimensions
     # cannot be split into PQ96's 96 sub-vectors, so its index is Flat.
     overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "ner_max_steps": "40",
-                 "min_links": "0", "index_type": "Flat", "vectors_limit": "5000"}
+                 "ner_width": "32", "min_links": "0", "index_type": "Flat", "vectors_limit": "5000"}
     cmd = [sys.executable, "-m", "spacy", "project", "run", "demo", str(project)]
     cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
     proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
