@@ -218,6 +218,18 @@ def markdown(res: dict, head: str, load_end: str) -> str:
         s = row["scores"]
         cells = [f"{s[g][m]:.2f}" for g in ("spans", "linking", "doc_concepts") for m in ("p", "r", "f")]
         lines.append(f"| {row['corpus']} | {row['system']} | " + " | ".join(cells) + f" | {s['words_per_s']:,.0f} |")
+    lines += ["", "Where the document-concept errors come from (`spacy_el.evaluate.document_concept_errors`): gold "
+              "concepts *missed* because no predicted mention touches theirs (untagged), one only overlaps "
+              "(boundary), or one has the exact span and another concept (linked); *wrong* predicted concepts on "
+              "a span touching no gold mention (spurious), overlapping one (boundary), or on an exact gold span "
+              "(linked). Untagged, spurious and boundary are the tagger's; linked is the linker's.", "",
+              "| corpus (dev) | system | missed: untagged | boundary | linked | wrong: spurious | boundary | linked |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in res["rows"]:
+        e = row["scores"]["doc_concept_errors"]
+        cells = [e["missed"][k] for k in ("untagged", "boundary", "linked")] + \
+            [e["wrong"][k] for k in ("spurious", "boundary", "linked")]
+        lines.append(f"| {row['corpus']} | {row['system']} | " + " | ".join(map(str, cells)) + " |")
     lines += ["", f"- Anchors: {ANCHORS}"]
     for row in res["rows"][:1] + [r for r in res["rows"] if r["corpus"] != res["rows"][0]["corpus"]][:1]:
         s = row["scores"]

@@ -183,12 +183,54 @@ def document_concept_scores(gold: Iterable[Sequence], predicted: Iterable[Sequen
     return prf(tp_pred, n_pred, tp_gold, n_gold) | {"tp_pred": tp_pred, "n_docs": len(docs)}
 
 
+def document_concept_errors(gold: Iterable[Sequence], predicted: Iterable[Sequence], *,
+                            nil_ids: Iterable[str] = NIL_IDS) -> dict[str, dict[str, int]]:
+    """Where the document-concept errors of `document_concept_scores` come from, so that a
+    pipeline's points can be put down to its tagger or its linker:
+
+    - `missed` gold ids, by their gold mentions in the document: `linked` (a predicted mention
+      has a gold mention's exact span, the linker chose another concept), `boundary` (predicted
+      mentions only overlap them), `untagged` (no predicted mention touches them);
+    - `wrong` predicted concepts, by their predicted mentions: `linked` (on a gold mention's exact
+      span), `boundary` (overlapping one), `spurious` (touching no gold mention).
+
+    Offsets decide, labels do not (as for the concept sets). The counts add up to the misses and
+    the wrong predictions behind `document_concept_scores`' recall and precision."""
+    gold, pred = _as_annotations(gold), _as_annotations(predicted)
+    by_doc: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for a in gold:
+        by_doc[a.doc_id][0].append((a, concept_ids(a.concept, nil_ids)))
+    for a in pred:
+        by_doc[a.doc_id][1].append((a, concept_ids(a.concept, nil_ids)))
+
+    def kind(mentions: list[Annotation], others: list[Annotation], untouched: str) -> str:
+        spans = {(o.start, o.end) for o in others}
+        if any((m.start, m.end) in spans for m in mentions):
+            return "linked"
+        if any(m.start < o.end and o.start < m.end for m in mentions for o in others):
+            return "boundary"
+        return untouched
+
+    missed = dict.fromkeys(("untagged", "boundary", "linked"), 0)
+    wrong = dict.fromkeys(("spurious", "boundary", "linked"), 0)
+    for golds, preds in by_doc.values():
+        want = set().union(*(ids for _, ids in golds))
+        found = set().union(*(ids for _, ids in preds))
+        gold_mentions, pred_mentions = [a for a, _ in golds], [a for a, _ in preds]
+        for cid in want - found:
+            missed[kind([a for a, ids in golds if cid in ids], pred_mentions, "untagged")] += 1
+        for concept in {frozenset(ids) for _, ids in preds if ids and not ids & want}:
+            wrong[kind([a for a, ids in preds if ids == concept], gold_mentions, "spurious")] += 1
+    return {"missed": missed, "wrong": wrong}
+
+
 def end_to_end_scores(gold: Iterable[Sequence], predicted: Iterable[Sequence], *, labels: bool | None = None,
                       nil_ids: Iterable[str] = NIL_IDS,
                       doc_ids: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
-    """`{"spans", "linking", "doc_concepts"}`: the three score groups above on one set of
-    (doc id, start, end, [label], concept) annotations."""
+    """`{"spans", "linking", "doc_concepts", "doc_concept_errors"}`: the score groups above on one
+    set of (doc id, start, end, [label], concept) annotations."""
     gold, predicted = list(gold), list(predicted)
     return {"spans": span_scores(gold, predicted, labels=labels),
             "linking": linking_scores(gold, predicted, labels=labels, nil_ids=nil_ids),
-            "doc_concepts": document_concept_scores(gold, predicted, nil_ids=nil_ids, doc_ids=doc_ids)}
+            "doc_concepts": document_concept_scores(gold, predicted, nil_ids=nil_ids, doc_ids=doc_ids),
+            "doc_concept_errors": document_concept_errors(gold, predicted, nil_ids=nil_ids)}

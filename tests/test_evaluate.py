@@ -1,7 +1,8 @@
 import pytest
 
 from spacy_el.corpora.pubtator import LinkingQuery
-from spacy_el.evaluate import (accuracy_at_k, concept_ids, document_concept_scores, end_to_end_scores,
+from spacy_el.evaluate import (accuracy_at_k, concept_ids, document_concept_errors, document_concept_scores,
+                               end_to_end_scores,
                                first_correct_rank, linking_scores, missing_from_kb, span_scores)
 
 
@@ -97,7 +98,7 @@ def test_document_concept_scores_by_hand():
 
 def test_end_to_end_scores_groups_and_labels():
     out = end_to_end_scores(GOLD, PRED)
-    assert set(out) == {"spans", "linking", "doc_concepts"}
+    assert set(out) == {"spans", "linking", "doc_concepts", "doc_concept_errors"}
     assert out["spans"] == span_scores(GOLD, PRED)
     # a wrong label spoils the span (labels compared when every annotation has one) ...
     relabelled = [("1", 0, 8, "Chemical", "MESH:D003920")] + PRED[1:]
@@ -110,6 +111,26 @@ def test_end_to_end_scores_groups_and_labels():
     assert document_concept_scores(GOLD, [])["r"] == 0.0
     assert span_scores([], [])["f"] == 0.0
     assert document_concept_scores(GOLD, PRED, doc_ids=["1", "2", "3", "4"])["n_docs"] == 4
+
+
+def test_document_concept_errors_by_hand():
+    # missed (12 gold ids - 7 found = 5): doc 1 D009369 (p2 has g2's exact span, another concept) and
+    #   D001943 (p4 has the composite's span, its other part): linked; doc 2 D003920 (g8: nothing
+    #   touches 10-20) and doc 3 D000002, D000003 (g11): untagged
+    # wrong (8 predicted - 6 right = 2): {D012345} on g5's exact (NIL) span: linked; {D000001} (p9)
+    #   touches no gold mention: spurious
+    e = document_concept_errors(GOLD, PRED)
+    assert e == {"missed": {"untagged": 3, "boundary": 0, "linked": 2},
+                 "wrong": {"spurious": 1, "boundary": 0, "linked": 1}}
+    s = document_concept_scores(GOLD, PRED)
+    assert sum(e["missed"].values()) == s["n_gold"] - s["tp"]
+    assert sum(e["wrong"].values()) == s["n_pred"] - s["tp_pred"]
+    # a span cut short: the gold concept is missed at the boundary and the prediction is wrong there
+    cut = document_concept_errors([("9", 0, 20, "D000004")], [("9", 0, 12, "D000005"), ("9", 30, 40, "NIL")])
+    assert cut == {"missed": {"untagged": 0, "boundary": 1, "linked": 0},
+                   "wrong": {"spurious": 0, "boundary": 1, "linked": 0}}
+    assert document_concept_errors([], []) == {"missed": {"untagged": 0, "boundary": 0, "linked": 0},
+                                               "wrong": {"spurious": 0, "boundary": 0, "linked": 0}}
 
 
 def test_concept_ids_leave_out_nil():

@@ -164,6 +164,10 @@ def evaluate_linking_command(
             g = s[key]
             typer.echo(f"{name:<18} P {g['p']:6.2f}  R {g['r']:6.2f}  F {g['f']:6.2f}  "
                        f"({g['n_pred']} predicted, {g['n_gold']} gold)")
+        m, w = s["doc_concept_errors"]["missed"], s["doc_concept_errors"]["wrong"]
+        typer.echo(f"{'concepts missed':<18} untagged {m['untagged']}, boundary {m['boundary']}, linked elsewhere "
+                   f"{m['linked']}; wrong: spurious span {w['spurious']}, boundary {w['boundary']}, "
+                   f"gold span linked wrong {w['linked']}")
         typer.echo(f"{s['words_per_s']:.0f} words/s ({s['n_words']} tokens in {s['seconds']:.1f} s"
                    f"{', gold spans' if s['gold_ents'] else ''})")
 

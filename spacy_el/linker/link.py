@@ -143,7 +143,8 @@ def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence
 
     - `spans`, `linking`, `doc_concepts`: `spacy_el.evaluate.end_to_end_scores` (percent) over
       the predicted entities of the gold mentions' label(s): exact character offsets; span and
-      concept; per-document concept sets (the DNorm/TaggerOne normalisation protocol);
+      concept; per-document concept sets (the DNorm/TaggerOne normalisation protocol), with
+      `doc_concept_errors` putting each missed or wrong concept down to the tagger or the linker;
     - `words_per_s`: tokens / wall seconds of `nlp.pipe` (after one warm-up document);
     - spaCy's `nel_micro_p/r/f` and `ents_p/r/f` (fractions, all predicted entities), as before.
     A gold id field with several ids (composite or joint) counts a prediction that shares any of

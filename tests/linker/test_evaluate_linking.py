@@ -117,6 +117,10 @@ def test_evaluate_pipeline_three_score_groups_by_hand(e2e_nlp, tmp_path):
     assert (d["tp_pred"], d["n_pred"], d["tp"], d["n_gold"]) == (4, 5, 4, 6)
     assert d["p"] == pytest.approx(80.0) and d["r"] == pytest.approx(400 / 6)
     assert d["f"] == pytest.approx(100 * 2 * 0.8 * (4 / 6) / (0.8 + 4 / 6))
+    # the one wrong concept (D009369) and doc 1's missed D009371 sit on the exact gold span of "cancer"
+    e = s["doc_concept_errors"]
+    assert e["wrong"] == {"spurious": 0, "boundary": 0, "linked": 1}
+    assert sum(e["missed"].values()) == 2 and e["missed"]["linked"] >= 1
     n_tokens = sum(len(e2e_nlp.make_doc(f"{t} {a}")) for t, a, _ in E2E_DOCS)
     assert s["n_words"] == n_tokens and s["words_per_s"] > 0 and s["n_docs"] == 2 and s["n_nil_skipped"] == 1
     assert {"nel_micro_f", "ents_f", "n_gold_mentions", "corpus"} <= set(s)  # the keys it had before
@@ -150,4 +154,5 @@ def test_evaluate_linking_cli_prints_the_three_groups(e2e_nlp, tmp_path):
     lines = {line.split("  P ")[0].strip(): line for line in result.output.splitlines() if "  P " in line}
     assert "F  60.00" in lines["mention spans"] and "F  40.00" in lines["mention linking"]
     assert "F  72.73" in lines["document concepts"] and "words/s" in result.output
+    assert "gold span linked wrong 1" in result.output
     assert json.loads((tmp_path / "m.json").read_text())["pipeline"]["doc_concepts"]["n_gold"] == 6
