@@ -5,6 +5,8 @@ transformer features) switched off in turn, same data, vectors and number of epo
     python benchmarks/ner_ablation.py --corpus bc5cdr --epochs 12 --variants full,no_gazetteer
     python benchmarks/ner_ablation.py --corpus conll --minutes 20 --variants full,v1_sentences
     python benchmarks/ner_ablation.py --corpus bc5cdr --more-epochs 4 --variants transformer_ft
+    python benchmarks/ner_ablation.py --corpus ncbi --eval-only --variants wider_dropout_0.1_word_0.4 \
+        --ensemble seeds_012=wider_dropout_0.1_word_0.4+wider_dropout_0.1_word_0.4_seed1+wider_dropout_0.1_word_0.4_seed2
 
 Each variant is one `spacy train` run in a subprocess (1 intra-op thread) for `--epochs` passes
 over the train set (the same for every variant, so a busy machine does not change the result), or
@@ -114,6 +116,7 @@ VARIANTS = {
     "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.25")),
     "wider_dropout_0.1_word_0.4": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4")),
     "wider_dropout_0.1_word_0.4_seed1": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "1")),
+    "wider_dropout_0.1_word_0.4_seed2": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "2")),
     "wider_dropout_0.1_word_0.55": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.55")),
     # word dropout 0.4 with 64 character filters (a dropped word is tagged from its characters) / with the
     # learning rate decayed linearly to 0 over 9 epochs of CoNLL (~1,500 steps), now that nothing overfits
@@ -229,6 +232,24 @@ def _spacy_train(name: str, cmd: List[str], paths: Dict[str, Path], work: Path, 
     return info
 
 
+def ensemble(name: str, members: List[str], work: Path) -> str:
+    """`spacy-el ensemble-ner` over the members' `model-best` into `work/out_{name}`; its train
+    info sums the members' training (their time is the ensemble's cost)."""
+    from spacy_el.ner.ensemble import assemble_ensemble
+
+    outs = [work / f"out_{m}" for m in members]
+    missing = [str(o) for o in outs if not (o / "model-best").exists()]
+    if missing:
+        raise SystemExit(f"--ensemble {name}: train its members first (no model-best in {missing})")
+    out = work / f"out_{name}"
+    assemble_ensemble([o / "model-best" for o in outs], out / "model-best")
+    infos = [json.loads((o / "train_info.json").read_text()) for o in outs]
+    info = {"variant": name, "train_seconds": sum(i["train_seconds"] for i in infos),
+            "steps": sum(i["steps"] for i in infos), "epochs": sum(i["epochs"] for i in infos), "members": members}
+    (out / "train_info.json").write_text(json.dumps(info))
+    return name
+
+
 def score(variant: str, corpus: str, data: Path, work: Path, n_process: bool) -> Dict:
     context = VARIANTS[variant.split("+")[0]][1]
     out = work / f"out_{variant}"
@@ -269,6 +290,8 @@ def main() -> None:
     parser.add_argument("--eval-only", action="store_true", help="re-score the models a previous run left")
     parser.add_argument("--n-process", action="store_true", help="also time nlp.pipe(n_process=2)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spacy_el_ner_ablation")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="NAME=V1+V2[+…]",
+                        help="also score the ensemble (spacy-el ensemble-ner) of these trained variants as NAME")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -290,6 +313,13 @@ def main() -> None:
                 print(json.dumps(info), flush=True)
     if args.more_epochs:
         variants = [f"{v}+{args.more_epochs}" for v in variants]
+    for spec in args.ensemble:
+        name, _, members = spec.partition("=")
+        members = [m for m in members.split("+") if m]
+        if not name or len(members) < 2 or set(members) - set(VARIANTS):
+            parser.error(f"--ensemble {spec!r}: expected NAME=VARIANT+VARIANT[+…] of known variants")
+        VARIANTS[name] = VARIANTS[members[0]]  # the members' data and context
+        variants.append(ensemble(name, members, work))
     rows = [score(v, args.corpus, args.data, work, args.n_process) for v in variants]
     budget = (f"{args.more_epochs} more epochs" if args.more_epochs else f"{args.minutes:g}-minute training budget"
               if args.minutes else f"{args.epochs} epochs")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -49,3 +49,20 @@ def convert_ner_command(
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")
+
+
+@app.command("ensemble-ner")
+def ensemble_ner_command(
+    output_dir: Path = typer.Argument(..., help="Pipeline directory to write"),
+    members: List[Path] = typer.Argument(..., help="Two or more trained pipelines (e.g. model-best of runs with different --system.seed)"),
+    component: str = typer.Option("bilstm_ner", "--component", help="The tagger component to ensemble"),
+) -> None:
+    """One pipeline whose tagger averages the CRF scores of several trained taggers (same
+    components, labels and vectors): steadier than any one seed, at the cost of one pass each."""
+    from spacy_el.ner.ensemble import assemble_ensemble
+
+    try:
+        path = assemble_ensemble(members, output_dir, component=component)
+    except InputError as err:
+        raise fail(err) from None
+    typer.echo(f"Wrote a {len(members)}-tagger ensemble to {path}")

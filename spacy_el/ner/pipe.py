@@ -26,6 +26,7 @@ from thinc.types import Floats2d, Ints1d
 # Imported for their side effect: they register the architectures the configs name.
 from spacy_el.ner import features as _features  # noqa: F401
 from spacy_el.ner import model as _model  # noqa: F401
+from spacy_el.ner import ensemble as _ensemble  # noqa: F401
 from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, viterbi
 
 default_model_config = """

@@ -1,0 +1,137 @@
+"""`spacy_el.TaggerEnsemble.v1` and `assemble_ensemble`: trained taggers averaged as one CRF."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import spacy
+from spacy.util import fix_random_seed
+from thinc.api import Adam
+
+from spacy_el.io import InputError
+from spacy_el.ner.crf import viterbi
+from spacy_el.ner.ensemble import assemble_ensemble
+
+TEXTS = ["Barack Obama visited Paris last week .", "Google hired John Smith in Berlin .", "", "Nothing to see here ."]
+
+
+def _member(kit, tmp_path, seed: int, n_iter: int = 30):
+    """A tiny CRF tagger trained from `seed`, saved as a pipeline."""
+    features = dict(kit.TINY_V2["features"], gazetteers=[])
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=features)})
+    examples = kit.make_examples(nlp)
+    fix_random_seed(seed)
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(0.01)
+    for _ in range(n_iter):
+        nlp.update(examples, sgd=optimizer, drop=0.1)
+    path = tmp_path / f"member{seed}"
+    nlp.to_disk(path)
+    return nlp, path
+
+
+@pytest.fixture(scope="module")
+def members(kit, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("members")
+    return [_member(kit, tmp, seed) for seed in (0, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def ensemble(members, tmp_path_factory):
+    path = assemble_ensemble([p for _, p in members], tmp_path_factory.mktemp("ens") / "ensemble")
+    return spacy.load(path), path
+
+
+def _ents(nlp, texts=TEXTS):
+    return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+
+
+def test_ensemble_decodes_the_mean_of_the_members_crf_scores(members, ensemble):
+    """The ensemble's tags are the Viterbi path of the averaged emissions and transitions,
+    computed here by hand from the members themselves."""
+    nlp, _ = ensemble
+    docs = [nlp.make_doc(t) for t in TEXTS if t]
+    pipes = [m.get_pipe("bilstm_ner") for m, _ in members]
+    emissions = [[np.asarray(x) for x in p.model.predict(docs)] for p in pipes]
+    scores = [p._crf_scores() for p in pipes]
+    mean = [np.mean([e[i] for e in emissions], axis=0) for i in range(len(docs))]
+    start, trans, end = (np.mean([s[k] for s in scores], axis=0) for k in range(3))
+    expected = viterbi(mean, start, trans, end)
+    got = nlp.get_pipe("bilstm_ner").predict(docs)
+    assert [list(g) for g in got] == [list(e) for e in expected]
+    assert nlp.get_pipe("bilstm_ner").model.name == "tagger_ensemble"
+
+
+def test_ensemble_finds_what_its_members_learned_and_handles_empty_docs(members, ensemble):
+    nlp, _ = ensemble
+    got = _ents(nlp)
+    assert ("Barack Obama", "PER") in [(TEXTS[0][s:e], label) for s, e, label in got[0]]
+    assert got[2] == []  # empty doc
+    long_doc = nlp(" ".join(["Obama visited Paris ."] * 300))
+    assert len(long_doc) == 1200 and all(e.label_ in ("PER", "LOC", "ORG") for e in long_doc.ents)
+
+
+def test_ensemble_round_trips_and_runs_in_two_processes(ensemble, tmp_path):
+    nlp, path = ensemble
+    expected = _ents(nlp)
+    fresh = spacy.load(path)
+    fresh.from_bytes(nlp.to_bytes())
+    assert _ents(fresh) == expected
+    nlp.to_disk(tmp_path / "again")
+    assert _ents(spacy.load(tmp_path / "again")) == expected
+    code = (f"import spacy, json; nlp = spacy.load({str(path)!r}); "
+            f"print(json.dumps([[[e.start_char, e.end_char, e.label_] for e in d.ents] "
+            f"for d in nlp.pipe({TEXTS * 2!r}, n_process=2, batch_size=2)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    forked = [[tuple(e) for e in doc] for doc in __import__("json").loads(out.stdout.strip().splitlines()[-1])]
+    assert forked == expected * 2
+
+
+def test_ensemble_trains_from_scratch_with_spacy(kit):
+    """As a config architecture it also trains: N BiLSTM stacks under one CRF."""
+    member = dict(kit.TINY_V2, features=dict(kit.TINY_V2["features"], gazetteers=[]))
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_ner", config={"model": {"@architectures": "spacy_el.TaggerEnsemble.v1",
+                                                 "*": {"a": member, "b": member}}})
+    kit.train_tiny(nlp, kit.make_examples(nlp), n_iter=40)
+    assert ("Paris", "LOC") in [(e.text, e.label_) for e in nlp(kit.TRAIN_DATA[0][0]).ents]
+
+
+def test_bad_members_are_named(members, kit, tmp_path):
+    paths = [p for _, p in members]
+    with pytest.raises(InputError, match="at least 2"):
+        assemble_ensemble(paths[:1], tmp_path / "out")
+    with pytest.raises(InputError, match="no config.cfg"):
+        assemble_ensemble([paths[0], tmp_path], tmp_path / "out")
+    other = spacy.blank("en")
+    other.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=dict(kit.TINY_V2["features"], gazetteers=[]))})
+    examples = kit.make_examples(other, [("Paris is big .", [(0, 5, "LOC")])])
+    other.initialize(lambda: examples)
+    other.to_disk(tmp_path / "one_label")
+    with pytest.raises(InputError, match="labels"):
+        assemble_ensemble([paths[0], tmp_path / "one_label"], tmp_path / "out")
+    softmax = spacy.blank("en")
+    softmax.add_pipe("bilstm_ner", config={"model": kit.TINY_MODEL})
+    softmax.initialize(lambda: kit.make_examples(softmax))
+    softmax.to_disk(tmp_path / "softmax")
+    with pytest.raises(InputError, match="not a single CRF tagger"):
+        assemble_ensemble([paths[0], tmp_path / "softmax"], tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    with pytest.raises(ValueError, match="at least 2 members"):
+        spacy.blank("en").add_pipe("bilstm_ner", config={"model": {"@architectures": "spacy_el.TaggerEnsemble.v1",
+                                                                   "*": {"a": kit.TINY_V2}}})
+
+
+def test_cli_assembles(members, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "spacy_el", "ensemble-ner", str(tmp_path / "ens"),
+                          *(str(p) for _, p in members[:2])], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2-tagger ensemble" in out.stdout
+    assert spacy.load(tmp_path / "ens")("Obama visited Paris .") is not None
+    bad = subprocess.run([sys.executable, "-m", "spacy_el", "ensemble-ner", str(tmp_path / "x"), str(members[0][1])],
+                         capture_output=True, text=True, timeout=240)
+    assert bad.returncode != 0 and "at least 2" in bad.stderr + bad.stdout
