@@ -130,6 +130,7 @@ def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: 
     average_crf(ensemble)
 
     output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     first.to_disk(partial)

@@ -41,7 +41,7 @@ def members(kit, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ensemble(members, tmp_path_factory):
-    path = assemble_ensemble([p for _, p in members], tmp_path_factory.mktemp("ens") / "ensemble")
+    path = assemble_ensemble([p for _, p in members], tmp_path_factory.mktemp("ens") / "new_dir" / "ensemble")
     return spacy.load(path), path
 
 
