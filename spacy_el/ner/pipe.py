@@ -5,7 +5,9 @@ Modelled on spaCy's own `Tagger`: the model scores each token and decoding is a 
 restricted to valid BIO sequences (no `I-X` unless it follows `B-X`/`I-X`), so every output is a
 proper span set. The loss is sequence-level when the model ends in a CRF layer
 (`spacy_el.BiLSTMTagger.v2` with `crf = true`: `spacy_el.ner.crf`), otherwise a per-token
-cross-entropy; either way tokens without gold annotation give no gradient.
+cross-entropy; either way tokens without gold annotation give no gradient. Several trained CRF
+taggers can serve as one (`spacy_el.TaggerEnsemble.v1`, `spacy_el.ner.ensemble`): the pipe sees
+one model whose emissions and CRF scores are their averages.
 """
 
 from itertools import islice
