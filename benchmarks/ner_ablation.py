@@ -128,6 +128,9 @@ VARIANTS = {
     "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", wider("0.1")),
     # the word-dropout tagger with the config's 10k NORM rows: small enough for the demo's wheel
     "wider_dropout_0.1_word_0.4_rows_10k": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", rows=DEMO_ROWS)),
+    # the word-dropout tagger on spacy_el.BiomedicalTokenizer.v1's tokens (corpus converted with it too)
+    "wider_dropout_0.1_word_0.4_biotok": ("ner_bilstm_kb.cfg", "sentence_bio", wider("0.1", "0.4", "--nlp.tokenizer",
+                                          '{"@tokenizers":"spacy_el.BiomedicalTokenizer.v1"}')),
     # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
     "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
@@ -147,7 +150,9 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
     spec = CORPORA[corpus]
     paths = {"train": work / f"train_{context}.spacy", "dev": work / f"dev_{context}.spacy",
              "vectors": work.parent / "glove50"}
-    nlp = spacy.blank("en")
+    from spacy_el.ner.tokenizer import blank
+
+    nlp = blank("en", "biomedical" if context.endswith("_bio") else "default")
     kwargs = {k: v for k, v in spec["convert"].items() if k != "fmt"}
     # "windowN": sentences, each with N sentences either side as unscored context (convert.in_context)
     window = int(context[len("window"):]) if context.startswith("window") else 0

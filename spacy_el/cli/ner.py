@@ -38,6 +38,7 @@ def convert_ner_command(
     window: int = typer.Option(0, "--window", help="each doc beside up to N docs of its document either side, as context that is neither trained nor scored (pubtator: with --context sentence)"),
     label: Optional[str] = typer.Option(None, "--label", help="pubtator: entity label for every mention (default: its type)"),
     types: Types = [],
+    tokenizer: str = typer.Option("default", "--tokenizer", help="pubtator: spaCy's tokenizer (default) or spacy_el.BiomedicalTokenizer.v1 (biomedical; set the same in the training config)"),
 ) -> None:
     """Convert a NER corpus to a spaCy DocBin: PubTator abstracts through spaCy's tokenizer, or a
     CoNLL/TSV file (tag in the last column)."""
@@ -45,7 +46,7 @@ def convert_ner_command(
 
     try:
         n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents, types=types or None,
-                                               label=label, context=context, window=window)
+                                               label=label, context=context, window=window, tokenizer=tokenizer)
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")

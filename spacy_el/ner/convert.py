@@ -165,19 +165,22 @@ def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: i
 
 def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1, *,
                 types: Optional[Sequence[str]] = None, label: Optional[str] = None, context: str = "doc",
-                window: int = 0, lang: str = "en") -> Tuple[int, int, int]:
+                window: int = 0, lang: str = "en", tokenizer: str = "default") -> Tuple[int, int, int]:
     """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities).
     CoNLL/TSV: `n_sents` sentences per doc. PubTator: `types`, `label` and `context` as in
-    `pubtator_to_docs`, tokenized by a blank `lang` pipeline (spaCy's default tokenizer). `window`:
+    `pubtator_to_docs`, tokenized by a blank `lang` pipeline with spaCy's tokenizer (`default`) or
+    `spacy_el.BiomedicalTokenizer.v1` (`biomedical`: train with the same one). `window`:
     neighbouring docs of the same document as unscored context (`in_context`)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if tokenizer not in ("default", "biomedical"):
+        raise InputError(f"unknown tokenizer {tokenizer!r}; use --tokenizer default or --tokenizer biomedical")
     if fmt == "pubtator":
-        import spacy
+        from spacy_el.ner.tokenizer import blank
 
         if window and context != "sentence":
             raise InputError("--window needs --context sentence: the context is the sentences around each one")
-        docs = pubtator_to_docs(input_path, spacy.blank(lang), types=types, label=label, context=context,
+        docs = pubtator_to_docs(input_path, blank(lang, tokenizer), types=types, label=label, context=context,
                                 window=window)
     else:
         docs = conll_to_docs(input_path, Vocab(), fmt, n_sents, window)
