@@ -173,10 +173,11 @@ def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "con
     neighbouring docs of the same document as unscored context (`in_context`)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if tokenizer not in ("default", "biomedical"):
-        raise InputError(f"unknown tokenizer {tokenizer!r}; use --tokenizer default or --tokenizer biomedical")
+    from spacy_el.ner.tokenizer import TOKENIZERS, blank
+
+    if tokenizer not in TOKENIZERS:
+        raise InputError(f"unknown tokenizer {tokenizer!r}; use --tokenizer {' or --tokenizer '.join(TOKENIZERS)}")
     if fmt == "pubtator":
-        from spacy_el.ner.tokenizer import blank
 
         if window and context != "sentence":
             raise InputError("--window needs --context sentence: the context is the sentences around each one")

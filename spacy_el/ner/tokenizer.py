@@ -24,6 +24,8 @@ EXTRA_INFIXES = [r"(?<=[\w\)\]])-(?=[0-9])", r"[\)\]](?=-)", r"(?<=[0-9A-Za-z])(
                  r"(?<=[\)\]])(?=[0-9A-Za-z])", r"(?<=\w)-(?=[\)\],])"]
 #: a trailing hyphen ("diazepam- and morphine-induced")
 EXTRA_SUFFIXES = [r"-"]
+#: the names `blank` (and `convert-ner --tokenizer`) take
+TOKENIZERS = ("default", "biomedical")
 
 
 @registry.tokenizers("spacy_el.BiomedicalTokenizer.v1")
@@ -48,4 +50,4 @@ def blank(lang: str, tokenizer: str = "default") -> Language:
         return spacy.blank(lang)
     if tokenizer == "biomedical":
         return spacy.blank(lang, config={"nlp": {"tokenizer": {"@tokenizers": "spacy_el.BiomedicalTokenizer.v1"}}})
-    raise ValueError(f"tokenizer must be 'default' or 'biomedical', got {tokenizer!r}")
+    raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
