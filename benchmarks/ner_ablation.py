@@ -71,6 +71,8 @@ def wider(dropout: str, word_dropout: str = "", *more: str, rows: str = ROWS) ->
 
 
 DECAY = "--training.optimizer.learn_rate"
+#: train on spacy_el.BiomedicalTokenizer.v1's tokens (its variants convert the corpus with it: context "sentence_bio")
+BIOTOK = ["--nlp.tokenizer", '{"@tokenizers":"spacy_el.BiomedicalTokenizer.v1"}']
 #: variant → (config file, context, config overrides)
 VARIANTS = {
     "full": ("ner_bilstm_kb.cfg", "doc", []),
@@ -129,8 +131,11 @@ VARIANTS = {
     # the word-dropout tagger with the config's 10k NORM rows: small enough for the demo's wheel
     "wider_dropout_0.1_word_0.4_rows_10k": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", rows=DEMO_ROWS)),
     # the word-dropout tagger on spacy_el.BiomedicalTokenizer.v1's tokens (corpus converted with it too)
-    "wider_dropout_0.1_word_0.4_biotok": ("ner_bilstm_kb.cfg", "sentence_bio", wider("0.1", "0.4", "--nlp.tokenizer",
-                                          '{"@tokenizers":"spacy_el.BiomedicalTokenizer.v1"}')),
+    "wider_dropout_0.1_word_0.4_biotok": ("ner_bilstm_kb.cfg", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
+    "wider_dropout_0.1_word_0.4_biotok_seed1": ("ner_bilstm_kb.cfg", "sentence_bio",
+                                                wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
+    "wider_dropout_0.1_word_0.4_biotok_seed2": ("ner_bilstm_kb.cfg", "sentence_bio",
+                                                wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
     # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
     "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
