@@ -146,17 +146,15 @@ VARIANTS = {
 
 def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path]:
     """Convert train (several files are concatenated) and dev once per context; GloVe vectors once."""
-    import spacy
     from spacy.tokens import DocBin
 
     from spacy_el.ner.convert import conll_to_docs, pubtator_to_docs
+    from spacy_el.ner.tokenizer import blank
     from spacy_el.ner.vectors import init_glove_vectors
 
     spec = CORPORA[corpus]
     paths = {"train": work / f"train_{context}.spacy", "dev": work / f"dev_{context}.spacy",
              "vectors": work.parent / "glove50"}
-    from spacy_el.ner.tokenizer import blank
-
     nlp = blank("en", "biomedical" if context.endswith("_bio") else "default")
     kwargs = {k: v for k, v in spec["convert"].items() if k != "fmt"}
     # "windowN": sentences, each with N sentences either side as unscored context (convert.in_context)

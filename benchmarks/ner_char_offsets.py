@@ -10,34 +10,26 @@ different tokenizers are not compared on the same mentions there. This is the fa
 from __future__ import annotations
 
 import argparse
-import collections
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def char_offset_scores(model: str, corpus: Path) -> dict:
-    """Per mention type: P/R/F (percent) of the pipeline's `doc.ents` against the gold offsets."""
+    """Per mention type: `spacy_el.evaluate.span_scores` (exact offsets and label) of the
+    pipeline's `doc.ents` against that type's gold mentions."""
     import spacy
 
     from spacy_el.corpora.pubtator import read_pubtator
+    from spacy_el.evaluate import span_scores
 
     docs = read_pubtator(corpus).docs
     nlp = spacy.load(model)
-    tp, n_pred, n_gold = collections.Counter(), collections.Counter(), collections.Counter()
-    for gold_doc, doc in zip(docs, nlp.pipe((d.text for d in docs), batch_size=32)):
-        gold = {(m.start, m.end, m.type) for m in gold_doc.mentions}
-        pred = {(e.start_char, e.end_char, e.label_) for e in doc.ents}
-        for label in {m[2] for m in gold}:
-            g, p = {m for m in gold if m[2] == label}, {m for m in pred if m[2] == label}
-            tp[label] += len(g & p)
-            n_pred[label] += len(p)
-            n_gold[label] += len(g)
-    scores = {}
-    for label in sorted(n_gold):
-        p, r = tp[label] / max(n_pred[label], 1), tp[label] / n_gold[label]
-        scores[label] = {"p": 100 * p, "r": 100 * r, "f": 200 * p * r / max(p + r, 1e-9), "n_gold": n_gold[label]}
-    return scores
+    gold = [(d.pmid, m.start, m.end, m.type, "") for d in docs for m in d.mentions]
+    pred = [(d.pmid, e.start_char, e.end_char, e.label_, "")
+            for d, doc in zip(docs, nlp.pipe((d.text for d in docs), batch_size=32)) for e in doc.ents]
+    return {label: span_scores([a for a in gold if a[3] == label], [a for a in pred if a[3] == label], labels=True)
+            for label in sorted({a[3] for a in gold})}
 
 
 def main() -> None:

@@ -178,7 +178,6 @@ def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "con
     if tokenizer not in TOKENIZERS:
         raise InputError(f"unknown tokenizer {tokenizer!r}; use --tokenizer {' or --tokenizer '.join(TOKENIZERS)}")
     if fmt == "pubtator":
-
         if window and context != "sentence":
             raise InputError("--window needs --context sentence: the context is the sentences around each one")
         docs = pubtator_to_docs(input_path, blank(lang, tokenizer), types=types, label=label, context=context,

@@ -3,7 +3,7 @@ mentions need.
 
 A tagger can only tag whole tokens. spaCy's English rules keep "(BHA)-induced", "thallium-201"
 or "diazepam-" (before a coordinated noun) as single tokens, so the chemical inside is out of
-reach; in BC5CDR dev that is 2.4 % of the Chemical mentions (RESULTS.md, "Seed ensembles").
+reach (how many, and what these rules recover: RESULTS.md).
 These rules split a hyphen before digits or after a closing bracket, a bracket glued to a word,
 and a trailing hyphen, and nothing else: every token boundary of the default tokenizer stays.
 Use it in a config as `[nlp.tokenizer] @tokenizers = "spacy_el.BiomedicalTokenizer.v1"` and
