@@ -138,6 +138,7 @@ VARIANTS = {
                                                 wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
     # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
     "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
+    "transformer_ft_wider_word_0.4_biotok": ("ner_bilstm_kb_trf.cfg", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),

@@ -1,4 +1,5 @@
-"""Data preparation commands: `umls` (MRCONSO/MRSTY → concepts.tsv + pairs.tsv)."""
+"""Data preparation commands: `umls` (MRCONSO/MRSTY → concepts.tsv + pairs.tsv), `split-folds`
+(a PubTator corpus cut into document folds for cross-fitting)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,3 +50,22 @@ def umls_command(
     )
     for path in stats.outputs:
         typer.echo(f"wrote {path}")
+
+
+@app.command("split-folds")
+def split_folds_command(
+    corpus: Path = typer.Argument(..., help="PubTator file to cut into document folds (e.g. NCBItrainset_corpus.txt)"),
+    output_dir: Path = typer.Argument(..., help="Directory for fold{i}/heldout.txt and fold{i}/train.txt"),
+    folds: int = typer.Option(3, "--folds", help="Number of folds (each document is held out in exactly one)"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the documents' shuffle"),
+) -> None:
+    """Cut a corpus into document folds: fold i's train.txt is every other fold, so a model trained
+    on it gives heldout.txt's mentions candidates it has not seen (`train-reranker --fold-encoder`)."""
+    from spacy_el.corpora.pubtator import write_folds
+
+    try:
+        paths = write_folds(corpus, output_dir, folds, seed)
+    except (InputError, OSError) as err:
+        raise fail(err) from None
+    for held, train in paths:
+        typer.echo(f"{held.parent}: {held.name} + {train.name}")

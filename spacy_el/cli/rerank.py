@@ -22,6 +22,11 @@ def train_reranker_command(
                                                     "(without the train mentions as aliases: they would find themselves)"),
     output_dir: Path = typer.Option(..., "--output", help="Run directory: checkpoint/, reranker/, rerank.json"),
     dev: List[Path] = typer.Option([], "--dev", help="PubTator dev file: weight tuning and early stopping (repeatable)"),
+    fold_encoders: List[str] = typer.Option([], "--fold-encoder",
+                                            help="Per train file, in order: an encoder NOT trained on it that gives "
+                                                 "its candidates (cross-fitting, see `split-folds`; repeatable)"),
+    fold_indexes: List[Path] = typer.Option([], "--fold-index",
+                                            help="Per train file, in order: the index built with that --fold-encoder"),
     types: Types = [],
     base: str = typer.Option("", "--base", help="HF encoder the cross-encoder starts from (default: the packaged MiniLM)"),
     layers: int = typer.Option(2, "--layers", help="Transformer layers of the base kept (fewer: faster on CPU)"),
@@ -63,17 +68,23 @@ def train_reranker_command(
         settings = RerankerSettings(max_length=max_length, window=window, max_names=max_names, top_k=top_k,
                                     listwise=listwise, candidate_tokens=candidate_tokens)
         enc = load_encoder(encoder)
+        if len(fold_encoders) != len(fold_indexes):
+            raise InputError(f"{len(fold_encoders)} --fold-encoder but {len(fold_indexes)} --fold-index: give them "
+                             "in pairs, one pair per train file")
+        folds = []
+        for fold_encoder, fold_index in zip(map(load_encoder, fold_encoders), fold_indexes):
+            folds.append((fold_encoder, ConceptIndex.load(fold_index, fold_encoder)))
         texts = (lambda corpus, queries: query_texts(corpus, queries, True)) if abbreviations else None
         result = train_reranker(train, ConceptIndex.load(index, enc), enc, output_dir, dev=dev, types=types or None,
                                 base=base or None, layers=layers, settings=settings, config=config,
                                 batch_size=batch_size, max_train=max_train or None, max_dev=max_dev or None,
                                 query_texts=texts, resume=resume, num_threads=num_threads,
                                 teacher=load_reranker(teacher, num_threads=num_threads) if teacher else None,
-                                soft_weight=soft_weight)
+                                soft_weight=soft_weight, train_linkers=folds or None)
     except (InputError, OSError) as err:
         raise fail(err) from None
     typer.echo(f"Trained {result.steps} steps on {result.n_train_groups} mentions with wrong candidates "
-               f"(of {result.n_train_mentions})")
+               f"(of {result.n_train_mentions}; their candidate lists' Acc@1 {result.train_bi_acc1:.2f})")
     if result.dev_bi_acc1 is not None:
         per_epoch = ", ".join(f"{x:.2f}" for x in result.dev_scores)
         typer.echo(f"Dev Acc@1: bi-encoder {result.dev_bi_acc1:.2f}, reranked per epoch {per_epoch}; "

@@ -18,10 +18,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
 from typing import Iterable
 
 from spacy_el.ids import normalize_name, split_ids
-from spacy_el.io import InputError, read_lines
+from spacy_el.io import InputError, atomic_write, read_lines
 
 NIL = "-1"
 
@@ -234,3 +235,48 @@ def mention_aliases(corpus: PubTatorCorpus) -> list[tuple[str, str]]:
     for cid, text in _concept_mentions(corpus):
         add(cid, text)
     return out
+
+
+def split_folds(path: str | Path, folds: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """(held-out lines, training lines) of each of `folds` document-level folds of a PubTator file,
+    documents dealt out in a seeded shuffle, each kept as its own lines. Cross-fitting needs it:
+    a model trained on the other folds gives a fold candidates it has not seen (e.g. the
+    reranker's training lists, `spacy_el.sap.rerank.train`), as the linker will at serving time."""
+    corpus = read_pubtator(path)  # errors name the file and line before anything is split
+    if not 2 <= folds <= len(corpus.docs):
+        raise InputError(f"{path}: folds={folds}; use 2 to {len(corpus.docs)} (its number of documents)")
+    blocks: list[list[str]] = []
+    for _, line in read_lines(path):
+        if not line.strip():
+            if blocks and blocks[-1]:
+                blocks.append([])
+            continue
+        if not blocks:
+            blocks.append([])
+        blocks[-1].append(line)
+    blocks = [b for b in blocks if b]
+    if len(blocks) != len(corpus.docs):
+        raise InputError(f"{path}: {len(corpus.docs)} documents but {len(blocks)} blank-line separated blocks; "
+                         "separate each document from the next by one blank line")
+    order = list(range(len(blocks)))
+    Random(seed).shuffle(order)
+    fold_of = {doc: i % folds for i, doc in enumerate(order)}
+    out = []
+    for fold in range(folds):
+        held = [line for i, b in enumerate(blocks) if fold_of[i] == fold for line in (*b, "")]
+        rest = [line for i, b in enumerate(blocks) if fold_of[i] != fold for line in (*b, "")]
+        out.append((held, rest))
+    return out
+
+
+def write_folds(path: str | Path, output_dir: str | Path, folds: int, seed: int = 0) -> list[tuple[Path, Path]]:
+    """`split_folds` written as `OUTPUT_DIR/fold{i}/heldout.txt` and `.../train.txt` (each file
+    whole or not at all); their paths, fold by fold."""
+    paths = []
+    for i, (held, rest) in enumerate(split_folds(path, folds, seed)):
+        fold_dir = Path(output_dir) / f"fold{i}"
+        for name, lines in (("heldout.txt", held), ("train.txt", rest)):
+            with atomic_write(fold_dir / name) as f:
+                f.write("\n".join(lines) + "\n")
+        paths.append((fold_dir / "heldout.txt", fold_dir / "train.txt"))
+    return paths

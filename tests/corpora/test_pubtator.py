@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from spacy_el.corpora.pubtator import linking_queries, mention_aliases, mention_concept_counts, read_pubtator
+from spacy_el.corpora.pubtator import (linking_queries, mention_aliases, mention_concept_counts, read_pubtator,
+                                       split_folds)
 from spacy_el.io import InputError
 
 TITLE = "Breast and ovarian cancer in BRCA1 carriers."
@@ -148,3 +149,30 @@ def test_real_ncbi_train_duplicate_pmid(shared_data):
     corpus = read_pubtator(shared_data / "ncbi_disease" / "NCBItrainset_corpus.txt")
     assert len(corpus.docs) == 593 and corpus.n_mentions == 5145
     assert [d.pmid for d in corpus.docs].count("8528200") == 2
+
+
+def test_folds_hold_each_document_out_once_with_its_lines(tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+
+    path = write(tmp_path, [line for pmid in "12345" for line in (*doc_lines(pmid), "")])
+    whole = read_pubtator(path)
+    folds = split_folds(path, 3, seed=0)
+    assert len(folds) == 3 and folds == split_folds(path, 3, seed=0) != split_folds(path, 3, seed=1)
+    held_out = []
+    for i, (held, rest) in enumerate(folds):
+        held_c = read_pubtator(write(tmp_path, held, f"h{i}")), read_pubtator(write(tmp_path, rest, f"r{i}"))
+        pmids = [[d.pmid for d in c.docs] for c in held_c]
+        assert not set(pmids[0]) & set(pmids[1]) and sorted(pmids[0] + pmids[1]) == list("12345")
+        assert sum(c.n_mentions for c in held_c) == whole.n_mentions  # every line kept, relations too
+        assert sum(c.n_relations for c in held_c) == whole.n_relations
+        held_out += pmids[0]
+    assert sorted(held_out) == list("12345")
+    with pytest.raises(InputError, match="folds=6; use 2 to 5"):
+        split_folds(path, 6)
+    res = CliRunner().invoke(app, ["split-folds", str(path), str(tmp_path / "folds"), "--folds", "2"])
+    assert res.exit_code == 0, res.output
+    assert [len(read_pubtator(tmp_path / "folds" / f"fold{i}" / "heldout.txt").docs) for i in (0, 1)] == [3, 2]
+    res = CliRunner().invoke(app, ["split-folds", str(tmp_path / "missing.txt"), str(tmp_path / "f2")])
+    assert res.exit_code == 1 and "missing.txt: file not found" in res.output

@@ -3,8 +3,11 @@
 
 Each train mention (composite ones through their lined-up parts) becomes one group: its gold
 concept and the bi-encoder index's top-k wrong concepts, the confusions the reranker will be
-asked to settle at serving time. The bi-encoder is fixed while the reranker trains, so its
-candidates are computed once; each epoch reshuffles the groups and each group's candidates. The loss is the softmax cross-
+asked to settle at serving time. An encoder fine-tuned on those very mentions ranks their gold
+first and leaves nothing to learn, so each train file may get its candidates from its own
+cross-fitted linker (`train_linkers`: encoders fine-tuned on the other folds, `spacy-el
+split-folds`). The bi-encoders are fixed while the reranker trains, so the candidates are
+computed once; each epoch reshuffles the groups and each group's candidates. The loss is the softmax cross-
 entropy of the gold candidate within its group (listwise, as in BLINK's and SapBERT-era
 cross-encoder rerankers). After each epoch the dev mentions' top-k are rescored, the weight of the
 combination `cosine + weight × score` is tuned on a grid that includes 0 (so dev is never ranked
@@ -65,6 +68,9 @@ class RerankResult:
     weight: float
     dev_bi_acc1: float | None = None
     dev_scores: list[float] = field(default_factory=list)
+    #: Acc@1 of the train mentions' candidate lists as the reranker saw them: near 100 when their
+    #: encoder was trained on them (little to learn), the served encoder's dev Acc@1 when cross-fitted
+    train_bi_acc1: float | None = None
 
 
 #: corpus, its linking queries → the text each is searched by (`spacy_el.linker.link.query_texts`
@@ -181,6 +187,7 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
                    batch_size: int = 16, max_train: int | None = None, max_dev: int | None = None,
                    query_texts: QueryTexts | None = None, resume: bool = False, num_threads: int | None = None,
                    teacher: Reranker | None = None, soft_weight: float = 0.5,
+                   train_linkers: Sequence[tuple[Encoder, ConceptIndex]] | None = None,
                    show_progress: bool = True) -> RerankResult:
     """Train a reranker for the linker whose `encoder` + `kb_index` give the candidates (see the
     module docstring); the result is `OUTPUT_DIR/reranker` (checkpoints in `OUTPUT_DIR/checkpoint`,
@@ -188,7 +195,12 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
     that many train groups / dev mentions (CPU budgets). `batch_size`: mentions per step.
     `query_texts`: the text each mention is searched by (e.g. the long form of an abbreviation),
     as the linker will search it. `teacher`: a reranker to distil (see the module docstring),
-    its soft targets weighted by `soft_weight` in [0, 1]."""
+    its soft targets weighted by `soft_weight` in [0, 1]. `train_linkers`: the (encoder, index)
+    giving each train file its candidates, one per file (default: `encoder` + `kb_index` for all):
+    for a fine-tuned encoder, cross-fitted ones that were not trained on that file (`spacy-el
+    split-folds`), whose candidate lists hold the confusions the served encoder makes on new text;
+    its own lists for its own train mentions are too easy to learn from. Dev candidates always
+    come from `encoder` + `kb_index`, the linker being served."""
     from spacy_el.models import minilm_dir
 
     if not train:
@@ -198,10 +210,17 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
     output_dir = Path(output_dir)
     k = settings.top_k
     names = dict(concept_names(kb_index.table))
+    if train_linkers is None:
+        train_linkers = [(encoder, kb_index)] * len(train)
+    if len(train_linkers) != len(train):
+        raise InputError(f"{len(train_linkers)} fold linkers (--fold-encoder/--fold-index) for {len(train)} train "
+                         "files: give one encoder and one index per train file, in the same order, or none")
     mentions: list[Mention] = []
-    for path in train:
-        mentions += corpus_mentions(read_pubtator(path, types), encoder, kb_index, k=k, window=settings.window,
-                                    query_texts=query_texts)
+    for path, (file_encoder, file_index) in zip(train, train_linkers):
+        mentions += corpus_mentions(read_pubtator(path, types), file_encoder, file_index, k=k,
+                                    window=settings.window, query_texts=query_texts)
+    train_acc = accuracy_at_k([[c.concept_id for c in m.candidates] for m in mentions], [m.gold for m in mentions],
+                              ks=(1,))["acc@1"] if mentions else None
     groups = train_groups(mentions, kb_index, names, settings.max_names, k if settings.listwise else None)
     if not groups:
         raise InputError(f"{', '.join(map(str, train))}: no train mention has a gold concept in the index with wrong "
@@ -248,10 +267,11 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
             shutil.rmtree(final)
         os.replace(output_dir / ENCODER, final)
     weight = CrossEncoderReranker.load(final).settings.weight
-    out = RerankResult(final, len(groups), len(mentions), result.steps, weight, bi_acc, result.scores)
+    out = RerankResult(final, len(groups), len(mentions), result.steps, weight, bi_acc, result.scores, train_acc)
     with atomic_write(output_dir / STATS_FILE) as f:
         json.dump({"train": [str(p) for p in train], "dev": [str(p) for p in dev], "n_train_mentions": len(mentions),
-                   "n_train_groups": len(groups), "n_dev_mentions": len(dev_mentions), "steps": result.steps,
+                   "n_train_groups": len(groups), "train_acc@1_of_candidates": train_acc,
+                   "n_dev_mentions": len(dev_mentions), "steps": result.steps,
                    "weight": weight, "dev_acc@1_bi_encoder": bi_acc, "dev_acc@1_per_epoch": result.scores,
                    "settings": dataclasses.asdict(reranker.settings),
                    "train_config": dataclasses.asdict(config) | {"batch_size": batch_size, "max_train": max_train},

@@ -418,3 +418,42 @@ def test_a_listwise_student_learns_the_case_from_the_teacher_alone(trained, tiny
     assert stats["teacher"]["soft_weight"] == 1.0 and stats["teacher"]["settings"] == dataclasses.asdict(teacher.settings)
     with pytest.raises(InputError, match="soft_weight=1.5"):
         train_reranker([corpus], index, encoder, tmp_path / "bad", teacher=teacher, soft_weight=1.5, **kwargs)
+
+
+def test_train_files_get_candidates_from_their_own_fold_linker(tiny_bert_dir, encoder, index, tmp_path):
+    """Cross-fitting: each train file is searched by the linker given for it, not the served one;
+    dev is always searched by the served one; a count that does not match is named."""
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+    from spacy_el.sap.rerank.model import RerankerSettings
+    from spacy_el.sap.rerank.train import train_reranker
+
+    corpus = write_pubtator(tmp_path / "train.txt")
+    # a fold index without either SJS concept: no train mention finds its gold among its candidates
+    fold_index = ConceptIndex.build(ConceptTable.from_rows(NAMES[4:]), encoder, use_gpu=False)
+    config = TrainConfig(epochs=1, lr=2e-3, seed=0, patience=None, checkpoint_every=0)
+    settings = RerankerSettings(top_k=3, max_length=48)
+    kwargs = dict(dev=[corpus], base=tiny_bert_dir, layers=1, settings=settings, config=config, batch_size=4,
+                  show_progress=False)
+    served = train_reranker([corpus], index, encoder, tmp_path / "served", **kwargs)
+    folded = train_reranker([corpus], index, encoder, tmp_path / "folded", train_linkers=[(encoder, fold_index)],
+                            **kwargs)
+    assert served.train_bi_acc1 == served.dev_bi_acc1 > 0  # same file as train and dev, same linker
+    assert folded.train_bi_acc1 == 0.0 and folded.dev_bi_acc1 == served.dev_bi_acc1
+    assert folded.n_train_groups == served.n_train_groups == 8  # the gold's names come from the served KB
+    stats = json.loads((tmp_path / "folded" / "rerank.json").read_text())
+    assert stats["train_acc@1_of_candidates"] == 0.0
+    with pytest.raises(InputError, match="2 fold linkers .* for 1 train files"):
+        train_reranker([corpus], index, encoder, tmp_path / "bad", train_linkers=[(encoder, index)] * 2, **kwargs)
+
+    index.save(tmp_path / "index")
+    fold_index.save(tmp_path / "fold_index")
+    args = ["train-reranker", str(corpus), "--encoder", str(tiny_bert_dir), "--index", str(tmp_path / "index"),
+            "--base", str(tiny_bert_dir), "--layers", "1", "--top-k", "3", "--max-length", "40", "--epochs", "1",
+            "--batch-size", "4", "--num-threads", "1", "--fold-encoder", str(tiny_bert_dir)]
+    res = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "cli"), "--fold-index", str(tmp_path / "fold_index")])
+    assert res.exit_code == 0, res.output
+    assert "candidate lists' Acc@1 0.00" in res.output
+    res = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "cli_bad")])
+    assert res.exit_code == 1 and "1 --fold-encoder but 0 --fold-index" in res.output and "Traceback" not in res.output
