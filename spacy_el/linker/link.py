@@ -55,14 +55,15 @@ def records_table(records: Iterable[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------------- evaluation
 def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence[str] | None = None,
                      batch_size: int = 256, resolve_abbreviations: bool = False, reranker=None,
-                     rerank_top_k: int | None = None) -> dict[str, Any]:
+                     rerank_top_k: int | None = None, rerank_margin: float | None = None) -> dict[str, Any]:
     """Acc@1/Acc@5 of encoder + index on a PubTator file's mentions, SapBERT's protocol
     (composite mentions split into parts when their texts line up; any shared id counts).
     Mentions whose gold ids are absent from the KB stay in the denominator and are counted.
     `resolve_abbreviations`: a mention that is a short form defined in its abstract
     (`abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do.
     `reranker` (`spacy_el.sap.rerank.model.Reranker`): each mention's first `rerank_top_k` candidates
-    are reordered by it, reading the mention in its abstract, as `sap_linker` does."""
+    are reordered by it, reading the mention in its abstract, as `sap_linker` does; with
+    `rerank_margin`, only near-ties, as `sap_linker`'s `rerank_margin` (the setting that is timed)."""
     from spacy_el.corpora.pubtator import linking_queries, read_pubtator
     from spacy_el.evaluate import accuracy_at_k, missing_from_kb
 
@@ -75,13 +76,16 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     lists = [found[t] for t in texts]
     if reranker is not None:
         from spacy_el.sap.rerank.context import concept_names, mention_in_context
-        from spacy_el.sap.rerank.model import rerank
+        from spacy_el.sap.rerank.model import near_tie, rerank
 
         doc_text = {d.pmid: d.text for d in corpus.docs}
-        contexts = [mention_in_context(doc_text[q.pmid], q.start, q.end, query=t, window=reranker.settings.window)
-                    for q, t in zip(queries, texts)]
-        lists = rerank(reranker, contexts, lists, concept_names(index.table), top_k=rerank_top_k,
-                       bonus=index.concept_bonus())
+        todo = [i for i, cands in enumerate(lists) if near_tie(cands, rerank_margin)]
+        contexts = [mention_in_context(doc_text[queries[i].pmid], queries[i].start, queries[i].end, query=texts[i],
+                                       window=reranker.settings.window) for i in todo]
+        reranked = rerank(reranker, contexts, [lists[i] for i in todo], concept_names(index.table),
+                          top_k=rerank_top_k, bonus=index.concept_bonus())
+        for i, cands in zip(todo, reranked):
+            lists[i] = cands
     ranked = [[c.concept_id for c in cands] for cands in lists]
     scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
     return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),

@@ -507,14 +507,19 @@ def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Seq
     return out
 
 
+def near_tie(candidates: Sequence[Candidate], margin: float | None) -> bool:
+    """Whether a mention's candidates are worth reranking: at least two, and (with `margin`) the
+    best cosine leading the second by less than `margin`."""
+    return len(candidates) > 1 and (margin is None or candidates[0].score - candidates[1].score < margin)
+
+
 def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str], candidates: Sequence[list],
                  names: Mapping[str, Sequence[str]], *, top_k: int, margin: float | None = None,
                  batch_size: int = BATCH_SIZE, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """`rerank` for entities of spaCy docs: each span is read in a window of its doc's text, with
     `texts[i]` (what the linker searched) shown when it differs from the span's own text. With
     `margin`, spans whose best cosine leads the second by at least that much keep their order."""
-    todo = [i for i, c in enumerate(candidates)
-            if len(c) > 1 and (margin is None or c[0].score - c[1].score < margin)]
+    todo = [i for i, c in enumerate(candidates) if near_tie(c, margin)]
     out = [list(c) for c in candidates]
     if not todo:
         return out
@@ -534,4 +539,4 @@ def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str],
 
 
 __all__: list[Any] = ["RerankerSettings", "Reranker", "CrossEncoderReranker", "OnnxReranker", "export_onnx",
-                      "load_reranker", "reranker_from_path", "rerank", "rerank_spans"]
+                      "load_reranker", "reranker_from_path", "rerank", "rerank_spans", "near_tie"]
