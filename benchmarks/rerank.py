@@ -87,6 +87,10 @@ def main() -> None:
     parser.add_argument("--teacher", default=None, help="a trained reranker to distil into this one (soft targets)")
     parser.add_argument("--soft-weight", type=float, default=0.5, help="with --teacher: weight of its soft targets")
     parser.add_argument("--speed", action="store_true", help="only the speed run (needs a finished accuracy run)")
+    parser.add_argument("--reranker", type=Path, default=None,
+                        help="with --speed: the ONNX reranker to time (default WORK/reranker_int8)")
+    parser.add_argument("--margins", default="0.05,0.02,0.01",
+                        help="with --speed: the rerank_margin values timed (near-ties only, top 3)")
     args = parser.parse_args()
     import torch
 
@@ -237,15 +241,14 @@ def speed(args) -> None:
     encoder, encoder_name = fast_encoder(args.work, args.encoder)
     medic, enriched, _, aliases = tables()
     index = indexes(encoder, medic, enriched, aliases, print)[("NCBI-disease", "MEDIC + DO + train mentions")]
-    reranker = load_reranker(args.work / "reranker_int8", num_threads=args.threads)
+    reranker = load_reranker(args.reranker or args.work / "reranker_int8", num_threads=args.threads)
     corpora = [read_pubtator(CORPORA["NCBI-disease"][1]), read_pubtator(CORPORA["NCBI-disease"][0])]
     out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"), "cpu": cpu_model(),
            "load_before": os.getloadavg(), "encoder": encoder_name, "threads": args.threads}
-    for label, on, margin, top in (("bi-encoder only", False, None, 5), ("reranker, every mention", True, None, 5),
-                                   ("reranker, near-ties (margin 0.05)", True, 0.05, 5),
-                                   ("reranker, near-ties (margin 0.02)", True, 0.02, 5),
-                                   ("reranker, near-ties (margin 0.02), top 3", True, 0.02, 3),
-                                   ("reranker, near-ties (margin 0.01), top 3", True, 0.01, 3)):
+    settings = [("bi-encoder only", False, None, 5), ("reranker, every mention", True, None, 5),
+                ("reranker, every mention, top 3", True, None, 3)]
+    settings += [(f"reranker, near-ties (margin {m}), top 3", True, float(m), 3) for m in args.margins.split(",")]
+    for label, on, margin, top in settings:
         nlp = spacy.blank("en")
         linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0, "rerank_margin": margin, "rerank_top_k": top})
         linker.set_parts(encoder, index)

@@ -74,6 +74,7 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     k = max(5, rerank_top_k or 0)
     found = dict(zip(unique, index.search(encoder.embed(unique, batch_size=batch_size), k=k))) if unique else {}
     lists = [found[t] for t in texts]
+    n_reranked = 0
     if reranker is not None:
         from spacy_el.sap.rerank.context import concept_names, mention_in_context
         from spacy_el.sap.rerank.model import near_tie, rerank
@@ -86,9 +87,10 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
                           top_k=rerank_top_k, bonus=index.concept_bonus())
         for i, cands in zip(todo, reranked):
             lists[i] = cands
+        n_reranked = len(todo)
     ranked = [[c.concept_id for c in cands] for cands in lists]
     scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
-    return scores | {"n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
+    return scores | {"n_reranked": n_reranked, "n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
                      "n_nil_skipped": corpus.n_nil, "n_docs": len(corpus.docs), "corpus": str(corpus_path),
                      "n_abbreviations_resolved": sum(t != q.text for q, t in zip(queries, texts))}
 

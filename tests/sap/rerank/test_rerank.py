@@ -128,9 +128,10 @@ def test_reranker_learns_the_case_the_bi_encoder_cannot_settle(trained, encoder,
     assert plain["acc@1"] == result.dev_bi_acc1 and reranked["acc@1"] == max(result.dev_scores)
     assert reranked["n"] == plain["n"] == 8
     # the linker's rerank_margin: a margin no lead reaches reranks all, margin 0 none
-    for margin, expected in ((10.0, reranked), (0.0, plain)):
+    assert reranked["n_reranked"] == 8 and plain["n_reranked"] == 0
+    for margin, expected, n in ((10.0, reranked, 8), (0.0, plain, 0)):
         scores = evaluate_linking(corpus, encoder, index, reranker=reranker, rerank_top_k=3, rerank_margin=margin)
-        assert scores["acc@1"] == expected["acc@1"]
+        assert scores["acc@1"] == expected["acc@1"] and scores["n_reranked"] == n
 
 
 def make_nlp(tiny_bert_dir, index_dir, reranker_dir, **config):
