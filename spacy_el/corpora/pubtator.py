@@ -246,15 +246,15 @@ def split_folds(path: str | Path, folds: int, seed: int = 0) -> list[tuple[list[
     if not 2 <= folds <= len(corpus.docs):
         raise InputError(f"{path}: folds={folds}; use 2 to {len(corpus.docs)} (its number of documents)")
     blocks: list[list[str]] = []
+    block: list[str] = []
     for _, line in read_lines(path):
-        if not line.strip():
-            if blocks and blocks[-1]:
-                blocks.append([])
-            continue
-        if not blocks:
-            blocks.append([])
-        blocks[-1].append(line)
-    blocks = [b for b in blocks if b]
+        if line.strip():
+            block.append(line)
+        elif block:
+            blocks.append(block)
+            block = []
+    if block:
+        blocks.append(block)
     if len(blocks) != len(corpus.docs):
         raise InputError(f"{path}: {len(corpus.docs)} documents but {len(blocks)} blank-line separated blocks; "
                          "separate each document from the next by one blank line")
