@@ -219,12 +219,12 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
     for path, (file_encoder, file_index) in zip(train, train_linkers):
         mentions += corpus_mentions(read_pubtator(path, types), file_encoder, file_index, k=k,
                                     window=settings.window, query_texts=query_texts)
-    train_acc = accuracy_at_k([[c.concept_id for c in m.candidates] for m in mentions], [m.gold for m in mentions],
-                              ks=(1,))["acc@1"] if mentions else None
     groups = train_groups(mentions, kb_index, names, settings.max_names, k if settings.listwise else None)
     if not groups:
         raise InputError(f"{', '.join(map(str, train))}: no train mention has a gold concept in the index with wrong "
                          "candidates to learn from; check --types and that corpus and KB use the same ids")
+    train_acc = accuracy_at_k([[c.concept_id for c in m.candidates] for m in mentions], [m.gold for m in mentions],
+                              ks=(1,))["acc@1"]
     rng = random.Random(config.seed)
     if max_train is not None and len(groups) > max_train:
         groups = rng.sample(groups, max_train)
