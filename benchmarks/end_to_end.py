@@ -107,6 +107,8 @@ def linker_source(args, which: str = "disease") -> Language:
 
     nlp = spacy.blank("en")
     config = {"rerank_top_k": args.rerank_top_k, "rerank_margin": args.rerank_margin}
+    if args.threshold is not None:
+        config["threshold"] = args.threshold
     reranker = reranker_from_path(str(args.reranker)) if args.reranker and which == "disease" else None
     nlp.add_pipe("sap_linker", config=config).initialize(encoder_loader=encoder_from_path(str(args.encoder)),
                                                          index_loader=index_from_dir(str(args.index)),
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rerank-top-k", type=int, default=3, help="With --reranker: candidates it rescores")
     ap.add_argument("--rerank-margin", type=float, default=None,
                     help="With --reranker: rerank only mentions whose first two cosines are this close (e.g. 0.02)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="With --encoder/--index: the linker's NIL threshold on the best cosine (default: sap_linker's)")
     ap.add_argument("--chemical-linker", help="A pipeline holding a sap_linker over a chemical KB (BC5CDR Chemical)")
     ap.add_argument("--corpora", nargs="*", choices=list(CORPORA), help="Default: all that apply")
     ap.add_argument("--keep-pipeline", action="store_true",

@@ -16,8 +16,10 @@ enriched MEDIC as negatives; its weight in `cosine + weight × score` is tuned (
 decided) on a seeded sample of `--max-dev` mentions of the two dev sets.
 
 `--speed`: unique mentions/s of the pipeline (`sap_linker` over the gold spans of NCBI dev + train,
-empty caches, best of 3 passes) with the reranker on, every mention and only near-ties
-(`rerank_margin`); run it under `flock -x` so nothing else shares the CPU.
+empty caches, best of 3 passes) with the reranker on: every mention, the linker's default (the
+mentions whose first candidate the reranker could overturn, `worth_reranking`) and only near-ties
+(`rerank_margin`); over `--index DIR` (a served index, e.g. `build-index --index-type HNSW32`) or
+MEDIC + DO + train mentions in a `Flat` index; run it under `flock -x` so nothing else shares the CPU.
 
     python benchmarks/rerank.py --work /tmp/rerank_bench [--max-train 2000] [--layers 1] [--speed]
 """
@@ -89,6 +91,9 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="only the speed run (needs a finished accuracy run)")
     parser.add_argument("--reranker", type=Path, default=None,
                         help="with --speed: the ONNX reranker to time (default WORK/reranker_int8)")
+    parser.add_argument("--index", default=None,
+                        help="with --speed: the served index to time over (built with --encoder; default: "
+                             "MEDIC + DO + NCBI train mentions, Flat, built here)")
     parser.add_argument("--margins", default="0.05,0.02,0.01",
                         help="with --speed: the rerank_margin values timed (near-ties only, top 3)")
     args = parser.parse_args()
@@ -236,17 +241,26 @@ def speed(args) -> None:
 
     from spacy_el.corpora.pubtator import read_pubtator
     from spacy_el.linker.link import pubtator_docs
-    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.model import load_reranker, reach
 
     encoder, encoder_name = fast_encoder(args.work, args.encoder)
-    medic, enriched, _, aliases = tables()
-    index = indexes(encoder, medic, enriched, aliases, print)[("NCBI-disease", "MEDIC + DO + train mentions")]
+    if args.index:
+        from spacy_el.kb.index import ConceptIndex
+
+        index = ConceptIndex.load(args.index, encoder, use_gpu=False)
+    else:
+        medic, enriched, _, aliases = tables()
+        index = indexes(encoder, medic, enriched, aliases, print)[("NCBI-disease", "MEDIC + DO + train mentions")]
     reranker = load_reranker(args.reranker or args.work / "reranker_int8", num_threads=args.threads)
     corpora = [read_pubtator(CORPORA["NCBI-disease"][1]), read_pubtator(CORPORA["NCBI-disease"][0])]
     out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"), "cpu": cpu_model(),
-           "load_before": os.getloadavg(), "encoder": encoder_name, "threads": args.threads}
-    settings = [("bi-encoder only", False, None, 5), ("reranker, every mention", True, None, 5),
-                ("reranker, every mention, top 3", True, None, 3)]
+           "load_before": os.getloadavg(), "encoder": encoder_name, "threads": args.threads,
+           "index": args.index or "MEDIC + DO + train mentions (Flat)", "index_type": index.meta["index_type"],
+           "reranker": str(args.reranker or args.work / "reranker_int8"), "reach": reach(reranker.settings)}
+    every = 10.0  # a cosine lead no mention reaches: every mention is reranked
+    settings = [("bi-encoder only", False, None, 5), ("reranker, every mention", True, every, 5),
+                ("reranker, every mention, top 3", True, every, 3),
+                ("reranker, default (mentions it could overturn), top 3", True, None, 3)]
     settings += [(f"reranker, near-ties (margin {m}), top 3", True, float(m), 3) for m in args.margins.split(",")]
     for label, on, margin, top in settings:
         nlp = spacy.blank("en")

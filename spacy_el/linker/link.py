@@ -62,8 +62,9 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     `resolve_abbreviations`: a mention that is a short form defined in its abstract
     (`abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do.
     `reranker` (`spacy_el.sap.rerank.model.Reranker`): each mention's first `rerank_top_k` candidates
-    are reordered by it, reading the mention in its abstract, as `sap_linker` does; with
-    `rerank_margin`, only near-ties, as `sap_linker`'s `rerank_margin` (the setting that is timed)."""
+    are reordered by it, reading the mention in its abstract, as `sap_linker` does: those whose first
+    candidate it could overturn, or with `rerank_margin` only near-ties (`worth_reranking`, the
+    linker's rule, so the setting that is timed is the one scored)."""
     from spacy_el.corpora.pubtator import linking_queries, read_pubtator
     from spacy_el.evaluate import accuracy_at_k, missing_from_kb
 
@@ -77,14 +78,17 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     n_reranked = 0
     if reranker is not None:
         from spacy_el.sap.rerank.context import concept_names, mention_in_context
-        from spacy_el.sap.rerank.model import near_tie, rerank
+        from spacy_el.sap.rerank.model import rerank, worth_reranking
 
         doc_text = {d.pmid: d.text for d in corpus.docs}
-        todo = [i for i, cands in enumerate(lists) if near_tie(cands, rerank_margin)]
+        bonus = index.concept_bonus()
+        top = reranker.settings.top_k if rerank_top_k is None else rerank_top_k
+        todo = [i for i, cands in enumerate(lists)
+                if worth_reranking(cands, rerank_margin, reranker.settings, top, bonus)]
         contexts = [mention_in_context(doc_text[queries[i].pmid], queries[i].start, queries[i].end, query=texts[i],
                                        window=reranker.settings.window) for i in todo]
         reranked = rerank(reranker, contexts, [lists[i] for i in todo], concept_names(index.table),
-                          top_k=rerank_top_k, bonus=index.concept_bonus())
+                          top_k=rerank_top_k, bonus=bonus)
         for i, cands in zip(todo, reranked):
             lists[i] = cands
         n_reranked = len(todo)

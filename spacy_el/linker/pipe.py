@@ -39,9 +39,11 @@ random disk reads (`ConceptIndex.load(prefetch=True)`).
 
 Reranking (optional, `reranker_loader` in `initialize`, e.g. `spacy_el.RerankerFromPath.v1`): a
 cross-encoder (`spacy_el.sap.rerank`) reads each entity in a window of its doc with each of its first
-`rerank_top_k` candidates and reorders them by cosine + weight × its score; `rerank_margin`, when
-set, skips entities whose best cosine leads the second by at least that much (the clear cases,
-for speed). Candidates then carry both scores (`score`, `rerank_score`); the NIL decision still
+`rerank_top_k` candidates and reorders them by cosine + weight × its score. It reads only the
+entities whose first candidate it could overturn (the lead in cosine + prior below weight × the
+score spread it showed on dev, `worth_reranking`): the others' links would not change. A
+`rerank_margin`, when set, reads instead only entities whose best cosine leads the second by less
+(near-ties: faster, and some accuracy given up). Reranked candidates carry both scores (`score`, `rerank_score`); the NIL decision still
 reads the bi-encoder's best cosine. The reranker is saved with the pipeline (`reranker/`).
 """
 from __future__ import annotations

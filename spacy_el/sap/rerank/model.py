@@ -67,6 +67,10 @@ class RerankerSettings:
     listwise: bool = False
     #: Tokens kept of each candidate text in a listwise input.
     candidate_tokens: int = 16
+    #: The largest max − min of its scores within one dev mention's top-k (set by training): with
+    #: `weight`, how far a candidate's reranked key can move, so the linker can tell which mentions'
+    #: first candidate the reranker could overturn (`worth_reranking`). None: not known (rerank all).
+    score_spread: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_length", "candidate_tokens", "top_k", "max_names"):
@@ -507,19 +511,44 @@ def rerank(reranker: Reranker, contexts: Sequence[str], candidates: Sequence[Seq
     return out
 
 
-def near_tie(candidates: Sequence[Candidate], margin: float | None) -> bool:
-    """Whether a mention's candidates are worth reranking: at least two, and (with `margin`) the
-    best cosine leading the second by less than `margin`."""
-    return len(candidates) > 1 and (margin is None or candidates[0].score - candidates[1].score < margin)
+#: The reach of a reranker is weight × this × its dev score spread: room for mentions that spread
+#: their scores wider than any on dev did and for int8 rounding (on NCBI-disease and BC5CDR train
+#: lists the widest spread was within 1.1× of dev's).
+SPREAD_HEADROOM = 1.5
+
+
+def reach(settings: RerankerSettings) -> float:
+    """How much the reranker can move a candidate's key relative to another's: weight × its score
+    spread (with `SPREAD_HEADROOM`); infinite when the spread is not known."""
+    if settings.score_spread is None:
+        return float("inf")
+    return settings.weight * settings.score_spread * SPREAD_HEADROOM
+
+
+def worth_reranking(candidates: Sequence[Candidate], margin: float | None, settings: RerankerSettings,
+                    top_k: int, bonus: Mapping[str, float] | None = None) -> bool:
+    """Whether a mention's candidates go to the reranker. With a `margin`: when the best cosine
+    leads the second by less (near-ties only, a speed setting that gives up some accuracy). Without:
+    when the reranker could overturn the first candidate, i.e. its lead in the order `rerank` sorts
+    by (cosine + prior bonus) over the best rival among the first `top_k` is below the reranker's
+    `reach`; for the others reranking would leave the same first candidate, so skipping them
+    changes no link (only the order behind it, and those candidates carry no `rerank_score`)."""
+    if len(candidates) < 2:
+        return False
+    if margin is not None:
+        return candidates[0].score - candidates[1].score < margin
+    bonus = bonus or {}
+    keys = [c.score + bonus.get(c.concept_id, 0.0) for c in candidates[:max(top_k, 2)]]
+    return keys[0] - max(keys[1:]) < reach(settings)
 
 
 def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str], candidates: Sequence[list],
                  names: Mapping[str, Sequence[str]], *, top_k: int, margin: float | None = None,
                  batch_size: int = BATCH_SIZE, bonus: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """`rerank` for entities of spaCy docs: each span is read in a window of its doc's text, with
-    `texts[i]` (what the linker searched) shown when it differs from the span's own text. With
-    `margin`, spans whose best cosine leads the second by at least that much keep their order."""
-    todo = [i for i, c in enumerate(candidates) if near_tie(c, margin)]
+    `texts[i]` (what the linker searched) shown when it differs from the span's own text. Spans
+    not `worth_reranking` (by `margin`, or out of the reranker's reach) keep their order."""
+    todo = [i for i, c in enumerate(candidates) if worth_reranking(c, margin, reranker.settings, top_k, bonus)]
     out = [list(c) for c in candidates]
     if not todo:
         return out
@@ -539,4 +568,4 @@ def rerank_spans(reranker: Reranker, spans: Sequence[Any], texts: Sequence[str],
 
 
 __all__: list[Any] = ["RerankerSettings", "Reranker", "CrossEncoderReranker", "OnnxReranker", "export_onnx",
-                      "load_reranker", "reranker_from_path", "rerank", "rerank_spans", "near_tie"]
+                      "load_reranker", "reranker_from_path", "rerank", "rerank_spans", "worth_reranking", "reach"]

@@ -249,7 +249,9 @@ def train_reranker(train: Sequence[str | Path], kb_index: ConceptIndex, encoder:
             reranked = rerank(model, [m.context for m in dev_mentions], [m.candidates for m in dev_mentions], names,
                               top_k=k, weight=0.0)
             weight, acc, _ = tune_weight(dev_mentions, reranked, bonus=bonus)
-            model.settings = dataclasses.replace(model.settings, weight=weight)
+            spread = max((max(c.rerank_score for c in cands[:k]) - min(c.rerank_score for c in cands[:k])
+                          for cands in reranked if len(cands) > 1), default=None)
+            model.settings = dataclasses.replace(model.settings, weight=weight, score_spread=spread)
             return acc
 
     def factory(epoch: int, _model) -> list:

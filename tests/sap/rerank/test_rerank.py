@@ -123,6 +123,7 @@ def test_reranker_learns_the_case_the_bi_encoder_cannot_settle(trained, encoder,
     assert result.dev_bi_acc1 is not None and result.dev_bi_acc1 <= 50.0
     assert max(result.dev_scores) > result.dev_bi_acc1 and result.weight > 0
     reranker = load_reranker(result.reranker_dir)
+    assert reranker.settings.score_spread > 0  # recorded on dev with the weight, for `worth_reranking`
     plain = evaluate_linking(corpus, encoder, index)
     reranked = evaluate_linking(corpus, encoder, index, reranker=reranker, rerank_top_k=3)
     assert plain["acc@1"] == result.dev_bi_acc1 and reranked["acc@1"] == max(result.dev_scores)
@@ -334,6 +335,38 @@ def test_the_corpus_prior_still_counts_after_reranking():
     assert index.concept_bonus() == pytest.approx({"B": 0.02 * np.log(10)})
     ranked = rerank(Flat(), ["ctx"], cands, {}, bonus=index.concept_bonus())[0]
     assert [c.concept_id for c in ranked] == ["B", "A", "C"] and ranked[0].score == 0.79  # the cosine stays
+
+
+def test_only_mentions_whose_first_candidate_the_reranker_could_overturn_are_read():
+    from spacy_el.sap.rerank.model import SPREAD_HEADROOM, RerankerSettings, rerank, worth_reranking
+
+    # weight 0.1 × spread 2 (× headroom): the reranker moves a key by at most 0.2 × headroom
+    settings = RerankerSettings(top_k=3, weight=0.1, score_spread=2.0)
+    reach = 0.2 * SPREAD_HEADROOM
+    def cands(lead, third=0.1):
+        return [Candidate("A", 0.8, "a", "kb"), Candidate("B", 0.8 - lead, "b", "kb"), Candidate("C", third, "c", "kb")]
+    assert worth_reranking(cands(reach - 0.01), None, settings, 3)
+    assert not worth_reranking(cands(reach + 0.01), None, settings, 3)
+    assert worth_reranking(cands(reach + 0.01, third=0.8 - reach + 0.02), None, settings, 3)  # any rival within reach
+    assert not worth_reranking(cands(reach + 0.01, third=0.8 - reach + 0.02), None, settings, 2)  # beyond top_k: not
+    assert worth_reranking(cands(reach + 0.01), None, settings, 3, bonus={"B": 0.03})  # the prior counts as rerank adds it
+    assert worth_reranking(cands(5.0), None, dataclasses.replace(settings, score_spread=None), 3)  # spread unknown: all
+    assert not worth_reranking(cands(0.0)[:1], None, settings, 3)  # nothing to reorder
+    assert worth_reranking(cands(0.3), 0.5, settings, 3) and not worth_reranking(cands(0.01), 0.0, settings, 3)
+
+    class Extreme:  # a reranker spreading its scores as widely as its settings allow, for the rival
+        def __init__(self, spread):
+            self.settings, self.spread = dataclasses.replace(settings, score_spread=spread), spread
+
+        def score_groups(self, contexts, groups, batch_size=64):
+            return [np.array([0.0] + [self.spread] * (len(g) - 1)) for g in groups]
+
+    # outside the reach (with headroom) even the widest spread seen cannot move the first candidate
+    for lead in (0.05, 0.19, 0.21, 0.5):
+        skipped = not worth_reranking(cands(lead), None, settings, 3)
+        first = rerank(Extreme(2.0), ["ctx"], [cands(lead)], {})[0][0].concept_id
+        assert not skipped or first == "A"
+        assert skipped == (lead >= reach)
 
 
 def test_the_weight_is_tuned_in_the_order_the_linker_gives_with_the_prior():
