@@ -69,11 +69,10 @@ class DictionaryNER:
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
         self.n_names = 0
 
-    def set_names(self, names) -> None:
-        keep = sorted({n.lower() for n in names if len(n.strip()) >= self.min_chars
-                       and not all(w in STOP_WORDS for w in n.lower().split())})
-        self.matcher.add(self.label, list(self.nlp.tokenizer.pipe(keep)))
-        self.n_names = len(keep)
+    def set_names(self, names: list[str]) -> None:
+        """`names`: lower-cased, filtered (`kb_names`)."""
+        self.matcher.add(self.label, list(self.nlp.tokenizer.pipe(names)))
+        self.n_names = len(names)
 
     def __call__(self, doc: Doc) -> Doc:
         spans = [doc[s:e] for _, s, e in self.matcher(doc)]
@@ -141,6 +140,25 @@ def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
     return nlp, notes
 
 
+def kb_names(nlp: Language, aliases_only: bool, min_chars: int = 3) -> list[str]:
+    """The linker's index names (lower-cased; `aliases_only`: the corpus mentions added as aliases),
+    without names shorter than `min_chars` or made of stop words only."""
+    table = nlp.get_pipe(factory_names(nlp, "sap_linker")[0]).index.table
+    names = (n for n, source in zip(table.names, table.sources) if not aliases_only or source != "kb")
+    return sorted({n.lower() for n in names if len(n.strip()) >= min_chars
+                   and not all(w in STOP_WORDS for w in n.lower().split())})
+
+
+def add_kb_fill(nlp: Language, label: str, aliases_only: bool) -> int:
+    """After the NER, spaCy's `entity_ruler` adds KB-name matches (LOWER) where the tagger found
+    nothing (`overwrite_ents` off): a lexicon for the mentions the tagger misses."""
+    names = kb_names(nlp, aliases_only)
+    ruler = nlp.add_pipe("entity_ruler", name="kb_fill", after=ner_names(nlp)[-1],
+                         config={"phrase_matcher_attr": "LOWER", "overwrite_ents": False})
+    ruler.add_patterns([{"label": label, "pattern": n} for n in names])
+    return len(names)
+
+
 def dictionary_pipeline(nlp: Language, label: str) -> tuple[Language, int]:
     """The same pipeline with its NER replaced by the KB-dictionary matcher over the linker's names."""
     linker = factory_names(nlp, "sap_linker")[0]
@@ -148,7 +166,7 @@ def dictionary_pipeline(nlp: Language, label: str) -> tuple[Language, int]:
     dict_nlp = spacy.blank(nlp.lang, vocab=nlp.vocab)
     dict_nlp.tokenizer = nlp.tokenizer
     pipe = dict_nlp.add_pipe("e2e_kb_dictionary_ner", config={"label": label})
-    pipe.set_names(nlp.get_pipe(linker).index.table.names)
+    pipe.set_names(kb_names(nlp, aliases_only=False, min_chars=pipe.min_chars))
     for name in nlp.pipe_names:
         if name not in disable:
             dict_nlp.add_pipe(name, source=nlp)
@@ -181,6 +199,14 @@ def run(args) -> dict:
         if label not in labels:
             notes.append(f"{corpus}: the NER has no `{label}` label ({sorted(labels)}); its rows score 0 spans")
         dict_nlp, n_names = dictionary_pipeline(use, label)
+        if args.kb_fill:
+            n_fill = add_kb_fill(use, label, aliases_only=args.kb_fill == "aliases")
+            for name in factory_names(use, "abbreviation_detector"):
+                use.get_pipe(name).propagate_ents = args.propagate_ents
+            s = evaluate_pipeline(use, path, types=types, label=label, batch_size=args.batch_size)
+            use.remove_pipe("kb_fill")
+            rows.append({"corpus": corpus, "system": f"pipeline + KB-name fill where the NER found nothing "
+                                                     f"(`entity_ruler`, {args.kb_fill}, {n_fill:,} names)", "scores": s})
         for system, pipe_nlp, gold in (("pipeline (NER → abbreviations → linker)", use, False),
                                        ("linker on gold spans (NER-perfect bound)", use, True),
                                        (f"KB dictionary NER (PhraseMatcher LOWER, {n_names:,} names) → linker",
@@ -256,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="With --reranker: rerank only mentions whose first two cosines are this close (e.g. 0.02)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="With --encoder/--index: the linker's NIL threshold on the best cosine (default: sap_linker's)")
+    ap.add_argument("--kb-fill", choices=["all", "aliases"], default=None,
+                    help="Also score the pipeline with KB-name matches added where the NER found nothing "
+                         "(all index names, or only the corpus mentions added as aliases)")
     ap.add_argument("--chemical-linker", help="A pipeline holding a sap_linker over a chemical KB (BC5CDR Chemical)")
     ap.add_argument("--corpora", nargs="*", choices=list(CORPORA), help="Default: all that apply")
     ap.add_argument("--keep-pipeline", action="store_true",
