@@ -130,6 +130,9 @@ def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
         notes.append(f"NER from `{args.ner or args.pipeline}`, linker from "
                      f"`{(args.chemical_linker if which != 'disease' else args.linker) or args.index}`")
     linker = factory_names(nlp, "sap_linker")[0]
+    if args.kb_extend and not factory_names(nlp, "kb_span_extender"):
+        nlp.add_pipe("kb_span_extender", after=ner_names(nlp)[0], config={"max_extra_tokens": args.kb_extend})
+        notes.append(f"`kb_span_extender` added after the NER (max_extra_tokens {args.kb_extend})")
     if not args.keep_pipeline:
         if not factory_names(nlp, "abbreviation_detector"):
             nlp.add_pipe("abbreviation_detector", before=linker)
@@ -282,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="With --reranker: rerank only mentions whose first two cosines are this close (e.g. 0.02)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="With --encoder/--index: the linker's NIL threshold on the best cosine (default: sap_linker's)")
+    ap.add_argument("--kb-extend", type=int, default=0, metavar="N",
+                    help="Add `kb_span_extender`: widen entities to the longest KB name (of the tagger's gazetteer) "
+                         "containing them, adding at most N tokens")
     ap.add_argument("--kb-fill", choices=["all", "aliases"], default=None,
                     help="Also score the pipeline with KB-name matches added where the NER found nothing "
                          "(all index names, or only the corpus mentions added as aliases)")
