@@ -124,8 +124,15 @@ def evaluate_linking_command(
                                        help="Acc@k: link short forms defined in the abstract by their long form"),
     prior_weight: Optional[float] = typer.Option(None, "--prior-weight",
                                                  help="Acc@k: override the index's corpus-prior weight (0 = off)"),
+    thresholds: str = typer.Option("", "--thresholds",
+                                   help="Pipeline: also score it at each of these NIL thresholds of its sap_linker, "
+                                        "e.g. 0.6,0.7,0.8 (calibrate `[components.sap_linker] threshold` on dev)"),
 ) -> None:
-    """Acc@1/Acc@5 on PubTator mentions (SapBERT protocol) and, with --pipeline, end-to-end scores."""
+    """Acc@1/Acc@5 on PubTator mentions (SapBERT protocol) and, with --pipeline, end-to-end scores.
+
+    The NIL threshold (best cosine below it: no link) suits one encoder and not another (a fine-tuned
+    encoder puts its right answers at higher cosines), so `--thresholds` scores a pipeline at several
+    and names the best by document-concept F."""
     from spacy_el.io import atomic_write
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.linker.link import evaluate_linking, evaluate_pipeline
@@ -133,6 +140,12 @@ def evaluate_linking_command(
 
     if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
         raise fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
+    try:
+        sweep = [float(t) for t in thresholds.split(",") if t.strip()]
+    except ValueError:
+        raise fail(InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, e.g. 0.6,0.7,0.8")) from None
+    if sweep and pipeline is None:
+        raise fail(InputError("--thresholds scores a pipeline's NIL threshold: give --pipeline too"))
     scores: dict = {}
     try:
         if encoder is not None:
@@ -143,8 +156,17 @@ def evaluate_linking_command(
         if pipeline is not None:
             import spacy
 
-            scores["pipeline"] = evaluate_pipeline(spacy.load(pipeline), corpus, types=types or None,
-                                                   label=label, gold_ents=gold_ents)
+            nlp = spacy.load(pipeline)
+            scores["pipeline"] = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
+            if sweep:
+                linker = nlp.get_pipe("sap_linker")
+                own = linker.cfg["threshold"]
+                scores["threshold_sweep"] = {}
+                for value in sweep:
+                    linker.cfg["threshold"] = value
+                    s = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
+                    scores["threshold_sweep"][str(value)] = {key: s[key] for key in ("spans", "linking", "doc_concepts")}
+                linker.cfg["threshold"] = own
     except (InputError, OSError) as err:
         raise fail(err) from None
     if output is not None:
@@ -170,6 +192,13 @@ def evaluate_linking_command(
                    f"gold span linked wrong {w['linked']}")
         typer.echo(f"{s['words_per_s']:.0f} words/s ({s['n_words']} tokens in {s['seconds']:.1f} s"
                    f"{', gold spans' if s['gold_ents'] else ''})")
+    if "threshold_sweep" in scores:
+        typer.echo("NIL threshold     doc concepts P / R / F    mention linking F")
+        for value, g in scores["threshold_sweep"].items():
+            d = g["doc_concepts"]
+            typer.echo(f"{value:<17} {d['p']:6.2f} / {d['r']:6.2f} / {d['f']:6.2f}    {g['linking']['f']:6.2f}")
+        best = max(scores["threshold_sweep"].items(), key=lambda kv: kv[1]["doc_concepts"]["f"])[0]
+        typer.echo(f"best by document-concept F: {best} (set [components.sap_linker] threshold = {best})")
 
 
 @app.command("query")

@@ -156,3 +156,29 @@ def test_evaluate_linking_cli_prints_the_three_groups(e2e_nlp, tmp_path):
     assert "F  72.73" in lines["document concepts"] and "words/s" in result.output
     assert "gold span linked wrong 1" in result.output
     assert json.loads((tmp_path / "m.json").read_text())["pipeline"]["doc_concepts"]["n_gold"] == 6
+
+
+def test_evaluate_linking_cli_sweeps_the_nil_threshold(e2e_nlp, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+
+    path = tmp_path / "dev.PubTator"
+    _write_pubtator(path, E2E_DOCS)
+    e2e_nlp.to_disk(tmp_path / "pipeline")
+    own = e2e_nlp.get_pipe("sap_linker").cfg["threshold"]
+    result = CliRunner().invoke(app, ["evaluate-linking", str(path), "--pipeline", str(tmp_path / "pipeline"),
+                                      "--label", "Disease", "--thresholds", f"{own},1.01",
+                                      "--output", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((tmp_path / "m.json").read_text())["threshold_sweep"]
+    main = json.loads((tmp_path / "m.json").read_text())["pipeline"]
+    # at the pipeline's own threshold the sweep repeats its scores; past every cosine all is NIL
+    assert sweep[str(own)]["doc_concepts"] == main["doc_concepts"]
+    assert sweep["1.01"]["doc_concepts"]["n_pred"] == 0 and sweep["1.01"]["doc_concepts"]["f"] == 0.0
+    assert f"best by document-concept F: {own}" in result.output
+    bad = CliRunner().invoke(app, ["evaluate-linking", str(path), "--pipeline", str(tmp_path / "pipeline"),
+                                   "--thresholds", "0.7,high"])
+    assert bad.exit_code != 0 and "--thresholds" in bad.output
