@@ -119,6 +119,8 @@ VARIANTS = {
     "wider_dropout_0.1_word_0.4": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4")),
     "wider_dropout_0.1_word_0.4_seed1": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "1")),
     "wider_dropout_0.1_word_0.4_seed2": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "2")),
+    "wider_dropout_0.1_word_0.4_seed3": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "3")),
+    "wider_dropout_0.1_word_0.4_seed4": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", "--system.seed", "4")),
     "wider_dropout_0.1_word_0.55": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.55")),
     # word dropout 0.4 with 64 character filters (a dropped word is tagged from its characters) / with the
     # learning rate decayed linearly to 0 over 9 epochs of CoNLL (~1,500 steps), now that nothing overfits
