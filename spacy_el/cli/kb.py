@@ -164,8 +164,9 @@ def evaluate_linking_command(
                 scores["threshold_sweep"] = {}
                 for value in sweep:
                     linker.cfg["threshold"] = value
-                    s = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
-                    scores["threshold_sweep"][str(value)] = {key: s[key] for key in ("spans", "linking", "doc_concepts")}
+                    swept = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
+                    scores["threshold_sweep"][str(value)] = {key: swept[key] for key in ("spans", "linking",
+                                                                                         "doc_concepts")}
                 linker.cfg["threshold"] = own
     except (InputError, OSError) as err:
         raise fail(err) from None
