@@ -143,7 +143,8 @@ def evaluate_linking_command(
     try:
         sweep = [float(t) for t in thresholds.split(",") if t.strip()]
     except ValueError:
-        raise fail(InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, e.g. 0.6,0.7,0.8")) from None
+        raise fail(InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, "
+                              "e.g. 0.6,0.7,0.8")) from None
     if sweep and pipeline is None:
         raise fail(InputError("--thresholds scores a pipeline's NIL threshold: give --pipeline too"))
     scores: dict = {}

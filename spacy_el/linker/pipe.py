@@ -43,8 +43,9 @@ cross-encoder (`spacy_el.sap.rerank`) reads each entity in a window of its doc w
 entities whose first candidate it could overturn (the lead in cosine + prior below weight × the
 score spread it showed on dev, `worth_reranking`): the others' links would not change. A
 `rerank_margin`, when set, reads instead only entities whose best cosine leads the second by less
-(near-ties: faster, and some accuracy given up). Reranked candidates carry both scores (`score`, `rerank_score`); the NIL decision still
-reads the bi-encoder's best cosine. The reranker is saved with the pipeline (`reranker/`).
+(near-ties: faster, and some accuracy given up). Reranked candidates carry both scores (`score`,
+`rerank_score`); the NIL decision still reads the bi-encoder's best cosine. The reranker is saved
+with the pipeline (`reranker/`).
 """
 from __future__ import annotations
 
