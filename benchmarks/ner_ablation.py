@@ -52,6 +52,10 @@ CORPORA = {
                "convert": {"fmt": "pubtator"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
     "conll": {"train": ["conll2003/train.txt"], "dev": "conll2003/dev.txt", "convert": {"fmt": "conll"}, "kb": None},
 }
+#: the chemical names of the *chem* variants (`--chem-kb`; project.yml's asset `drug_ner_dictionary`)
+CHEM_KB = REPO / "assets" / "drug_ner_dictionary.pkl.bz2"
+#: the folder of places.tsv, first_names.tsv and surnames.tsv for the *names* variants (`--names`)
+NAMES = REPO / "assets" / "conll_names"
 #: 256-wide features and BiLSTM
 WIDER = ["--components.bilstm_ner.model.features.embed_width", "256", "--components.bilstm_ner.model.hidden_width",
          "256"]
@@ -138,6 +142,15 @@ VARIANTS = {
                                                 wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
     "wider_dropout_0.1_word_0.4_biotok_seed2": ("ner_bilstm_kb.cfg", "sentence_bio",
                                                 wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
+    # the same beside a second gazetteer of chemical and drug names (configs/ner_bilstm_kb_chem.cfg has these
+    # settings and the tokenizer built in; the names: --chem-kb)
+    "chem_biotok": ("ner_bilstm_kb_chem.cfg", "sentence_bio", []),
+    "chem_biotok_seed1": ("ner_bilstm_kb_chem.cfg", "sentence_bio", ["--system.seed", "1"]),
+    "chem_biotok_seed2": ("ner_bilstm_kb_chem.cfg", "sentence_bio", ["--system.seed", "2"]),
+    # CoNLL: the word-dropout tagger with three name lists as gazetteers (configs/ner_bilstm_names.cfg has the
+    # settings built in; the lists: --names, written by benchmarks/conll_gazetteers.py)
+    "names": ("ner_bilstm_names.cfg", "sentence", []),
+    "names_seed1": ("ner_bilstm_names.cfg", "sentence", ["--system.seed", "1"]),
     # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
     "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
     "transformer_ft_wider_word_0.4_biotok": ("ner_bilstm_kb_trf.cfg", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
@@ -196,6 +209,15 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         else:
             kb, fmt = CORPORA[corpus]["kb"]
             cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
+    if "chem" in config:
+        if not CHEM_KB.is_file():
+            raise SystemExit(f"{variant}: no chemical names at {CHEM_KB}; pass --chem-kb FILE "
+                             "(`python -m spacy project assets` fetches drug_ner_dictionary.pkl.bz2)")
+        cmd += ["--paths.chem_kb", str(CHEM_KB)]
+    if "names" in config:
+        if not (NAMES / "places.tsv").is_file():
+            raise SystemExit(f"{variant}: no name lists in {NAMES}; pass --names DIR (benchmarks/conll_gazetteers.py)")
+        cmd += ["--paths.names", str(NAMES)]
     return _spacy_train(variant, cmd + overrides, paths, work, None if minutes else epochs, threads)
 
 
@@ -288,6 +310,7 @@ def markdown(corpus: str, budget: str, rows: List[Dict], command: str) -> str:
 
 
 def main() -> None:
+    global CHEM_KB, NAMES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="ncbi")
@@ -300,11 +323,14 @@ def main() -> None:
                         help="train this many more epochs from each variant's model-last (scored as VARIANT+N)")
     parser.add_argument("--eval-only", action="store_true", help="re-score the models a previous run left")
     parser.add_argument("--n-process", action="store_true", help="also time nlp.pipe(n_process=2)")
+    parser.add_argument("--chem-kb", type=Path, default=CHEM_KB, help="chemical names of the *chem* variants")
+    parser.add_argument("--names", type=Path, default=NAMES, help="name lists of the *names* variants")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spacy_el_ner_ablation")
     parser.add_argument("--ensemble", action="append", default=[], metavar="NAME=V1+V2[+…]",
                         help="also score the ensemble (spacy-el ensemble-ner) of these trained variants as NAME")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
+    CHEM_KB, NAMES = args.chem_kb, args.names
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
         parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")

@@ -1,17 +1,20 @@
-"""Knowledge-base readers: MEDIC, OBO ontologies (Disease Ontology) and plain TSV → ConceptTable.
+"""Knowledge-base readers: MEDIC, OBO ontologies (Disease Ontology), the drug dictionary of the
+`drug-named-entity-recognition` package and plain TSV → ConceptTable.
 
 Every reader returns canonical concept ids (`spacy_el.ids`), one row per (concept, name), names
 de-duplicated per concept, and raises `InputError` naming the file and line of a bad row.
 """
 from __future__ import annotations
 
+import bz2
+import pickle
 from pathlib import Path
 
 from spacy_el.ids import normalize_id
 from spacy_el.io import InputError, read_lines
 from spacy_el.kb.table import ConceptTable
 
-FORMATS = ("medic", "obo", "obo-xrefs", "tsv")
+FORMATS = ("medic", "obo", "obo-xrefs", "tsv", "drug-ner")
 #: Cross-reference prefixes kept by `read_obo_xrefs` (the vocabularies the corpora annotate with).
 XREF_PREFIXES = ("MESH", "OMIM", "MIM")
 
@@ -125,9 +128,50 @@ def read_tsv(path: str | Path) -> ConceptTable:
     return _nonempty(table, path)
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles containers, strings and numbers only: a pickle that names any class or function
+    (the way a pickle runs code) is refused instead of run."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it names {module}.{name}; only plain data is read")
+
+
+def read_drug_ner(path: str | Path) -> ConceptTable:
+    """Fast Data Science's drug dictionary (`drug_ner_dictionary.pkl.bz2` inside the MIT-licensed
+    PyPI package `drug-named-entity-recognition`: ~20k drugs and chemicals from MeSH, DrugBank's open
+    vocabulary, MedlinePlus and Wikipedia, with ~107k name variants): the one chemical vocabulary that
+    can be had offline, as a gazetteer for Chemical mentions. A concept's id is its MeSH id when it
+    has one (the ids BC5CDR annotates), else its DrugBank id, else `DRUGNER:<name>`; its names are
+    the canonical name first, then every variant that resolves to it (variant order as stored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with bz2.open(path, "rb") as f:
+            data = _PlainDataUnpickler(f).load()
+        canonical, variants = data["drug_canonical_to_data"], data["drug_variant_to_canonical"]
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not the drug-named-entity-recognition dictionary "
+                         f"(drug_ner_dictionary.pkl.bz2) ({err})") from None
+    names: dict[str, list[str]] = {key: [info.get("name") or key] for key, info in canonical.items()}
+    for variant, keys in variants.items():
+        for key in keys:
+            if key in names:
+                names[key].append(variant)
+    table = ConceptTable()
+    for key in sorted(names):
+        info = canonical[key]
+        cid = normalize_id(info["mesh_id"]) if info.get("mesh_id") else info.get("drugbank_id") or f"DRUGNER:{key}"
+        _add_names(table, _check_field(path, 0, "concept id", cid), names[key], "kb")
+    return _nonempty(table, path)
+
+
 def guess_format(path: str | Path) -> str:
-    """`obo` for .obo/.obo.gz, `tsv` for .tsv, `medic` for MEDIC-named .txt files."""
+    """`obo` for .obo/.obo.gz, `tsv` for .tsv, `medic` for MEDIC-named .txt files, `drug-ner` for
+    the drug-named-entity-recognition package's `drug_ner_dictionary.pkl.bz2`."""
     name = Path(path).name.lower()
+    if name.startswith("drug_ner_dictionary"):
+        return "drug-ner"
     if name.endswith((".obo", ".obo.gz")):
         return "obo"
     if name.endswith(".tsv"):
@@ -138,9 +182,10 @@ def guess_format(path: str | Path) -> str:
 
 
 def read_kb(path: str | Path, format: str = "auto") -> ConceptTable:
-    """Read a KB in `format` (`medic`, `obo`, `tsv`, or `auto` by file name)."""
+    """Read a KB in `format` (`medic`, `obo`, `tsv`, `drug-ner`, or `auto` by file name)."""
     fmt = guess_format(path) if format == "auto" else format
-    readers = {"medic": read_medic, "obo": read_obo, "obo-xrefs": read_obo_folded, "tsv": read_tsv}
+    readers = {"medic": read_medic, "obo": read_obo, "obo-xrefs": read_obo_folded, "tsv": read_tsv,
+               "drug-ner": read_drug_ner}
     if fmt not in readers:
         raise InputError(f"KB format {format!r}: use one of {', '.join(FORMATS)} or auto")
     return readers[fmt](path)

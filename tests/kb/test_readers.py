@@ -134,6 +134,45 @@ def test_tsv_and_dispatch(tmp_path):
         read_kb(path, "csv")
 
 
+def test_drug_ner_dictionary(tmp_path):
+    """drug-named-entity-recognition's pickle: MeSH id first, DrugBank next, the name last; every
+    variant under its drug; a pickle that would run code is refused, not run."""
+    import bz2
+    import pickle
+
+    data = {"drug_canonical_to_data": {"aspirin": {"name": "Aspirin", "mesh_id": "D001241"},
+                                       "ibuprofen": {"name": "Ibuprofen", "drugbank_id": "DB01050"},
+                                       "herbal tea": {"name": "Herbal tea"}},
+            "drug_variant_to_canonical": {"acetylsalicylic acid": ["aspirin"], "asa": ["aspirin"],
+                                          "advil": ["ibuprofen"], "orphan": ["unknown"]}}
+    path = tmp_path / "drug_ner_dictionary.pkl.bz2"
+    with bz2.open(path, "wb") as f:
+        pickle.dump(data, f)
+    table = read_kb(path)  # format told by the file name
+    assert list(table.rows()) == [
+        ("MESH:D001241", "Aspirin", "kb"), ("MESH:D001241", "acetylsalicylic acid", "kb"),
+        ("MESH:D001241", "asa", "kb"), ("DRUGNER:herbal tea", "Herbal tea", "kb"),
+        ("DB01050", "Ibuprofen", "kb"), ("DB01050", "advil", "kb")]
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    evil = tmp_path / "evil.pkl.bz2"
+    with bz2.open(evil, "wb") as f:
+        pickle.dump({"drug_canonical_to_data": Evil()}, f)
+    with pytest.raises(InputError, match="evil.pkl.bz2.*builtins.print"):
+        read_kb(evil, "drug-ner")
+    wrong = tmp_path / "wrong.pkl.bz2"
+    with bz2.open(wrong, "wb") as f:
+        pickle.dump({"other": 1}, f)
+    with pytest.raises(InputError, match="wrong.pkl.bz2: not the drug-named-entity-recognition dictionary"):
+        read_kb(wrong, "drug-ner")
+    (tmp_path / "plain.pkl.bz2").write_text("not bz2")
+    with pytest.raises(InputError, match="plain.pkl.bz2"):
+        read_kb(tmp_path / "plain.pkl.bz2", "drug-ner")
+
+
 def test_real_medic_and_disease_ontology(shared_data):
     medic = read_kb(shared_data / "dictionaries" / "medic_06Jul2012.txt")
     assert medic.n_concepts == 11915 and len(medic) == 76237

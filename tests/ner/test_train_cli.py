@@ -62,12 +62,49 @@ def test_spacy_train_with_the_train_mentions_gazetteer(tmp_path, kit):
     assert doc.spans["train_names"] and doc.spans["kb_names"]
 
 
+def write_drug_ner(path):
+    """A tiny dictionary in the layout of drug-named-entity-recognition's `drug_ner_dictionary.pkl.bz2`."""
+    import bz2
+    import pickle
+
+    data = {"drug_canonical_to_data": {"aspirin": {"name": "Aspirin", "mesh_id": "D001241"},
+                                       "ibuprofen": {"name": "Ibuprofen", "drugbank_id": "DB01050"}},
+            "drug_variant_to_canonical": {"acetylsalicylic acid": ["aspirin"], "advil": ["ibuprofen"]},
+            "drug_variant_to_variant_data": {}}
+    with bz2.open(path, "wb") as f:
+        pickle.dump(data, f)
+    return path
+
+
+def test_spacy_train_with_the_chemical_gazetteer(tmp_path, kit):
+    """configs/ner_bilstm_kb_chem.cfg: a disease KB and a chemical dictionary, two flag sets, one tagger."""
+    write_train(kit, tmp_path)
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("Q1\tParis\n")
+    chem = write_drug_ner(tmp_path / "drug_ner_dictionary.pkl.bz2")
+    overrides = {"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
+                 "paths.kb": str(kb), "paths.kb_format": "tsv", "paths.chem_kb": str(chem),
+                 "components.bilstm_ner.model.features.include_static_vectors": False,
+                 "components.bilstm_ner.model.features.embed_width": 16,
+                 "components.bilstm_ner.model.features.rows": [500, 100, 200, 50],
+                 "components.bilstm_ner.model.hidden_width": 16,
+                 "training.max_steps": 4, "training.eval_frequency": 2}
+    train(REPO / "configs" / "ner_bilstm_kb_chem.cfg", tmp_path / "out", overrides=overrides)
+    trained = spacy.load(tmp_path / "out" / "model-best")
+    assert trained.pipe_names == ["kb_gazetteer", "chem_gazetteer", "bilstm_ner"]
+    doc = trained("Aspirin (acetylsalicylic acid) was given in Paris.")
+    assert [s.text for s in doc.spans["chem_names"]] == ["Aspirin", "acetylsalicylic acid"]
+    assert [s.text for s in doc.spans["kb_names"]] == ["Paris"]
+
+
 def test_small_config_is_valid():
     from spacy.util import load_model_from_config
 
     pipelines = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_small.cfg": ["bilstm_ner"],
                  "ner_bilstm_v1.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
                  "ner_bilstm_kb_mentions.cfg": ["kb_gazetteer", "train_gazetteer", "bilstm_ner"],
+                 "ner_bilstm_kb_chem.cfg": ["kb_gazetteer", "chem_gazetteer", "bilstm_ner"],
+                 "ner_bilstm_names.cfg": ["places", "first_names", "surnames", "bilstm_ner"],
                  "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"],
                  "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"]}
     assert {p.name for p in (REPO / "configs").glob("ner_*.cfg")} == set(pipelines)
