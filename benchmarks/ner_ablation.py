@@ -52,8 +52,8 @@ CORPORA = {
                "convert": {"fmt": "pubtator"}, "kb": ("dictionaries/medic_06Jul2012.txt", "medic")},
     "conll": {"train": ["conll2003/train.txt"], "dev": "conll2003/dev.txt", "convert": {"fmt": "conll"}, "kb": None},
 }
-#: the chemical names of the *chem* variants (`--chem-kb`; project.yml's asset `drug_ner_dictionary`)
-CHEM_KB = REPO / "assets" / "drug_ner_dictionary.pkl.bz2"
+#: the chemical names of the *chem* variants (`--chem-kb`; `python -m spacy project run chem-names` puts them here)
+CHEM_KB = REPO / "assets" / "drug_ner" / "drug_named_entity_recognition" / "drug_ner_dictionary.pkl.bz2"
 #: the folder of places.tsv, first_names.tsv and surnames.tsv for the *names* variants (`--names`)
 NAMES = REPO / "assets" / "conll_names"
 #: 256-wide features and BiLSTM
@@ -154,6 +154,8 @@ VARIANTS = {
     # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
     "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
     "transformer_ft_wider_word_0.4_biotok": ("ner_bilstm_kb_trf.cfg", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
+    # ... and beside the chemical gazetteer (the config written with chem_gazetteer added: `with_chem`)
+    "transformer_ft_chem_biotok": ("ner_bilstm_kb_trf.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
@@ -194,11 +196,30 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
     return paths
 
 
+def with_chem(config: str, work: Path) -> Path:
+    """`config` with configs/ner_bilstm_kb_chem.cfg's chemical gazetteer added before the tagger (its
+    flags read beside the KB's), written into `work`: the chemical names on top of any KB config."""
+    from thinc.api import Config
+
+    chem = Config().from_disk(REPO / "configs" / "ner_bilstm_kb_chem.cfg", interpolate=False)
+    cfg = Config().from_disk(REPO / "configs" / config, interpolate=False)
+    cfg["paths"].update({k: chem["paths"][k] for k in ("chem_kb", "chem_kb_format")})
+    cfg["components"]["chem_gazetteer"] = chem["components"]["chem_gazetteer"]
+    cfg["nlp"]["pipeline"].insert(cfg["nlp"]["pipeline"].index("kb_gazetteer") + 1, "chem_gazetteer")
+    cfg["components"]["bilstm_ner"]["model"]["features"]["gazetteers"].append("chem_names")
+    cfg["training"]["annotating_components"].append("chem_gazetteer")
+    cfg["initialize"]["components"]["chem_gazetteer"] = chem["initialize"]["components"]["chem_gazetteer"]
+    path = work / config.replace(".cfg", "_chem.cfg")
+    cfg.to_disk(path)
+    return path
+
+
 def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | None, epochs: int | None,
           threads: int = 1) -> Dict:
     config, context, overrides = VARIANTS[variant]
     paths = prepare(data, corpus, context, work)
-    cmd = [sys.executable, "-m", "spacy", "train", str(REPO / "configs" / config)]
+    path = with_chem(config.removesuffix("+chem"), work) if config.endswith("+chem") else REPO / "configs" / config
+    cmd = [sys.executable, "-m", "spacy", "train", str(path)]
     if minutes:
         cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
     if "kb" in config:  # a corpus without a KB (CoNLL) trains the same tagger without the gazetteer
@@ -212,7 +233,7 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
     if "chem" in config:
         if not CHEM_KB.is_file():
             raise SystemExit(f"{variant}: no chemical names at {CHEM_KB}; pass --chem-kb FILE "
-                             "(`python -m spacy project assets` fetches drug_ner_dictionary.pkl.bz2)")
+                             "(`python -m spacy project run chem-names` fetches it)")
         cmd += ["--paths.chem_kb", str(CHEM_KB)]
     if "names" in config:
         if not (NAMES / "places.tsv").is_file():
