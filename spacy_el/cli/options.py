@@ -6,7 +6,8 @@ from typing import Annotated, List, Optional
 import typer
 
 KbFormat = Annotated[str, typer.Option(
-    "--format", help="KB format: medic, obo, obo-xrefs (ids carry MESH/OMIM xrefs), tsv or auto (by file name)")]
+    "--format", help="KB format: medic, obo, obo-xrefs (ids carry MESH/OMIM xrefs), tsv, drug-ner "
+                     "(drug-named-entity-recognition's drug_ner_dictionary.pkl.bz2) or auto (by file name)")]
 Types = Annotated[List[str], typer.Option("--types", help="Mention types to keep (repeatable; default all)")]
 
 # Training runs (pretrain, finetune, distill)

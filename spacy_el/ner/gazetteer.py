@@ -79,7 +79,7 @@ class KBGazetteer(Pipe):
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None, kb: Optional[str] = None, kb_format: str = "auto",
                    train_folds: int = 0) -> None:
-        """Read the names of the KB file `kb` (format `kb_format`: medic, obo, tsv or auto), or,
+        """Read the names of the KB file `kb` (format `kb_format`: medic, obo, tsv, drug-ner or auto), or,
         with `train_folds` = K ≥ 2 and no `kb`, take the gold entity texts of the training
         examples, K-fold (module docstring)."""
         from spacy_el.kb.readers import read_kb
