@@ -141,8 +141,10 @@ def read_drug_ner(path: str | Path) -> ConceptTable:
     PyPI package `drug-named-entity-recognition`: ~20k drugs and chemicals from MeSH, DrugBank's open
     vocabulary, MedlinePlus and Wikipedia, with ~107k name variants): the one chemical vocabulary that
     can be had offline, as a gazetteer for Chemical mentions. A concept's id is its MeSH id when it
-    has one (the ids BC5CDR annotates), else its DrugBank id, else `DRUGNER:<name>`; its names are
-    the canonical name first, then every variant that resolves to it (variant order as stored)."""
+    has one, else its DrugBank id, else `DRUGNER:<name>`; its names are the canonical name first,
+    then every variant that resolves to it (variant order as stored). The package's MeSH ids are
+    often a drug class's rather than the substance's (cocaine → D018765, local anesthetics), so
+    the table is a list of names to mark, not a KB to link chemicals to."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -150,14 +152,14 @@ def read_drug_ner(path: str | Path) -> ConceptTable:
         with bz2.open(path, "rb") as f:
             data = _PlainDataUnpickler(f).load()
         canonical, variants = data["drug_canonical_to_data"], data["drug_variant_to_canonical"]
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as err:
+        names: dict[str, list[str]] = {key: [info.get("name") or key] for key, info in canonical.items()}
+        for variant, keys in variants.items():
+            for key in keys:
+                if key in names:
+                    names[key].append(variant)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, AttributeError) as err:
         raise InputError(f"{path}: not the drug-named-entity-recognition dictionary "
                          f"(drug_ner_dictionary.pkl.bz2) ({err})") from None
-    names: dict[str, list[str]] = {key: [info.get("name") or key] for key, info in canonical.items()}
-    for variant, keys in variants.items():
-        for key in keys:
-            if key in names:
-                names[key].append(variant)
     table = ConceptTable()
     for key in sorted(names):
         info = canonical[key]

@@ -168,6 +168,10 @@ def test_drug_ner_dictionary(tmp_path):
         pickle.dump({"other": 1}, f)
     with pytest.raises(InputError, match="wrong.pkl.bz2: not the drug-named-entity-recognition dictionary"):
         read_kb(wrong, "drug-ner")
+    with bz2.open(wrong, "wb") as f:
+        pickle.dump({"drug_canonical_to_data": {"aspirin": "not a dict"}, "drug_variant_to_canonical": {}}, f)
+    with pytest.raises(InputError, match="wrong.pkl.bz2: not the drug-named-entity-recognition dictionary"):
+        read_kb(wrong, "drug-ner")
     (tmp_path / "plain.pkl.bz2").write_text("not bz2")
     with pytest.raises(InputError, match="plain.pkl.bz2"):
         read_kb(tmp_path / "plain.pkl.bz2", "drug-ner")
@@ -182,3 +186,17 @@ def test_real_medic_and_disease_ontology(shared_data):
     assert do.n_concepts == 11501  # non-obsolete terms (SOURCES.md)
     assert "DOID:9352" in do.ids and "NIDDM" in do.names
     assert "MESH:D003924" in xrefs["DOID:9352"] and "OMIM:125853" in xrefs["DOID:9352"]
+
+
+def test_real_drug_ner_dictionary():
+    """The dictionary as the PyPI package ships it (the BC5CDR tagger's chemical gazetteer)."""
+    from importlib.resources import files
+
+    pytest.importorskip("drug_named_entity_recognition")
+    table = read_kb(files("drug_named_entity_recognition") / "drug_ner_dictionary.pkl.bz2")
+    assert len(table) == 127206 and table.n_concepts == 17249
+    concepts = {}
+    for cid, name in zip(table.ids, table.names):
+        concepts.setdefault(name.lower(), set()).add(cid)
+    assert concepts["aspirin"] == concepts["acetylsalicylic acid"] and len(concepts["aspirin"]) == 1
+    assert sum(cid.startswith("MESH:") for cid in set(table.ids)) == 5927
