@@ -142,11 +142,11 @@ VARIANTS = {
                                                 wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
     "wider_dropout_0.1_word_0.4_biotok_seed2": ("ner_bilstm_kb.cfg", "sentence_bio",
                                                 wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
-    # the same beside a second gazetteer of chemical and drug names (configs/ner_bilstm_kb_chem.cfg has these
-    # settings and the tokenizer built in; the names: --chem-kb)
-    "chem_biotok": ("ner_bilstm_kb_chem.cfg", "sentence_bio", []),
-    "chem_biotok_seed1": ("ner_bilstm_kb_chem.cfg", "sentence_bio", ["--system.seed", "1"]),
-    "chem_biotok_seed2": ("ner_bilstm_kb_chem.cfg", "sentence_bio", ["--system.seed", "2"]),
+    # the same beside a second gazetteer of chemical and drug names (the names: --chem-kb); with the Disease
+    # Ontology as a third (chem_do_*) it is configs/ner_bilstm_kb_chem.cfg, which has these settings built in
+    "chem_biotok": ("ner_bilstm_kb.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
+    "chem_biotok_seed1": ("ner_bilstm_kb.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
+    "chem_biotok_seed2": ("ner_bilstm_kb.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
     # CoNLL: the word-dropout tagger with three name lists as gazetteers (configs/ner_bilstm_names.cfg has the
     # settings built in; the lists: --names, written by benchmarks/conll_gazetteers.py)
     "names": ("ner_bilstm_names.cfg", "sentence", []),

@@ -77,13 +77,16 @@ def write_drug_ner(path):
 
 
 def test_spacy_train_with_the_chemical_gazetteer(tmp_path, kit):
-    """configs/ner_bilstm_kb_chem.cfg: a disease KB and a chemical dictionary, two flag sets, one tagger."""
+    """configs/ner_bilstm_kb_chem.cfg: a disease KB, a chemical dictionary and an ontology, three flag sets."""
     write_train(kit, tmp_path)
     kb = tmp_path / "kb.tsv"
     kb.write_text("Q1\tParis\n")
     chem = write_drug_ner(tmp_path / "drug_ner_dictionary.pkl.bz2")
+    ontology = tmp_path / "do.obo"
+    ontology.write_text("format-version: 1.2\nontology: doid\n\n[Term]\nid: DOID:1\nname: Berlin syndrome\n")
     overrides = {"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
                  "paths.kb": str(kb), "paths.kb_format": "tsv", "paths.chem_kb": str(chem),
+                 "paths.do_kb": str(ontology),
                  "components.bilstm_ner.model.features.include_static_vectors": False,
                  "components.bilstm_ner.model.features.embed_width": 16,
                  "components.bilstm_ner.model.features.rows": [500, 100, 200, 50],
@@ -91,10 +94,11 @@ def test_spacy_train_with_the_chemical_gazetteer(tmp_path, kit):
                  "training.max_steps": 4, "training.eval_frequency": 2}
     train(REPO / "configs" / "ner_bilstm_kb_chem.cfg", tmp_path / "out", overrides=overrides)
     trained = spacy.load(tmp_path / "out" / "model-best")
-    assert trained.pipe_names == ["kb_gazetteer", "chem_gazetteer", "bilstm_ner"]
-    doc = trained("Aspirin (acetylsalicylic acid) was given in Paris.")
+    assert trained.pipe_names == ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner"]
+    doc = trained("Aspirin (acetylsalicylic acid) was given in Paris for Berlin syndrome.")
     assert [s.text for s in doc.spans["chem_names"]] == ["Aspirin", "acetylsalicylic acid"]
     assert [s.text for s in doc.spans["kb_names"]] == ["Paris"]
+    assert [s.text for s in doc.spans["do_names"]] == ["Berlin syndrome"]
 
 
 def test_small_config_is_valid():
@@ -103,7 +107,7 @@ def test_small_config_is_valid():
     pipelines = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_small.cfg": ["bilstm_ner"],
                  "ner_bilstm_v1.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
                  "ner_bilstm_kb_mentions.cfg": ["kb_gazetteer", "train_gazetteer", "bilstm_ner"],
-                 "ner_bilstm_kb_chem.cfg": ["kb_gazetteer", "chem_gazetteer", "bilstm_ner"],
+                 "ner_bilstm_kb_chem.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner"],
                  "ner_bilstm_names.cfg": ["places", "first_names", "surnames", "bilstm_ner"],
                  "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"],
                  "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"]}
