@@ -154,10 +154,13 @@ VARIANTS = {
     # the word-dropout tagger over MiniLM fine-tuned with it (transformer_ft's setting)
     "transformer_ft_wider_word_0.4": ("ner_bilstm_kb_trf.cfg", "sentence", wider("0.1", "0.4")),
     "transformer_ft_wider_word_0.4_biotok": ("ner_bilstm_kb_trf.cfg", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
-    # ... and beside the chemical gazetteer (the config written with chem_gazetteer added: `with_chem`)
+    # ... and beside the chemical gazetteer (the config written with chem_gazetteer added: `with_gazetteers`)
     "transformer_ft_chem_biotok": ("ner_bilstm_kb_trf.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     # chem_biotok with the Disease Ontology's names as a third gazetteer beside MEDIC's and the chemicals'
     "chem_do_biotok": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
+    # NCBI-disease: the word-dropout tagger with the Disease Ontology's names beside MEDIC's
+    "do_wider_word_0.4": ("ner_bilstm_kb.cfg+do", "sentence", wider("0.1", "0.4")),
+    "do_wider_word_0.4_seed1": ("ner_bilstm_kb.cfg+do", "sentence", wider("0.1", "0.4", "--system.seed", "1")),
     "chem_do_biotok_seed1": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio",
                              wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
     "chem_do_biotok_seed2": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio",
@@ -211,7 +214,7 @@ def add_gazetteer(cfg, name: str, spans_key: str, label: str, init: Dict) -> Non
     cfg["initialize"]["components"][name] = init
 
 
-def with_chem(config: str, work: Path, data: Path, disease_ontology: bool = False) -> Path:
+def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True, disease_ontology: bool = False) -> Path:
     """`config` with configs/ner_bilstm_kb_chem.cfg's chemical gazetteer added before the tagger (its
     flags read beside the KB's), written into `work`: the chemical names on top of any KB config.
     `disease_ontology`: the Disease Ontology's names as a third gazetteer (it adds 3-5 % of the dev
@@ -220,12 +223,13 @@ def with_chem(config: str, work: Path, data: Path, disease_ontology: bool = Fals
 
     chem = Config().from_disk(REPO / "configs" / "ner_bilstm_kb_chem.cfg", interpolate=False)
     cfg = Config().from_disk(REPO / "configs" / config, interpolate=False)
-    cfg["paths"].update({k: chem["paths"][k] for k in ("chem_kb", "chem_kb_format")})
-    add_gazetteer(cfg, "chem_gazetteer", "chem_names", "CHEM", chem["initialize"]["components"]["chem_gazetteer"])
+    if chemicals:
+        cfg["paths"].update({k: chem["paths"][k] for k in ("chem_kb", "chem_kb_format")})
+        add_gazetteer(cfg, "chem_gazetteer", "chem_names", "CHEM", chem["initialize"]["components"]["chem_gazetteer"])
     if disease_ontology:
         add_gazetteer(cfg, "do_gazetteer", "do_names", "DO",
                       {"kb": str(data / "kb" / "disease_ontology" / "doid.obo.gz"), "kb_format": "obo"})
-    path = work / config.replace(".cfg", "_chem_do.cfg" if disease_ontology else "_chem.cfg")
+    path = work / config.replace(".cfg", "_chem" * chemicals + "_do" * disease_ontology + ".cfg")
     cfg.to_disk(path)
     return path
 
@@ -235,7 +239,8 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
     config, context, overrides = VARIANTS[variant]
     paths = prepare(data, corpus, context, work)
     base, *extra = config.split("+")
-    path = with_chem(base, work, data, "do" in extra) if "chem" in extra else REPO / "configs" / config
+    path = (with_gazetteers(base, work, data, "chem" in extra, "do" in extra) if extra
+            else REPO / "configs" / config)
     cmd = [sys.executable, "-m", "spacy", "train", str(path)]
     if minutes:
         cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
