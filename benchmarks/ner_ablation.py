@@ -158,13 +158,13 @@ VARIANTS = {
     "transformer_ft_chem_biotok": ("ner_bilstm_kb_trf.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     # chem_biotok with the Disease Ontology's names as a third gazetteer beside MEDIC's and the chemicals'
     "chem_do_biotok": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
-    # NCBI-disease: the word-dropout tagger with the Disease Ontology's names beside MEDIC's
-    "do_wider_word_0.4": ("ner_bilstm_kb.cfg+do", "sentence", wider("0.1", "0.4")),
-    "do_wider_word_0.4_seed1": ("ner_bilstm_kb.cfg+do", "sentence", wider("0.1", "0.4", "--system.seed", "1")),
     "chem_do_biotok_seed1": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio",
                              wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
     "chem_do_biotok_seed2": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio",
                              wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
+    # NCBI-disease: the word-dropout tagger with the Disease Ontology's names beside MEDIC's
+    "do_wider_word_0.4": ("ner_bilstm_kb.cfg+do", "sentence", wider("0.1", "0.4")),
+    "do_wider_word_0.4_seed1": ("ner_bilstm_kb.cfg+do", "sentence", wider("0.1", "0.4", "--system.seed", "1")),
     "transformer_dropout_0.2": ("ner_bilstm_trf.cfg", "doc", ["--training.dropout", "0.2"]),
     # today's released tagger before this work: v1 architecture, one sentence per doc
     "v1_sentences": ("ner_bilstm_v1.cfg", "sentence", []),
@@ -214,11 +214,12 @@ def add_gazetteer(cfg, name: str, spans_key: str, label: str, init: Dict) -> Non
     cfg["initialize"]["components"][name] = init
 
 
-def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True, disease_ontology: bool = False) -> Path:
-    """`config` with configs/ner_bilstm_kb_chem.cfg's chemical gazetteer added before the tagger (its
-    flags read beside the KB's), written into `work`: the chemical names on top of any KB config.
-    `disease_ontology`: the Disease Ontology's names as a third gazetteer (it adds 3-5 % of the dev
-    disease mentions to those MEDIC's names cover)."""
+def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True,
+                    disease_ontology: bool = False) -> Path:
+    """The KB config `config` with more gazetteers whose flags the tagger reads beside the KB's, written
+    into `work` (variants `CONFIG+chem`, `+do`, `+chem+do`): `chemicals`, configs/ner_bilstm_kb_chem.cfg's
+    chemical names (`--chem-kb`); `disease_ontology`, the Disease Ontology's names (3-5 % more of the dev
+    disease mentions are names in it or MEDIC than in MEDIC alone)."""
     from thinc.api import Config
 
     chem = Config().from_disk(REPO / "configs" / "ner_bilstm_kb_chem.cfg", interpolate=False)
