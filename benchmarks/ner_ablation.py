@@ -222,9 +222,9 @@ def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True,
     disease mentions are names in it or MEDIC than in MEDIC alone)."""
     from thinc.api import Config
 
-    chem = Config().from_disk(REPO / "configs" / "ner_bilstm_kb_chem.cfg", interpolate=False)
     cfg = Config().from_disk(REPO / "configs" / config, interpolate=False)
     if chemicals:
+        chem = Config().from_disk(REPO / "configs" / "ner_bilstm_kb_chem.cfg", interpolate=False)
         cfg["paths"].update({k: chem["paths"][k] for k in ("chem_kb", "chem_kb_format")})
         add_gazetteer(cfg, "chem_gazetteer", "chem_names", "CHEM", chem["initialize"]["components"]["chem_gazetteer"])
     if disease_ontology:

@@ -36,11 +36,13 @@ def _add_names(table: ConceptTable, cid: str, names: list[str], source: str) -> 
     return len(seen)
 
 
-def _check_field(path: Path | str, lineno: int, what: str, value: str) -> str:
+def _check_field(path: Path | str, where: int | str, what: str, value: str) -> str:
     """A concept id or name must not hold a tab or a line break: the index's `table.tsv` could
-    not read it back. Rejected here, where the file and line are known."""
+    not read it back. Rejected here, where the file and the line (`where`: a line number, or the
+    entry of a file without lines) are known."""
     if any(c in value for c in "\t\n\r"):
-        raise InputError(f"{path}, line {lineno}: the {what} {value!r} holds a tab or a line break; "
+        place = f"line {where}" if isinstance(where, int) else where
+        raise InputError(f"{path}, {place}: the {what} {value!r} holds a tab or a line break; "
                          "remove it from the KB file")
     return value
 
@@ -164,7 +166,7 @@ def read_drug_ner(path: str | Path) -> ConceptTable:
     for key in sorted(names):
         info = canonical[key]
         cid = normalize_id(info["mesh_id"]) if info.get("mesh_id") else info.get("drugbank_id") or f"DRUGNER:{key}"
-        _add_names(table, _check_field(path, 0, "concept id", cid), names[key], "kb")
+        _add_names(table, _check_field(path, f"drug {key!r}", "concept id", cid), names[key], "kb")
     return _nonempty(table, path)
 
 

@@ -140,14 +140,17 @@ def test_drug_ner_dictionary(tmp_path):
     import bz2
     import pickle
 
+    def dump(path, obj):
+        with bz2.open(path, "wb") as f:
+            pickle.dump(obj, f)
+        return path
+
     data = {"drug_canonical_to_data": {"aspirin": {"name": "Aspirin", "mesh_id": "D001241"},
                                        "ibuprofen": {"name": "Ibuprofen", "drugbank_id": "DB01050"},
                                        "herbal tea": {"name": "Herbal tea"}},
             "drug_variant_to_canonical": {"acetylsalicylic acid": ["aspirin"], "asa": ["aspirin"],
                                           "advil": ["ibuprofen"], "orphan": ["unknown"]}}
-    path = tmp_path / "drug_ner_dictionary.pkl.bz2"
-    with bz2.open(path, "wb") as f:
-        pickle.dump(data, f)
+    path = dump(tmp_path / "drug_ner_dictionary.pkl.bz2", data)
     table = read_kb(path)  # format told by the file name
     assert list(table.rows()) == [
         ("MESH:D001241", "Aspirin", "kb"), ("MESH:D001241", "acetylsalicylic acid", "kb"),
@@ -158,18 +161,13 @@ def test_drug_ner_dictionary(tmp_path):
         def __reduce__(self):
             return (print, ("ran",))
 
-    evil = tmp_path / "evil.pkl.bz2"
-    with bz2.open(evil, "wb") as f:
-        pickle.dump({"drug_canonical_to_data": Evil()}, f)
+    evil = dump(tmp_path / "evil.pkl.bz2", {"drug_canonical_to_data": Evil()})
     with pytest.raises(InputError, match="evil.pkl.bz2.*builtins.print"):
         read_kb(evil, "drug-ner")
-    wrong = tmp_path / "wrong.pkl.bz2"
-    with bz2.open(wrong, "wb") as f:
-        pickle.dump({"other": 1}, f)
+    wrong = dump(tmp_path / "wrong.pkl.bz2", {"other": 1})
     with pytest.raises(InputError, match="wrong.pkl.bz2: not the drug-named-entity-recognition dictionary"):
         read_kb(wrong, "drug-ner")
-    with bz2.open(wrong, "wb") as f:
-        pickle.dump({"drug_canonical_to_data": {"aspirin": "not a dict"}, "drug_variant_to_canonical": {}}, f)
+    dump(wrong, {"drug_canonical_to_data": {"aspirin": "not a dict"}, "drug_variant_to_canonical": {}})
     with pytest.raises(InputError, match="wrong.pkl.bz2: not the drug-named-entity-recognition dictionary"):
         read_kb(wrong, "drug-ner")
     (tmp_path / "plain.pkl.bz2").write_text("not bz2")
