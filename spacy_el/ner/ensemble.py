@@ -8,7 +8,10 @@ BIO-constrained Viterbi and nothing downstream changes. The cost is N forward pa
 
 `assemble_ensemble` builds such a pipeline from trained pipelines (e.g. `model-best` of runs
 with different `--system.seed`): the first member's other components, vocab and vectors, and
-the ensemble in place of its tagger. Assembled members are not trained further; trained from
+the ensemble in place of its tagger. One member may read a spacy-transformers `transformer`
+component (its features differ most from the BiLSTMs', so its mistakes do too): that member's
+pipeline, transformer included, becomes the base, and its listener inside the ensemble is fed
+by it as before. Assembled members are not trained further; trained from
 scratch by `spacy train`, the architecture is a wider tagger with one CRF over N BiLSTM stacks.
 """
 from __future__ import annotations
@@ -85,12 +88,22 @@ def average_crf(model: Model) -> None:
         crf.set_param(name, sum(params) / len(params))
 
 
+def _transformers(nlp) -> List[str]:
+    """The pipeline's spacy-transformers `transformer` components (a listener's upstreams)."""
+    return [name for name in nlp.pipe_names if nlp.config["components"][name].get("factory") == "transformer"]
+
+
+def _reads_transformer(model: Model) -> bool:
+    return any(node.name.startswith("transformer-listener") for node in model.walk())
+
+
 def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: str = "bilstm_ner") -> Path:
     """Write to `output_dir` a pipeline whose `component` is the ensemble of the members' taggers.
 
-    The members must be pipelines with the same components in the same order, the same labels and
-    the same word vectors (they read the same features); the first member gives every other
-    component. Written to a sibling `.partial` directory first, loaded back, then moved in place."""
+    The members must be pipelines with the same components in the same order (a transformer
+    aside), the same labels and the same word vectors (they read the same features). The base,
+    which gives every other component, is the one member whose tagger reads a transformer, else
+    the first. Written to a sibling `.partial` directory first, loaded back, then moved in place."""
     import spacy
 
     if len(member_dirs) < 2:
@@ -99,20 +112,29 @@ def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: 
     for path in member_dirs:
         if not (Path(path) / "config.cfg").exists():
             raise InputError(f"{path}: not a spaCy pipeline directory (no config.cfg); give e.g. a training run's model-best")
-        nlps.append(spacy.load(path))
-    first = nlps[0]
-    for path, nlp in zip(member_dirs, nlps):
+        nlp = spacy.load(path)
         if component not in nlp.pipe_names:
             raise InputError(f"{path}: no component {component!r} (has {nlp.pipe_names}); set --component")
         pipe = nlp.get_pipe(component)
         if not pipe.model.has_ref("crf") or pipe.model.name == "tagger_ensemble":
             raise InputError(f"{path}: {component!r} is not a single CRF tagger (spacy_el.BiLSTMTagger.v2, crf = true)")
-        if any(node.name.startswith("transformer-listener") for node in pipe.model.walk()):
-            raise InputError(f"{path}: {component!r} reads a transformer component; ensembles of "
-                             "transformer-fed taggers are not supported (train them without transformer features)")
-        if nlp.pipe_names != first.pipe_names or pipe.labels != first.get_pipe(component).labels:
-            raise InputError(f"{path}: components {nlp.pipe_names} / labels {list(pipe.labels)} differ from "
-                             f"{member_dirs[0]}'s {first.pipe_names} / {list(first.get_pipe(component).labels)}")
+        nlps.append(nlp)
+    fed = [i for i, nlp in enumerate(nlps) if _reads_transformer(nlp.get_pipe(component).model)]
+    if len(fed) > 1:
+        raise InputError(f"{', '.join(str(member_dirs[i]) for i in fed)}: each of these taggers reads its own "
+                         "transformer; an ensemble takes at most one transformer-fed member (add BiLSTM taggers)")
+    order = fed + [i for i in range(len(nlps)) if i not in fed]
+    nlps, member_dirs = [nlps[i] for i in order], [member_dirs[i] for i in order]
+    first = nlps[0]
+
+    def plain(nlp) -> List[str]:
+        return [name for name in nlp.pipe_names if name not in _transformers(nlp)]
+
+    for path, nlp in zip(member_dirs, nlps):
+        pipe = nlp.get_pipe(component)
+        if plain(nlp) != plain(first) or pipe.labels != first.get_pipe(component).labels:
+            raise InputError(f"{path}: components {plain(nlp)} / labels {list(pipe.labels)} differ from "
+                             f"{member_dirs[0]}'s {plain(first)} / {list(first.get_pipe(component).labels)}")
         if nlp.vocab.vectors.shape != first.vocab.vectors.shape or not np.array_equal(
                 nlp.vocab.vectors.data, first.vocab.vectors.data):
             raise InputError(f"{path}: its word vectors differ from {member_dirs[0]}'s; members must share vectors")

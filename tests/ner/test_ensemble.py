@@ -135,3 +135,52 @@ def test_cli_assembles(members, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "spacy_el", "ensemble-ner", str(tmp_path / "x"), str(members[0][1])],
                          capture_output=True, text=True, timeout=240)
     assert bad.returncode != 0 and "at least 2" in bad.stderr + bad.stdout
+
+
+def _transformer_member(kit, tiny_bert_dir, tmp_path, name: str):
+    """configs/ner_bilstm_trf.cfg trained a few steps on a tiny BERT: a tagger fed by a transformer."""
+    from pathlib import Path
+
+    from spacy.cli.train import train
+    from spacy.tokens import DocBin
+
+    DocBin(docs=[eg.reference for eg in kit.make_examples(spacy.blank("en"))]).to_disk(tmp_path / "train.spacy")
+    config = Path(__file__).resolve().parents[2] / "configs" / "ner_bilstm_trf.cfg"
+    train(config, tmp_path / name, overrides={
+        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
+        "paths.transformer": str(tiny_bert_dir), "paths.vectors": None,
+        "components.bilstm_ner.model.features.include_static_vectors": False,
+        "components.bilstm_ner.model.features.transformer_width": 16,
+        "components.bilstm_ner.model.hidden_width": 16,
+        "training.max_steps": 6, "training.eval_frequency": 3,
+    })
+    return tmp_path / name / "model-last"
+
+
+def test_one_transformer_fed_member_joins_bilstm_members(members, kit, tiny_bert_dir, tmp_path):
+    """A transformer-fed tagger and a BiLSTM tagger: the ensemble keeps the transformer (whatever
+    the members' order) and decodes the mean of both members' CRF scores; a second
+    transformer-fed member is refused by name."""
+    pytest.importorskip("spacy_transformers")
+    fed = _transformer_member(kit, tiny_bert_dir, tmp_path, "fed")
+    path = assemble_ensemble([members[0][1], fed], tmp_path / "mixed")
+    nlp = spacy.load(path)
+    assert nlp.pipe_names == ["transformer", "bilstm_ner"]
+    fed_nlp, plain_nlp = spacy.load(fed), members[0][0]
+    texts = [t for t in TEXTS if t]
+    fed_docs = list(fed_nlp.pipe(texts, disable=["bilstm_ner"]))  # the transformer's output on each doc
+    pipes = [fed_nlp.get_pipe("bilstm_ner"), plain_nlp.get_pipe("bilstm_ner")]
+    emissions = [[np.asarray(x) for x in pipes[0].model.predict(fed_docs)],
+                 [np.asarray(x) for x in pipes[1].model.predict([plain_nlp.make_doc(t) for t in texts])]]
+    scores = [p._crf_scores() for p in pipes]
+    mean = [(emissions[0][i] + emissions[1][i]) / 2 for i in range(len(texts))]
+    start, trans, end = ((scores[0][k] + scores[1][k]) / 2 for k in range(3))
+    docs = list(nlp.pipe(texts, disable=["bilstm_ner"]))
+    got = nlp.get_pipe("bilstm_ner").model.predict(docs)
+    assert all(np.allclose(np.asarray(g), m, atol=1e-5) for g, m in zip(got, mean))  # the listener is fed
+    assert [list(g) for g in nlp.get_pipe("bilstm_ner").predict(docs)] == \
+        [list(e) for e in viterbi(mean, start, trans, end)]
+    expected = _ents(nlp)
+    assert _ents(spacy.load(path)) == expected and _ents(nlp) == expected
+    with pytest.raises(InputError, match="at most one transformer-fed member"):
+        assemble_ensemble([fed, members[1][1], fed], tmp_path / "two")
