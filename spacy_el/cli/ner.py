@@ -59,7 +59,8 @@ def ensemble_ner_command(
     component: str = typer.Option("bilstm_ner", "--component", help="The tagger component to ensemble"),
 ) -> None:
     """One pipeline whose tagger averages the CRF scores of several trained taggers (same
-    components, labels and vectors): steadier than any one seed, at the cost of one pass each."""
+    components, labels and vectors; at most one of them fed by a transformer, whose pipeline
+    then gives the rest): steadier than any one seed, at the cost of one pass each."""
     from spacy_el.ner.ensemble import assemble_ensemble
 
     try:

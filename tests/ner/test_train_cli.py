@@ -110,7 +110,9 @@ def test_small_config_is_valid():
                  "ner_bilstm_kb_chem.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner"],
                  "ner_bilstm_names.cfg": ["places", "first_names", "surnames", "bilstm_ner"],
                  "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"],
-                 "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"]}
+                 "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"],
+                 "ner_bilstm_kb_chem_trf.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "transformer",
+                                                "bilstm_ner"]}
     assert {p.name for p in (REPO / "configs").glob("ner_*.cfg")} == set(pipelines)
     for name, pipe_names in pipelines.items():
         config = Config().from_disk(REPO / "configs" / name)
