@@ -46,3 +46,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bz2_pickle():
+    """`write(path, obj)`: `obj` pickled into a bz2 file, the layout of drug-named-entity-recognition's
+    `drug_ner_dictionary.pkl.bz2` (KB format `drug-ner`)."""
+    import bz2
+    import pickle
+
+    def write(path: Path, obj) -> Path:
+        with bz2.open(path, "wb") as f:
+            pickle.dump(obj, f)
+        return path
+
+    return write

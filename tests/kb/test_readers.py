@@ -134,17 +134,10 @@ def test_tsv_and_dispatch(tmp_path):
         read_kb(path, "csv")
 
 
-def test_drug_ner_dictionary(tmp_path):
+def test_drug_ner_dictionary(tmp_path, bz2_pickle):
     """drug-named-entity-recognition's pickle: MeSH id first, DrugBank next, the name last; every
     variant under its drug; a pickle that would run code is refused, not run."""
-    import bz2
-    import pickle
-
-    def dump(path, obj):
-        with bz2.open(path, "wb") as f:
-            pickle.dump(obj, f)
-        return path
-
+    dump = bz2_pickle
     data = {"drug_canonical_to_data": {"aspirin": {"name": "Aspirin", "mesh_id": "D001241"},
                                        "ibuprofen": {"name": "Ibuprofen", "drugbank_id": "DB01050"},
                                        "herbal tea": {"name": "Herbal tea"}},

@@ -69,11 +69,24 @@ def train_tiny(nlp: Language, examples: List[Example], n_iter: int = 50) -> Lang
     return nlp
 
 
+def trf_overrides(train_path, tiny_bert_dir) -> dict:
+    """`spacy train` overrides that make a transformer config tiny: the test's BERT, no vectors,
+    16-wide features and BiLSTM, the sample data as train and dev."""
+    return {
+        "paths.train": str(train_path), "paths.dev": str(train_path),
+        "paths.transformer": str(tiny_bert_dir), "paths.vectors": None,
+        "components.bilstm_ner.model.features.include_static_vectors": False,
+        "components.bilstm_ner.model.features.transformer_width": 16,
+        "components.bilstm_ner.model.hidden_width": 16,
+    }
+
+
 @pytest.fixture(scope="session")
 def kit() -> SimpleNamespace:
     """The sample data and helpers, for tests that build their own pipelines."""
     return SimpleNamespace(
-        TRAIN_DATA=TRAIN_DATA, TINY_MODEL=TINY_MODEL, TINY_V2=TINY_V2, make_examples=make_examples, train_tiny=train_tiny
+        TRAIN_DATA=TRAIN_DATA, TINY_MODEL=TINY_MODEL, TINY_V2=TINY_V2, make_examples=make_examples, train_tiny=train_tiny,
+        trf_overrides=trf_overrides,
     )
 
 

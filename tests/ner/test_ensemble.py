@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,21 +140,13 @@ def test_cli_assembles(members, tmp_path):
 
 def _transformer_member(kit, tiny_bert_dir, tmp_path, name: str):
     """configs/ner_bilstm_trf.cfg trained a few steps on a tiny BERT: a tagger fed by a transformer."""
-    from pathlib import Path
-
     from spacy.cli.train import train
     from spacy.tokens import DocBin
 
     DocBin(docs=[eg.reference for eg in kit.make_examples(spacy.blank("en"))]).to_disk(tmp_path / "train.spacy")
     config = Path(__file__).resolve().parents[2] / "configs" / "ner_bilstm_trf.cfg"
-    train(config, tmp_path / name, overrides={
-        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
-        "paths.transformer": str(tiny_bert_dir), "paths.vectors": None,
-        "components.bilstm_ner.model.features.include_static_vectors": False,
-        "components.bilstm_ner.model.features.transformer_width": 16,
-        "components.bilstm_ner.model.hidden_width": 16,
-        "training.max_steps": 6, "training.eval_frequency": 3,
-    })
+    train(config, tmp_path / name, overrides={**kit.trf_overrides(tmp_path / "train.spacy", tiny_bert_dir),
+                                              "training.max_steps": 6, "training.eval_frequency": 3})
     return tmp_path / name / "model-last"
 
 

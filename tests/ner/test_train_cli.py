@@ -62,26 +62,21 @@ def test_spacy_train_with_the_train_mentions_gazetteer(tmp_path, kit):
     assert doc.spans["train_names"] and doc.spans["kb_names"]
 
 
-def write_drug_ner(path):
+def write_drug_ner(path, bz2_pickle):
     """A tiny dictionary in the layout of drug-named-entity-recognition's `drug_ner_dictionary.pkl.bz2`."""
-    import bz2
-    import pickle
-
     data = {"drug_canonical_to_data": {"aspirin": {"name": "Aspirin", "mesh_id": "D001241"},
                                        "ibuprofen": {"name": "Ibuprofen", "drugbank_id": "DB01050"}},
             "drug_variant_to_canonical": {"acetylsalicylic acid": ["aspirin"], "advil": ["ibuprofen"]},
             "drug_variant_to_variant_data": {}}
-    with bz2.open(path, "wb") as f:
-        pickle.dump(data, f)
-    return path
+    return bz2_pickle(path, data)
 
 
-def test_spacy_train_with_the_chemical_gazetteer(tmp_path, kit):
+def test_spacy_train_with_the_chemical_gazetteer(tmp_path, kit, bz2_pickle):
     """configs/ner_bilstm_kb_chem.cfg: a disease KB, a chemical dictionary and an ontology, three flag sets."""
     write_train(kit, tmp_path)
     kb = tmp_path / "kb.tsv"
     kb.write_text("Q1\tParis\n")
-    chem = write_drug_ner(tmp_path / "drug_ner_dictionary.pkl.bz2")
+    chem = write_drug_ner(tmp_path / "drug_ner_dictionary.pkl.bz2", bz2_pickle)
     ontology = tmp_path / "do.obo"
     ontology.write_text("format-version: 1.2\nontology: doid\n\n[Term]\nid: DOID:1\nname: Berlin syndrome\n")
     overrides = {"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),

@@ -21,14 +21,8 @@ def test_trf_config_trains_and_round_trips(tmp_path, tiny_bert_dir, kit):
     nlp = spacy.blank("en")
     docs = [eg.reference for eg in kit.make_examples(nlp)]
     DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
-    overrides = {
-        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
-        "paths.transformer": str(tiny_bert_dir), "paths.vectors": None,
-        "components.bilstm_ner.model.features.include_static_vectors": False,
-        "components.bilstm_ner.model.features.transformer_width": 16,
-        "components.bilstm_ner.model.hidden_width": 16,
-        "training.max_steps": 4, "training.eval_frequency": 2,
-    }
+    overrides = {**kit.trf_overrides(tmp_path / "train.spacy", tiny_bert_dir),
+                 "training.max_steps": 4, "training.eval_frequency": 2}
     train(CONFIG, tmp_path / "out", overrides=overrides)
     loaded = spacy.load(tmp_path / "out" / "model-last")
     assert loaded.pipe_names == ["transformer", "bilstm_ner"]
@@ -66,14 +60,9 @@ def test_fine_tuned_trf_config_trains_the_transformer_at_its_own_rate(tmp_path, 
     DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
     kb = tmp_path / "kb.tsv"
     kb.write_text("C1\tLondon\nC2\tApple Inc\n")
-    overrides = {
-        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy"),
-        "paths.transformer": str(tiny_bert_dir), "paths.vectors": None, "paths.kb": str(kb), "paths.kb_format": "tsv",
-        "components.bilstm_ner.model.features.include_static_vectors": False,
-        "components.bilstm_ner.model.features.transformer_width": 16,
-        "components.bilstm_ner.model.hidden_width": 16,
-        "training.max_steps": 4, "training.eval_frequency": 2, "training.optimizer.use_averages": False,
-    }
+    overrides = {**kit.trf_overrides(tmp_path / "train.spacy", tiny_bert_dir),
+                 "paths.kb": str(kb), "paths.kb_format": "tsv",
+                 "training.max_steps": 4, "training.eval_frequency": 2, "training.optimizer.use_averages": False}
     train(CONFIG.with_name("ner_bilstm_kb_trf.cfg"), tmp_path / "out", overrides=overrides)
     loaded = spacy.load(tmp_path / "out" / "model-last")
     assert loaded.pipe_names == ["kb_gazetteer", "transformer", "bilstm_ner"]
