@@ -1,6 +1,7 @@
 """`spacy_el.TaggerEnsemble.v1` and `assemble_ensemble`: trained taggers averaged as one CRF."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,7 @@ def test_ensemble_round_trips_and_runs_in_two_processes(ensemble, tmp_path):
             f"for d in nlp.pipe({TEXTS * 2!r}, n_process=2, batch_size=2)]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
-    forked = [[tuple(e) for e in doc] for doc in __import__("json").loads(out.stdout.strip().splitlines()[-1])]
+    forked = [[tuple(e) for e in doc] for doc in json.loads(out.stdout.strip().splitlines()[-1])]
     assert forked == expected * 2
 
 
@@ -175,5 +176,11 @@ def test_one_transformer_fed_member_joins_bilstm_members(members, kit, tiny_bert
         [list(e) for e in viterbi(mean, start, trans, end)]
     expected = _ents(nlp)
     assert _ents(spacy.load(path)) == expected and _ents(nlp) == expected
+    code = (f"import spacy, json; nlp = spacy.load({str(path)!r}); "
+            f"print(json.dumps([[[e.start_char, e.end_char, e.label_] for e in d.ents] "
+            f"for d in nlp.pipe({TEXTS * 2!r}, n_process=2, batch_size=2)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [[tuple(e) for e in doc] for doc in json.loads(out.stdout.strip().splitlines()[-1])] == expected * 2
     with pytest.raises(InputError, match="at most one transformer-fed member"):
         assemble_ensemble([fed, members[1][1], fed], tmp_path / "two")
