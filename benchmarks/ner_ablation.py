@@ -157,7 +157,7 @@ VARIANTS = {
     # ... and beside the chemical gazetteer (the config written with chem_gazetteer added: `with_gazetteers`)
     "transformer_ft_chem_biotok": ("ner_bilstm_kb_trf.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     # ... and beside the chemical and Disease Ontology gazetteers: chem_do_biotok's features and pipeline, so it
-    # joins the chem_do seeds in one ensemble (`spacy-el ensemble-ner`: a transformer-fed member goes first)
+    # joins the chem_do seeds in one ensemble (`spacy-el ensemble-ner` takes its pipeline as the base)
     "transformer_ft_chem_do_biotok": ("ner_bilstm_kb_trf.cfg+chem+do", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     # chem_biotok with the Disease Ontology's names as a third gazetteer beside MEDIC's and the chemicals'
     "chem_do_biotok": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
