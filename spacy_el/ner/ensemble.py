@@ -88,9 +88,9 @@ def average_crf(model: Model) -> None:
         crf.set_param(name, sum(params) / len(params))
 
 
-def _transformers(nlp) -> List[str]:
-    """The pipeline's spacy-transformers `transformer` components (a listener's upstreams)."""
-    return [name for name in nlp.pipe_names if nlp.config["components"][name].get("factory") == "transformer"]
+def _components_besides_transformers(nlp) -> List[str]:
+    """The pipeline's components other than spacy-transformers `transformer`s (a listener's upstreams)."""
+    return [name for name in nlp.pipe_names if nlp.config["components"][name].get("factory") != "transformer"]
 
 
 def _reads_transformer(model: Model) -> bool:
@@ -126,15 +126,12 @@ def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: 
     order = fed + [i for i in range(len(nlps)) if i not in fed]
     nlps, member_dirs = [nlps[i] for i in order], [member_dirs[i] for i in order]
     first = nlps[0]
-
-    def plain(nlp) -> List[str]:
-        return [name for name in nlp.pipe_names if name not in _transformers(nlp)]
-
+    components, labels = _components_besides_transformers(first), first.get_pipe(component).labels
     for path, nlp in zip(member_dirs, nlps):
         pipe = nlp.get_pipe(component)
-        if plain(nlp) != plain(first) or pipe.labels != first.get_pipe(component).labels:
-            raise InputError(f"{path}: components {plain(nlp)} / labels {list(pipe.labels)} differ from "
-                             f"{member_dirs[0]}'s {plain(first)} / {list(first.get_pipe(component).labels)}")
+        if _components_besides_transformers(nlp) != components or pipe.labels != labels:
+            raise InputError(f"{path}: components {_components_besides_transformers(nlp)} / labels "
+                             f"{list(pipe.labels)} differ from {member_dirs[0]}'s {components} / {list(labels)}")
         if nlp.vocab.vectors.shape != first.vocab.vectors.shape or not np.array_equal(
                 nlp.vocab.vectors.data, first.vocab.vectors.data):
             raise InputError(f"{path}: its word vectors differ from {member_dirs[0]}'s; members must share vectors")

@@ -51,6 +51,25 @@ def _ents(nlp, texts=TEXTS):
     return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
 
 
+def _ents_in_two_processes(path):
+    """`_ents` of TEXTS twice over, from the pipeline at `path` loaded in a fresh interpreter and run
+    with `nlp.pipe(n_process=2)`."""
+    code = (f"import spacy, json; nlp = spacy.load({str(path)!r}); "
+            f"print(json.dumps([[[e.start_char, e.end_char, e.label_] for e in d.ents] "
+            f"for d in nlp.pipe({TEXTS * 2!r}, n_process=2, batch_size=2)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [[tuple(e) for e in doc] for doc in json.loads(out.stdout.strip().splitlines()[-1])]
+
+
+def _mean_crf(emissions, scores):
+    """The members' mean emissions per doc and the Viterbi path of the averaged CRF over them:
+    `emissions[m][d]` is member m's on doc d, `scores[m]` its (start, transition, end) scores."""
+    mean = [np.mean([e[i] for e in emissions], axis=0) for i in range(len(emissions[0]))]
+    start, trans, end = (np.mean([s[k] for s in scores], axis=0) for k in range(3))
+    return mean, viterbi(mean, start, trans, end)
+
+
 def test_ensemble_decodes_the_mean_of_the_members_crf_scores(members, ensemble):
     """The ensemble's tags are the Viterbi path of the averaged emissions and transitions,
     computed here by hand from the members themselves."""
@@ -58,10 +77,7 @@ def test_ensemble_decodes_the_mean_of_the_members_crf_scores(members, ensemble):
     docs = [nlp.make_doc(t) for t in TEXTS if t]
     pipes = [m.get_pipe("bilstm_ner") for m, _ in members]
     emissions = [[np.asarray(x) for x in p.model.predict(docs)] for p in pipes]
-    scores = [p._crf_scores() for p in pipes]
-    mean = [np.mean([e[i] for e in emissions], axis=0) for i in range(len(docs))]
-    start, trans, end = (np.mean([s[k] for s in scores], axis=0) for k in range(3))
-    expected = viterbi(mean, start, trans, end)
+    _, expected = _mean_crf(emissions, [p._crf_scores() for p in pipes])
     got = nlp.get_pipe("bilstm_ner").predict(docs)
     assert [list(g) for g in got] == [list(e) for e in expected]
     assert nlp.get_pipe("bilstm_ner").model.name == "tagger_ensemble"
@@ -84,13 +100,7 @@ def test_ensemble_round_trips_and_runs_in_two_processes(ensemble, tmp_path):
     assert _ents(fresh) == expected
     nlp.to_disk(tmp_path / "again")
     assert _ents(spacy.load(tmp_path / "again")) == expected
-    code = (f"import spacy, json; nlp = spacy.load({str(path)!r}); "
-            f"print(json.dumps([[[e.start_char, e.end_char, e.label_] for e in d.ents] "
-            f"for d in nlp.pipe({TEXTS * 2!r}, n_process=2, batch_size=2)]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-2000:]
-    forked = [[tuple(e) for e in doc] for doc in json.loads(out.stdout.strip().splitlines()[-1])]
-    assert forked == expected * 2
+    assert _ents_in_two_processes(path) == expected * 2
 
 
 def test_ensemble_trains_from_scratch_with_spacy(kit):
@@ -166,21 +176,13 @@ def test_one_transformer_fed_member_joins_bilstm_members(members, kit, tiny_bert
     pipes = [fed_nlp.get_pipe("bilstm_ner"), plain_nlp.get_pipe("bilstm_ner")]
     emissions = [[np.asarray(x) for x in pipes[0].model.predict(fed_docs)],
                  [np.asarray(x) for x in pipes[1].model.predict([plain_nlp.make_doc(t) for t in texts])]]
-    scores = [p._crf_scores() for p in pipes]
-    mean = [(emissions[0][i] + emissions[1][i]) / 2 for i in range(len(texts))]
-    start, trans, end = ((scores[0][k] + scores[1][k]) / 2 for k in range(3))
+    mean, tags = _mean_crf(emissions, [p._crf_scores() for p in pipes])
     docs = list(nlp.pipe(texts, disable=["bilstm_ner"]))
     got = nlp.get_pipe("bilstm_ner").model.predict(docs)
     assert all(np.allclose(np.asarray(g), m, atol=1e-5) for g, m in zip(got, mean))  # the listener is fed
-    assert [list(g) for g in nlp.get_pipe("bilstm_ner").predict(docs)] == \
-        [list(e) for e in viterbi(mean, start, trans, end)]
+    assert [list(g) for g in nlp.get_pipe("bilstm_ner").predict(docs)] == [list(t) for t in tags]
     expected = _ents(nlp)
     assert _ents(spacy.load(path)) == expected and _ents(nlp) == expected
-    code = (f"import spacy, json; nlp = spacy.load({str(path)!r}); "
-            f"print(json.dumps([[[e.start_char, e.end_char, e.label_] for e in d.ents] "
-            f"for d in nlp.pipe({TEXTS * 2!r}, n_process=2, batch_size=2)]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert [[tuple(e) for e in doc] for doc in json.loads(out.stdout.strip().splitlines()[-1])] == expected * 2
+    assert _ents_in_two_processes(path) == expected * 2
     with pytest.raises(InputError, match="at most one transformer-fed member"):
         assemble_ensemble([fed, members[1][1], fed], tmp_path / "two")
