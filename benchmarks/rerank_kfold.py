@@ -36,8 +36,8 @@ from pathlib import Path
 FINETUNE = ["--format", "medic", "--epochs", "3", "--batch-size", "32", "--lr", "5e-5", "--negatives", "3",
             "--loss", "ntxent", "--seed", "0", "--resume", "--num-threads", "1"]
 #: the 1-layer listwise reranker of the earlier sessions' runs
-RERANKER = ["--layers", "1", "--listwise", "--epochs", "3", "--lr", "8e-5", "--max-length", "100", "--window", "60",
-            "--candidate-tokens", "12", "--top-k", "5", "--resolve-abbreviations", "--num-threads", "1"]
+RERANKER = ["--listwise", "--epochs", "3", "--lr", "8e-5", "--max-length", "100", "--window", "60",
+            "--candidate-tokens", "12", "--top-k", "5", "--resolve-abbreviations"]
 
 
 def run(*args: str) -> None:
@@ -61,9 +61,14 @@ def main() -> None:
                         help="The served index holds the train mentions as aliases: so do the fold indexes (their "
                              "own train folds'), and the reranker is trained for that index (OUT/reranker_aliases)")
     parser.add_argument("--types", nargs="*", default=[], help="Mention types to use (e.g. Disease for BC5CDR)")
+    parser.add_argument("--layers", type=int, default=1,
+                        help="MiniLM layers the reranker keeps (1: the served, fast one; more: OUT/reranker*_L<n>)")
+    parser.add_argument("--threads", type=int, default=1, help="Threads for the reranker's training")
     args = parser.parse_args()
     work = args.work
     tag = "_aliases" if args.aliases else ""
+    reranker_tag = tag + (f"_L{args.layers}" if args.layers != 1 else "")
+    reranker_settings = [*RERANKER, "--layers", str(args.layers), "--num-threads", str(args.threads)]
     types = [x for t in args.types for x in ("--types", t)]
     if not (work / "folds" / f"fold{args.folds - 1}" / "train.txt").exists():
         run("split-folds", args.train, str(work / "folds"), "--folds", str(args.folds))
@@ -81,12 +86,12 @@ def main() -> None:
                 *[x for t in args.types for x in ("--mention-types", t)])
         fold_args += [str(fold / "heldout.txt")]
     folds = [work / "folds" / f"fold{i}" for i in range(args.folds)]
-    reranker_dir = work / f"reranker{tag}"
+    reranker_dir = work / f"reranker{reranker_tag}"
     if not (reranker_dir / "reranker").exists():
         run("train-reranker", *fold_args, "--encoder", args.encoder, "--index", args.index, *types,
             *[x for f in folds for x in ("--fold-encoder", str(f / "int8"), "--fold-index", str(f / f"index{tag}"))],
-            "--dev", args.dev, "--max-dev", str(args.max_dev), "--output", str(reranker_dir), *RERANKER)
-    served = work / f"reranker{tag}_int8"
+            "--dev", args.dev, "--max-dev", str(args.max_dev), "--output", str(reranker_dir), *reranker_settings)
+    served = work / f"reranker{reranker_tag}_int8"
     if not served.exists():
         run("export-reranker", str(reranker_dir / "reranker"), str(served))
 
@@ -111,7 +116,7 @@ def main() -> None:
             args.dev, encoder, index, reranker=reranker, rerank_top_k=3, rerank_margin=margin, **kw)
     result = {"weight": reranker.settings.weight,
               **{name: {key: s[key] for key in ("acc@1", "acc@5", "n", "n_reranked")} for name, s in scores.items()}}
-    (work / f"scores{tag}.json").write_text(json.dumps(result, indent=2))
+    (work / f"scores{reranker_tag}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 
