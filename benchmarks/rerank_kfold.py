@@ -15,7 +15,9 @@ mentions: it has been trained to rank their gold first (eighth session: weight t
    overturn, `worth_reranking`: the same links when its dev score spread holds) and near-ties.
 
 With `--aliases` the served index holds the train mentions as aliases (SapBERT's protocol) and so
-does each fold's index (its own train folds' mentions), in `reranker_aliases`.
+does each fold's index (its own train folds' mentions), in `reranker_aliases`. `--layers 6` keeps
+all of MiniLM's layers (the served reranker keeps 1, for speed); `--teacher DIR` distils a trained
+reranker (e.g. that 6-layer one) into the new one; each setting gets its own output directory.
 
 Every step is skipped when its output exists, so a killed run resumes. CPU figures (accuracy only).
 
@@ -36,7 +38,7 @@ from pathlib import Path
 FINETUNE = ["--format", "medic", "--epochs", "3", "--batch-size", "32", "--lr", "5e-5", "--negatives", "3",
             "--loss", "ntxent", "--seed", "0", "--resume", "--num-threads", "1"]
 #: the 1-layer listwise reranker of the earlier sessions' runs
-RERANKER = ["--listwise", "--epochs", "3", "--lr", "8e-5", "--max-length", "100", "--window", "60",
+RERANKER = ["--listwise", "--lr", "8e-5", "--max-length", "100", "--window", "60",
             "--candidate-tokens", "12", "--top-k", "5", "--resolve-abbreviations"]
 
 
@@ -64,11 +66,18 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=1,
                         help="MiniLM layers the reranker keeps (1: the served, fast one; more: OUT/reranker*_L<n>)")
     parser.add_argument("--threads", type=int, default=1, help="Threads for the reranker's training")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="The reranker's epochs at most (dev early stopping, patience 1): other than 3, OUT/…_e<n>")
+    parser.add_argument("--teacher", help="A trained reranker whose scores the new one also learns (distillation, "
+                                          "soft weight 0.5): OUT/reranker*_distilled")
     args = parser.parse_args()
     work = args.work
     tag = "_aliases" if args.aliases else ""
-    reranker_tag = tag + (f"_L{args.layers}" if args.layers != 1 else "")
-    reranker_settings = [*RERANKER, "--layers", str(args.layers), "--num-threads", str(args.threads)]
+    reranker_tag = (tag + (f"_L{args.layers}" if args.layers != 1 else "") + (f"_e{args.epochs}" if args.epochs != 3 else "")
+                    + ("_distilled" if args.teacher else ""))
+    reranker_settings = [*RERANKER, "--layers", str(args.layers), "--epochs", str(args.epochs),
+                         "--num-threads", str(args.threads),
+                         *(["--teacher", args.teacher, "--soft-weight", "0.5"] if args.teacher else [])]
     types = [x for t in args.types for x in ("--types", t)]
     if not (work / "folds" / f"fold{args.folds - 1}" / "train.txt").exists():
         run("split-folds", args.train, str(work / "folds"), "--folds", str(args.folds))
