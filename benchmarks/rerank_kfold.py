@@ -37,7 +37,7 @@ from pathlib import Path
 #: the served encoder's fine-tuning settings (eighth session's NCBI-only encoder)
 FINETUNE = ["--format", "medic", "--epochs", "3", "--batch-size", "32", "--lr", "5e-5", "--negatives", "3",
             "--loss", "ntxent", "--seed", "0", "--resume", "--num-threads", "1"]
-#: the 1-layer listwise reranker of the earlier sessions' runs
+#: the listwise reranker of the earlier sessions' runs (its layers, epochs and threads: the options below)
 RERANKER = ["--listwise", "--lr", "8e-5", "--max-length", "100", "--window", "60",
             "--candidate-tokens", "12", "--top-k", "5", "--resolve-abbreviations"]
 
