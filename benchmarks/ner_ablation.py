@@ -159,6 +159,9 @@ VARIANTS = {
     # ... and beside the chemical and Disease Ontology gazetteers: chem_do_biotok's features and pipeline, so it
     # joins the chem_do seeds in one ensemble (`spacy-el ensemble-ner` takes its pipeline as the base)
     "transformer_ft_chem_do_biotok": ("ner_bilstm_kb_trf.cfg+chem+do", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
+    # a second transformer-fed member for the ensemble: the same from another seed (its own fine-tuned MiniLM)
+    "transformer_ft_chem_do_biotok_seed1": ("ner_bilstm_kb_trf.cfg+chem+do", "sentence_bio",
+                                            wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
     # chem_biotok with the Disease Ontology's names as a third gazetteer beside MEDIC's and the chemicals'
     "chem_do_biotok": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     "chem_do_biotok_seed1": ("ner_bilstm_kb.cfg+chem+do", "sentence_bio",
