@@ -21,8 +21,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 def emissions_and_crf(model_dir: Path, gold, component: str):
     """The tagger's emissions per gold doc (its own pipeline up to the tagger) and its CRF scores."""
@@ -36,11 +34,7 @@ def emissions_and_crf(model_dir: Path, gold, component: str):
             break
         docs = list(proc.pipe(docs, batch_size=64))
     pipe = nlp.get_pipe(component)
-    busy = [doc for doc in docs if len(doc)]
-    scores = iter(pipe.model.predict(busy) if busy else [])
-    n_tags = len(pipe.tags)
-    logits = [pipe.model.ops.to_numpy(next(scores)) if len(doc) else np.zeros((0, n_tags), "f") for doc in docs]
-    return nlp, pipe, docs, logits, pipe._crf_scores()
+    return nlp, pipe, docs, pipe.emissions(docs), pipe._crf_scores()
 
 
 def main() -> None:

@@ -165,15 +165,21 @@ class BiLSTMEntityRecognizer(TrainablePipe):
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> List[Ints1d]:
-        """Best valid BIO tag ids per doc (empty docs skip the model: LSTMs cannot take length 0)."""
-        docs = list(docs)
-        busy = [doc for doc in docs if len(doc)]
-        scores = iter(self.model.predict(busy) if busy else [])
-        logits = [self.model.ops.to_numpy(next(scores)) if len(doc) else np.zeros((0, len(self.tags)), "f") for doc in docs]
+        """Best valid BIO tag ids per doc."""
+        logits = self.emissions(docs)
         if not self.has_crf:
             return viterbi_bio(logits, self.labels)
         start, trans, end = self._crf_scores()
         return viterbi(logits, start, trans, end)
+
+    def emissions(self, docs: Iterable[Doc]) -> List[np.ndarray]:
+        """The model's (n_tokens, n_tags) scores per doc, as numpy (empty docs skip the model:
+        LSTMs cannot take length 0). What `predict` decodes; also what taggers run in separate
+        pipelines are averaged from (benchmarks/ner_mean_crf.py)."""
+        docs = list(docs)
+        busy = [doc for doc in docs if len(doc)]
+        scores = iter(self.model.predict(busy) if busy else [])
+        return [self.model.ops.to_numpy(next(scores)) if len(doc) else np.zeros((0, len(self.tags)), "f") for doc in docs]
 
     def _crf_scores(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The CRF's learned start/transition/end scores plus the BIO constraints."""
