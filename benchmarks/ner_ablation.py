@@ -7,6 +7,8 @@ transformer features) switched off in turn, same data, vectors and number of epo
     python benchmarks/ner_ablation.py --corpus bc5cdr --more-epochs 4 --variants transformer_ft
     python benchmarks/ner_ablation.py --corpus ncbi --eval-only --variants wider_dropout_0.1_word_0.4 \
         --ensemble seeds_012=wider_dropout_0.1_word_0.4+wider_dropout_0.1_word_0.4_seed1+wider_dropout_0.1_word_0.4_seed2
+    python benchmarks/ner_ablation.py --corpus conll --epochs 12 --variants wider_dropout_0.1_word_0.4 \
+        --teacher conll_trf_mix3 --teacher-weight 0.5 --teacher-temperature 2
 
 Each variant is one `spacy train` run in a subprocess (1 intra-op thread) for `--epochs` passes
 over the train set (the same for every variant, so a busy machine does not change the result), or
@@ -16,7 +18,9 @@ as ner_conll.py compares systems); `model-best` is scored on dev
 `nlp.pipe` on one thread. `--parallel 2` trains two variants at a time (one per core): accuracy
 is unaffected, wall-clock speed is not comparable, so use `--eval-only` on a quiet machine to
 re-time the trained models side by side. PubTator corpora are converted from the raw abstracts
-with spaCy's tokenizer (`convert-ner --format pubtator`), CoNLL from its files.
+with spaCy's tokenizer (`convert-ner --format pubtator`), CoNLL from its files. `--teacher NAME`
+distils a trained variant or ensemble into each variant (`spacy-el teacher-targets` on its train
+docs, once; the run is `VARIANT_taught_NAME_wW_TT`).
 """
 from __future__ import annotations
 
@@ -241,10 +245,34 @@ def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True,
     return path
 
 
+def taught(variant: str, teacher: str, weight: float, temperature: float) -> str:
+    """The run name of `variant` distilled from `teacher` at `weight` and `temperature`."""
+    return f"{variant}_taught_{teacher}_w{weight:g}_T{temperature:g}"
+
+
+def teacher_docs(teacher: str, context: str, work: Path, temperature: float) -> Path:
+    """The train docs of `context` with the targets of the trained `teacher` (written once)."""
+    from spacy_el.ner.distill import write_teacher_targets
+
+    path = work / f"train_{context}_teacher_{teacher}_T{temperature:g}.spacy"
+    if not path.exists():
+        model = work / f"out_{teacher}" / "model-best"
+        if not model.exists():
+            raise SystemExit(f"--teacher {teacher}: no {model}; train (or --ensemble) it first")
+        write_teacher_targets(model, work / f"train_{context}.spacy", path, temperature=temperature)
+    return path
+
+
 def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | None, epochs: int | None,
-          threads: int = 1) -> Dict:
+          threads: int = 1, teacher: str | None = None, teacher_weight: float = 0.5,
+          temperature: float = 1.0) -> Dict:
     config, context, overrides = VARIANTS[variant]
     paths = prepare(data, corpus, context, work)
+    name = variant
+    if teacher:
+        paths = dict(paths, train=teacher_docs(teacher, context, work, temperature))
+        overrides = overrides + ["--components.bilstm_ner.teacher_weight", str(teacher_weight)]
+        name = taught(variant, teacher, teacher_weight, temperature)
     base, *extra = config.split("+")
     path = (with_gazetteers(base, work, data, "chem" in extra, "do" in extra) if extra
             else REPO / "configs" / config)
@@ -268,7 +296,7 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         if not (NAMES / "places.tsv").is_file():
             raise SystemExit(f"{variant}: no name lists in {NAMES}; pass --names DIR (benchmarks/conll_gazetteers.py)")
         cmd += ["--paths.names", str(NAMES)]
-    return _spacy_train(variant, cmd + overrides, paths, work, None if minutes else epochs, threads)
+    return _spacy_train(name, cmd + overrides, paths, work, None if minutes else epochs, threads)
 
 
 def train_more(variant: str, corpus: str, data: Path, work: Path, epochs: int, threads: int = 1) -> Dict:
@@ -378,6 +406,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spacy_el_ner_ablation")
     parser.add_argument("--ensemble", action="append", default=[], metavar="NAME=V1+V2[+…]",
                         help="also score the ensemble (spacy-el ensemble-ner) of these trained variants as NAME")
+    parser.add_argument("--teacher", default=None, metavar="NAME",
+                        help="distil this trained variant or ensemble (out_NAME/model-best) into each variant")
+    parser.add_argument("--teacher-weight", type=float, default=0.5, help="with --teacher: bilstm_ner's teacher_weight")
+    parser.add_argument("--teacher-temperature", type=float, default=1.0,
+                        help="with --teacher: soften its targets (spacy-el teacher-targets --temperature)")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     CHEM_KB, NAMES = args.chem_kb, args.names
@@ -392,14 +425,24 @@ def main() -> None:
         def run(v):
             return train_more(v, args.corpus, args.data, work, args.more_epochs, args.threads)
     else:
+        if args.teacher:  # its targets written once, before any parallel run
+            for context in sorted({VARIANTS[v][1] for v in variants}):
+                teacher_docs(args.teacher, context, work, args.teacher_temperature)
+
         def run(v):
-            return train(v, args.corpus, args.data, work, args.minutes, args.epochs, args.threads)
+            return train(v, args.corpus, args.data, work, args.minutes, args.epochs, args.threads,
+                         args.teacher, args.teacher_weight, args.teacher_temperature)
     if not args.eval_only:
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             for info in pool.map(run, variants):
                 print(json.dumps(info), flush=True)
     if args.more_epochs:
         variants = [f"{v}+{args.more_epochs}" for v in variants]
+    elif args.teacher:
+        names = {v: taught(v, args.teacher, args.teacher_weight, args.teacher_temperature) for v in variants}
+        for v, name in names.items():
+            VARIANTS[name] = VARIANTS[v]
+        variants = list(names.values())
     for spec in args.ensemble:
         name, _, members = spec.partition("=")
         members = [m for m in members.split("+") if m]

@@ -11,6 +11,12 @@ Training maximises log p(gold | doc) = score(gold) - log Z. Gold tags may be par
 known tags, i.e. the objective is log Z(constrained) - log Z(free), whose gradient is the
 difference of the two sets of marginals. With full gold, that is the usual CRF loss.
 Docs are padded into one batch and processed together; the free and constrained passes share it.
+
+Distillation: a doc may also carry a teacher CRF's tag marginals and expected transition counts
+(`teacher_targets`). Its loss is then mixed with the expected negative log-likelihood under the
+teacher's distribution over sequences, log Z - E_teacher[score], whose gradient is the student's
+marginals minus the teacher's: the student learns where the teacher hesitates, not only its
+best path.
 """
 from __future__ import annotations
 
@@ -81,12 +87,33 @@ def forward_backward(
     return log_z, marginals, pair
 
 
+def teacher_targets(
+    emissions: List[np.ndarray], start: np.ndarray, trans: np.ndarray, end: np.ndarray, temperature: float = 1.0
+) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Per doc, a CRF's tag marginals (n_tokens, n_tags) and expected transition counts
+    (n_tags, n_tags) with every score divided by `temperature` (> 1 softens the distribution, as
+    in Hinton et al.'s distillation): what `crf_loss` distils from. Empty docs get empty marginals."""
+    keep = [i for i, e in enumerate(emissions) if len(e)]
+    n_tags = len(start)
+    out = [(np.zeros((0, n_tags), "f"), np.zeros((n_tags, n_tags), "f")) for _ in emissions]
+    if keep:
+        padded, lengths = _pad([np.asarray(emissions[i], dtype="f") / temperature for i in keep], 0.0)
+        _, marginals, pair = forward_backward(padded, lengths, start / temperature, trans / temperature,
+                                              end / temperature)
+        for j, i in enumerate(keep):
+            out[i] = (marginals[j, : lengths[j]].astype("f"), pair[j].astype("f"))
+    return out
+
+
 def crf_loss(
     emissions: List[np.ndarray],
     allowed: List[np.ndarray],
     start: np.ndarray,
     trans: np.ndarray,
     end: np.ndarray,
+    teachers: Optional[List[Optional[Tuple[np.ndarray, np.ndarray]]]] = None,
+    teacher_weight: float = 0.0,
+    temperature: float = 1.0,
 ) -> Tuple[float, List[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Negative log-likelihood summed over docs, and its gradients with respect to the
     emissions (one array per doc), start, transition and end scores.
@@ -94,7 +121,11 @@ def crf_loss(
     emissions: per doc, (n_tokens, n_tags) scores; empty docs contribute nothing.
     allowed: per doc, (n_tokens, n_tags) booleans: the tags the gold admits at each token (one
         True for a known tag, all True for an unknown one). start/trans/end are the full scores
-        (learned + BIO constraints)."""
+        (learned + BIO constraints).
+    teachers: per doc, None or a teacher's (marginals, transition counts) at `temperature`
+        (`teacher_targets`). Such a doc's loss is (1 - teacher_weight) * its NLL + teacher_weight *
+        T² * its expected NLL under the teacher with the student's scores divided by T (T² keeps
+        the soft part's gradients at the hard part's scale, as in Hinton et al.)."""
     keep = [i for i, e in enumerate(emissions) if len(e)]
     d_emissions = [np.zeros_like(e, dtype="f") for e in emissions]
     if not keep:
@@ -104,16 +135,34 @@ def crf_loss(
     padded, lengths = _pad(free + gold, 0.0)
     log_z, marginals, pair = forward_backward(padded, lengths, start, trans, end)
     n = len(free)
-    loss = float((log_z[:n] - log_z[n:]).sum())
-    d_marg = marginals[:n] - marginals[n:]
+    rows, last = np.arange(n), lengths[:n] - 1
+    loss = log_z[:n] - log_z[n:]
+    d_marg, d_pair = marginals[:n] - marginals[n:], pair[:n] - pair[n:]
+    weights = np.zeros(n, dtype="f")
+    t_marg, t_pair = np.zeros_like(d_marg), np.zeros_like(d_pair)
     for j, i in enumerate(keep):
-        d_emissions[i] = d_marg[j, : lengths[j]]
-    last = lengths[:n] - 1
-    rows = np.arange(n)
+        if teachers is not None and teachers[i] is not None and teacher_weight:
+            marg, moves = teachers[i]
+            if marg.shape != free[j].shape or moves.shape != trans.shape:
+                raise ValueError(f"crf_loss: doc {i}'s teacher targets are {marg.shape} / {moves.shape}, "
+                                 f"its emissions {free[j].shape} and transitions {trans.shape}")
+            weights[j], t_marg[j, : lengths[j]], t_pair[j] = teacher_weight, marg, moves
+    if weights.any():
+        T = temperature
+        s_log_z, s_marg, s_pair = ((log_z[:n], marginals[:n], pair[:n]) if T == 1 else
+                                   forward_backward(padded[:n] / T, lengths[:n], start / T, trans / T, end / T))
+        # the teacher never takes a forbidden move: leave 0 * FORBIDDEN out of its expected score
+        t_score = ((t_marg * padded[:n]).sum(axis=(1, 2)) + np.where(t_pair > 0, t_pair * trans, 0.0).sum(axis=(1, 2))
+                   + t_marg[:, 0] @ start + t_marg[rows, last] @ end)
+        w = weights[:, None, None]
+        loss = (1 - weights) * loss + weights * T * T * (s_log_z - t_score / T)
+        d_marg = (1 - w) * d_marg + w * T * (s_marg - t_marg)
+        d_pair = (1 - w) * d_pair + w * T * (s_pair - t_pair)
+    for j, i in enumerate(keep):
+        d_emissions[i] = d_marg[j, : lengths[j]].astype("f")
     d_start = d_marg[:, 0].sum(axis=0)
     d_end = d_marg[rows, last].sum(axis=0)
-    d_trans = (pair[:n] - pair[n:]).sum(axis=0)
-    return loss, d_emissions, d_start, d_trans, d_end
+    return float(loss.sum()), d_emissions, d_start, d_pair.sum(axis=0), d_end
 
 
 def viterbi(

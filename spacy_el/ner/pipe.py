@@ -8,6 +8,11 @@ proper span set. The loss is sequence-level when the model ends in a CRF layer
 cross-entropy; either way tokens without gold annotation give no gradient. Several trained CRF
 taggers can serve as one (`spacy_el.TaggerEnsemble.v1`, `spacy_el.ner.ensemble`): the pipe sees
 one model whose emissions and CRF scores are their averages.
+
+Distillation: a training doc may carry a teacher CRF's targets in `doc.user_data` (written by
+`spacy-el teacher-targets`, `spacy_el.ner.distill`, e.g. from such an ensemble); the CRF loss then
+mixes in, at `teacher_weight`, the expected loss under the teacher, so one fast tagger learns what
+several slow ones agree on.
 """
 
 from itertools import islice
@@ -30,6 +35,7 @@ from spacy_el.ner import features as _features  # noqa: F401
 from spacy_el.ner import model as _model  # noqa: F401
 from spacy_el.ner import ensemble as _ensemble  # noqa: F401
 from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, viterbi
+from spacy_el.ner.distill import TEACHER_KEY
 
 default_model_config = """
 [model]
@@ -58,12 +64,17 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 @Language.factory(
     "bilstm_ner",
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
+    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.5},
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_bilstm_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable]) -> "BiLSTMEntityRecognizer":
-    """Create a `bilstm_ner` component (labels come from `initialize`)."""
-    return BiLSTMEntityRecognizer(nlp.vocab, model, name, scorer=scorer)
+def make_bilstm_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable],
+                    teacher_weight: float) -> "BiLSTMEntityRecognizer":
+    """Create a `bilstm_ner` component (labels come from `initialize`). `teacher_weight`: the
+    share of the loss taken from a teacher's targets, on training docs that carry them."""
+    if not 0.0 <= teacher_weight <= 1.0:
+        raise ValueError(f"bilstm_ner: teacher_weight must be in [0, 1], got {teacher_weight} "
+                         "([components.bilstm_ner] teacher_weight)")
+    return BiLSTMEntityRecognizer(nlp.vocab, model, name, scorer=scorer, teacher_weight=teacher_weight)
 
 
 class BiLSTMEntityRecognizer(TrainablePipe):
@@ -76,8 +87,10 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         name: str = "bilstm_ner",
         *,
         scorer: Optional[Callable] = get_ner_prf,
+        teacher_weight: float = 0.5,
     ) -> None:
         self.vocab = vocab
+        self.teacher_weight = teacher_weight
         self.model = model
         self.name = name
         self.scorer = scorer
@@ -225,16 +238,21 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         the gradients of the transition scores to the CRF layer), or the per-token
         cross-entropy. `None` (missing or unknown-label) tokens constrain nothing."""
         validate_examples(examples, "BiLSTMEntityRecognizer.get_loss")
+        examples = list(examples)
         truths = [self._gold_bio(eg) for eg in examples]
         if self.has_crf:
-            return self._crf_loss(truths, scores)
+            return self._crf_loss(truths, scores, [self._teacher(eg) for eg in examples])
         loss_func = SequenceCategoricalCrossentropy(names=self.tags, normalize=False)
         d_scores, loss = loss_func(scores, truths)
         if self.model.ops.xp.isnan(loss):
             raise ValueError("bilstm_ner: loss is NaN; lower [training.optimizer] learn_rate")
         return float(loss), d_scores
 
-    def _crf_loss(self, truths: List[List[Optional[str]]], scores: List[Floats2d]):
+    def _crf_loss(self, truths: List[List[Optional[str]]], scores: List[Floats2d], teachers: List) -> Tuple:
+        temperatures = {t[2] for t in teachers if t is not None}
+        if len(temperatures) > 1:
+            raise ValueError(f"bilstm_ner: the training docs carry teacher targets at several temperatures "
+                             f"{sorted(temperatures)}; write them all with one `spacy-el teacher-targets --temperature`")
         ops, index = self.model.ops, {tag: i for i, tag in enumerate(self.tags)}
         allowed = []
         for truth in truths:
@@ -246,7 +264,9 @@ class BiLSTMEntityRecognizer(TrainablePipe):
             allowed.append(mask)
         start, trans, end = self._crf_scores()
         loss, d_scores, d_start, d_trans, d_end = crf_loss(
-            [ops.to_numpy(x) for x in scores], allowed, start, trans, end)
+            [ops.to_numpy(x) for x in scores], allowed, start, trans, end,
+            [t[:2] if t is not None else None for t in teachers], self.teacher_weight,
+            temperatures.pop() if temperatures else 1.0)
         if not np.isfinite(loss):
             raise ValueError("bilstm_ner: loss is not finite; lower [training.optimizer] learn_rate")
         crf = self.model.get_ref("crf")
@@ -254,12 +274,25 @@ class BiLSTMEntityRecognizer(TrainablePipe):
             crf.inc_grad(name, ops.asarray(grad, dtype="f"))
         return loss, [ops.asarray2f(d) for d in d_scores]
 
+    def _teacher(self, example: Example) -> Optional[Tuple[np.ndarray, np.ndarray, float]]:
+        """The reference doc's teacher targets (marginals, transition counts, temperature), if it
+        has them and its tokens are the predicted doc's (targets are per token: no alignment)."""
+        targets = example.reference.user_data.get(TEACHER_KEY)
+        if targets is None or not _same_tokens(example):
+            return None
+        if list(targets["tags"]) != self.tags:
+            raise ValueError(f"bilstm_ner: the training corpus's teacher targets are for the tags "
+                             f"{list(targets['tags'])}, this tagger has {self.tags}; write them with a "
+                             "teacher of the same labels (`spacy-el teacher-targets`)")
+        return (np.asarray(targets["marginals"], dtype="f"), np.asarray(targets["transitions"], dtype="f"),
+                float(targets.get("temperature", 1.0)))
+
     def _gold_bio(self, example: Example) -> List[Optional[str]]:
         """Gold tags aligned to the predicted tokens, BILUO → BIO; missing ('-'/None) and labels
         the model does not know become None so the loss ignores them."""
         known = set(self.labels)
         x, y = example.predicted, example.reference
-        if len(x) == len(y) and (x.to_array(ORTH) == y.to_array(ORTH)).all():
+        if _same_tokens(example):
             # Same tokens (the usual case with converted corpora): read the gold IOB directly,
             # skipping the much slower character alignment.
             strings = self.vocab.strings
@@ -285,6 +318,11 @@ class BiLSTMEntityRecognizer(TrainablePipe):
                 else:
                     out.append(("B-" if prefix in ("B", "U") else "I-") + label)
         return out
+
+
+def _same_tokens(example: Example) -> bool:
+    x, y = example.predicted, example.reference
+    return len(x) == len(y) and bool((x.to_array(ORTH) == y.to_array(ORTH)).all())
 
 
 def bio_transitions(labels: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:

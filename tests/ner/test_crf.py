@@ -1,5 +1,5 @@
 """The BIO CRF: log-likelihood and gradients against brute-force enumeration, partial labels,
-and decoding that never yields an invalid BIO sequence."""
+distillation from a teacher CRF, and decoding that never yields an invalid BIO sequence."""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from spacy_el.ner.crf import FORBIDDEN, bio_constraints, bio_tags, crf_loss, viterbi
+from spacy_el.ner.crf import FORBIDDEN, bio_constraints, bio_tags, crf_loss, teacher_targets, viterbi
 
 LABELS = ["A", "B"]
 N_TAGS = 1 + 2 * len(LABELS)
@@ -93,6 +93,76 @@ def test_gradients_match_finite_differences(scores):
     assert d_trans[3, 4] == pytest.approx(numeric(with_trans), abs=1e-3)
     assert d_end[0] == pytest.approx(numeric(with_end), abs=1e-3)
     assert d_start.shape == (N_TAGS,)
+
+
+def brute_teacher_nll(e, teacher, start, trans, end, T: float = 1.0) -> float:
+    """T² (log Z - E_teacher[score]) with every score divided by T: the expected NLL of every path,
+    weighted by the teacher CRF's probability."""
+    t_e, t_start, t_trans, t_end = teacher
+    paths = list(itertools.product(range(N_TAGS), repeat=len(e)))
+    student = np.array([path_score(e, p, start, trans, end) for p in paths], dtype="f8") / T
+    t_scores = np.array([path_score(t_e, p, t_start, t_trans, t_end) for p in paths], dtype="f8") / T
+    t_prob = np.exp(t_scores - np.logaddexp.reduce(t_scores))
+    return float(T * T * (np.logaddexp.reduce(student) - (t_prob * student).sum()))
+
+
+@pytest.fixture
+def teacher(scores):
+    """Another CRF over the same docs: its own emissions and scores."""
+    emissions, *_ = scores
+    rng = np.random.default_rng(7)
+    masks = bio_constraints(len(LABELS))
+    t_start, t_trans, t_end = (rng.normal(size=m.shape).astype("f") + m for m in masks)
+    return [rng.normal(size=e.shape).astype("f") for e in emissions], t_start, t_trans, t_end
+
+
+@pytest.mark.parametrize("weight,T", [(0.0, 1.0), (0.5, 1.0), (1.0, 1.0), (0.5, 2.5)])
+def test_distillation_loss_mixes_nll_and_expected_nll_under_the_teacher(scores, teacher, weight, T):
+    emissions, start, trans, end = scores
+    targets = teacher_targets(*teacher, temperature=T)
+    allowed = [np.eye(N_TAGS, dtype=bool)[g] for g in ([1, 2, 0, 3], [3], [0, 3, 4])]
+    targets[1] = None  # a doc without teacher targets keeps the plain NLL
+    loss, *_ = crf_loss(emissions, allowed, start, trans, end, teachers=targets, teacher_weight=weight, temperature=T)
+    expected = sum(
+        brute_nll(e, a, start, trans, end) if t is None else
+        (1 - weight) * brute_nll(e, a, start, trans, end)
+        + weight * brute_teacher_nll(e, (t_e, *teacher[1:]), start, trans, end, T)
+        for e, a, t, t_e in zip(emissions, allowed, targets, teacher[0]))
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.5])
+def test_distillation_gradients_match_finite_differences(scores, teacher, T):
+    emissions, start, trans, end = scores
+    targets = teacher_targets(*teacher, temperature=T)
+    allowed = [np.eye(N_TAGS, dtype=bool)[g] for g in ([1, 2, 0, 3], [3], [0, 3, 4])]
+    _, d_emissions, d_start, d_trans, d_end = crf_loss(emissions, allowed, start, trans, end,
+                                                       teachers=targets, teacher_weight=0.5, temperature=T)
+
+    def total(e=emissions, s=start, t=trans, n=end):
+        return sum(0.5 * brute_nll(x, a, s, t, n) + 0.5 * brute_teacher_nll(x, (t_e, *teacher[1:]), s, t, n, T)
+                   for x, a, t_e in zip(e, allowed, teacher[0]))
+
+    eps = 1e-2
+    e_plus, e_minus = ([x.astype("f8").copy() for x in emissions] for _ in range(2))
+    e_plus[2][1, 4] += eps
+    e_minus[2][1, 4] -= eps
+    t_plus, t_minus = trans.astype("f8").copy(), trans.astype("f8").copy()
+    t_plus[0, 3] += eps
+    t_minus[0, 3] -= eps
+    s_plus, s_minus = start.astype("f8").copy(), start.astype("f8").copy()
+    s_plus[1] += eps
+    s_minus[1] -= eps
+    assert d_emissions[2][1, 4] == pytest.approx((total(e=e_plus) - total(e=e_minus)) / (2 * eps), abs=1e-3)
+    assert d_trans[0, 3] == pytest.approx((total(t=t_plus) - total(t=t_minus)) / (2 * eps), abs=1e-3)
+    assert d_start[1] == pytest.approx((total(s=s_plus) - total(s=s_minus)) / (2 * eps), abs=1e-3)
+
+
+def test_teacher_targets_are_marginals(teacher):
+    for marginals, pair in teacher_targets(*teacher):
+        assert marginals.sum(axis=1) == pytest.approx(np.ones(len(marginals)), abs=1e-5)
+        assert pair.sum() == pytest.approx(len(marginals) - 1, abs=1e-4)  # one move between each two tokens
+        assert pair[0, 2] < 1e-6  # O → I-A is forbidden, so the teacher never takes it
 
 
 def test_empty_docs_add_nothing(scores):
