@@ -25,16 +25,13 @@ from pathlib import Path
 def emissions_and_crf(model_dir: Path, gold, component: str):
     """The tagger's emissions per gold doc (its own pipeline up to the tagger) and its CRF scores."""
     import spacy
-    from spacy.tokens import Doc
+
+    from spacy_el.ner.distill import tagger_inputs
 
     nlp = spacy.load(model_dir)
-    docs = [Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in gold]
-    for name, proc in nlp.pipeline:
-        if name == component:
-            break
-        docs = list(proc.pipe(docs, batch_size=64))
+    docs = tagger_inputs(nlp, gold, component)
     pipe = nlp.get_pipe(component)
-    return nlp, pipe, docs, pipe.emissions(docs), pipe._crf_scores()
+    return nlp, pipe, docs, pipe.emissions(docs), pipe.crf_scores()
 
 
 def main() -> None:

@@ -24,6 +24,17 @@ from spacy_el.ner.crf import teacher_targets
 TEACHER_KEY = "spacy_el.teacher"
 
 
+def tagger_inputs(nlp, docs, component: str = "bilstm_ner", batch_size: int = 64) -> list:
+    """New docs with the words of `docs`, through `nlp`'s components before `component` (its
+    transformer, gazetteers): what the tagger reads on these tokens, gold annotations left out."""
+    from spacy.tokens import Doc
+
+    inputs = [Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs]
+    for name in nlp.pipe_names[: nlp.pipe_names.index(component)]:
+        inputs = list(nlp.get_pipe(name).pipe(inputs, batch_size=batch_size))
+    return inputs
+
+
 def write_teacher_targets(teacher_dir: Path, docbin_path: Path, output_path: Path, *,
                           component: str = "bilstm_ner", batch_size: int = 64, temperature: float = 1.0,
                           progress: Optional[Callable[[int], None]] = None) -> int:
@@ -32,7 +43,7 @@ def write_teacher_targets(teacher_dir: Path, docbin_path: Path, output_path: Pat
     `component` (transformer, gazetteers) on each doc's words, as it would on raw text with the
     same tokens. Written to a `.partial` file first, then moved in place."""
     import spacy
-    from spacy.tokens import Doc, DocBin
+    from spacy.tokens import DocBin
 
     if not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature} (--temperature)")
@@ -47,16 +58,13 @@ def write_teacher_targets(teacher_dir: Path, docbin_path: Path, output_path: Pat
     pipe = nlp.get_pipe(component)
     if not pipe.has_crf:
         raise InputError(f"{teacher_dir}: {component!r} has no CRF (crf = false); a teacher must be a CRF tagger")
-    before = nlp.pipe_names[: nlp.pipe_names.index(component)]
     docs = list(DocBin().from_disk(docbin_path).get_docs(nlp.vocab))
-    start, trans, end = pipe._crf_scores()
+    start, trans, end = pipe.crf_scores()
     tags = list(pipe.tags)
     out = DocBin(store_user_data=True)
     for i in range(0, len(docs), batch_size):
         batch = docs[i: i + batch_size]
-        inputs = [Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in batch]
-        for name in before:
-            inputs = list(nlp.get_pipe(name).pipe(inputs, batch_size=batch_size))
+        inputs = tagger_inputs(nlp, batch, component, batch_size)
         for doc, (marginals, transitions) in zip(batch, teacher_targets(pipe.emissions(inputs), start, trans, end,
                                                                              temperature)):
             doc.user_data[TEACHER_KEY] = {"tags": tags, "marginals": marginals, "transitions": transitions,

@@ -182,7 +182,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         logits = self.emissions(docs)
         if not self.has_crf:
             return viterbi_bio(logits, self.labels)
-        start, trans, end = self._crf_scores()
+        start, trans, end = self.crf_scores()
         return viterbi(logits, start, trans, end)
 
     def emissions(self, docs: Iterable[Doc]) -> List[np.ndarray]:
@@ -194,7 +194,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         scores = iter(self.model.predict(busy) if busy else [])
         return [self.model.ops.to_numpy(next(scores)) if len(doc) else np.zeros((0, len(self.tags)), "f") for doc in docs]
 
-    def _crf_scores(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def crf_scores(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The CRF's learned start/transition/end scores plus the BIO constraints."""
         crf, to_numpy = self.model.get_ref("crf"), self.model.ops.to_numpy
         masks = bio_constraints(len(self.labels))
@@ -262,7 +262,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
                     mask[t] = False
                     mask[t, index[tag]] = True
             allowed.append(mask)
-        start, trans, end = self._crf_scores()
+        start, trans, end = self.crf_scores()
         loss, d_scores, d_start, d_trans, d_end = crf_loss(
             [ops.to_numpy(x) for x in scores], allowed, start, trans, end,
             [t[:2] if t is not None else None for t in teachers], self.teacher_weight,

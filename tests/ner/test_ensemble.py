@@ -77,7 +77,7 @@ def test_ensemble_decodes_the_mean_of_the_members_crf_scores(members, ensemble):
     docs = [nlp.make_doc(t) for t in TEXTS if t]
     pipes = [m.get_pipe("bilstm_ner") for m, _ in members]
     emissions = [[np.asarray(x) for x in p.model.predict(docs)] for p in pipes]
-    _, expected = _mean_crf(emissions, [p._crf_scores() for p in pipes])
+    _, expected = _mean_crf(emissions, [p.crf_scores() for p in pipes])
     got = nlp.get_pipe("bilstm_ner").predict(docs)
     assert [list(g) for g in got] == [list(e) for e in expected]
     assert nlp.get_pipe("bilstm_ner").model.name == "tagger_ensemble"
@@ -176,7 +176,7 @@ def test_one_transformer_fed_member_joins_bilstm_members(members, kit, tiny_bert
     pipes = [fed_nlp.get_pipe("bilstm_ner"), plain_nlp.get_pipe("bilstm_ner")]
     emissions = [[np.asarray(x) for x in pipes[0].model.predict(fed_docs)],
                  [np.asarray(x) for x in pipes[1].model.predict([plain_nlp.make_doc(t) for t in texts])]]
-    mean, tags = _mean_crf(emissions, [p._crf_scores() for p in pipes])
+    mean, tags = _mean_crf(emissions, [p.crf_scores() for p in pipes])
     docs = list(nlp.pipe(texts, disable=["bilstm_ner"]))
     got = nlp.get_pipe("bilstm_ner").model.predict(docs)
     assert all(np.allclose(np.asarray(g), m, atol=1e-5) for g, m in zip(got, mean))  # the listener is fed
