@@ -153,7 +153,7 @@ def crf_loss(
                                    forward_backward(padded[:n] / T, lengths[:n], start / T, trans / T, end / T))
         # the teacher never takes a forbidden move: leave 0 * FORBIDDEN out of its expected score
         t_score = ((t_marg * padded[:n]).sum(axis=(1, 2)) + np.where(t_pair > 0, t_pair * trans, 0.0).sum(axis=(1, 2))
-                   + t_marg[:, 0] @ start + t_marg[rows, last] @ end)
+                   + (t_marg[:, 0] * start).sum(axis=1) + (t_marg[rows, last] * end).sum(axis=1))
         w = weights[:, None, None]
         loss = (1 - weights) * loss + weights * T * T * (s_log_z - t_score / T)
         d_marg = (1 - w) * d_marg + w * T * (s_marg - t_marg)
