@@ -91,6 +91,17 @@ def test_a_student_learns_the_teacher_where_the_gold_is_silent(kit, teacher, dis
     assert not any(_ents(_student(kit, teacher[0], distilled, weight=0.0), texts))  # the gold alone: no entities
 
 
+def test_unannotated_docs_are_learnt_from_the_teacher_alone(kit, teacher, tmp_path):
+    """Raw text (entity annotation missing, not "O") constrains nothing in the gold part of the loss."""
+    nlp = spacy.blank("en")
+    raw = tmp_path / "raw.spacy"
+    DocBin(docs=[nlp.make_doc(text) for text, _ in kit.TRAIN_DATA]).to_disk(raw)
+    write_teacher_targets(teacher[1], raw, tmp_path / "raw_taught.spacy")
+    texts = [text for text, _ in kit.TRAIN_DATA]
+    student = _student(kit, teacher[0], tmp_path / "raw_taught.spacy", weight=0.5)
+    assert _ents(student, texts) == _ents(teacher[0], texts)
+
+
 def test_other_labels_and_bad_settings_are_named(kit, teacher, distilled, tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=dict(kit.TINY_V2["features"], gazetteers=[]))})
