@@ -64,7 +64,7 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 @Language.factory(
     "bilstm_ner",
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.5},
+    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.8},
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_bilstm_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable],
@@ -87,7 +87,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         name: str = "bilstm_ner",
         *,
         scorer: Optional[Callable] = get_ner_prf,
-        teacher_weight: float = 0.5,
+        teacher_weight: float = 0.8,
     ) -> None:
         self.vocab = vocab
         self.teacher_weight = teacher_weight
