@@ -138,16 +138,18 @@ def crf_loss(
     rows, last = np.arange(n), lengths[:n] - 1
     loss = log_z[:n] - log_z[n:]
     d_marg, d_pair = marginals[:n] - marginals[n:], pair[:n] - pair[n:]
-    weights = np.zeros(n, dtype="f")
-    t_marg, t_pair = np.zeros_like(d_marg), np.zeros_like(d_pair)
-    for j, i in enumerate(keep):
-        if teachers is not None and teachers[i] is not None and teacher_weight:
+    taught = ([j for j, i in enumerate(keep) if teachers[i] is not None]
+              if teachers is not None and teacher_weight else [])
+    if taught:  # plain training allocates nothing more
+        weights = np.zeros(n, dtype="f")
+        t_marg, t_pair = np.zeros_like(d_marg), np.zeros_like(d_pair)
+        for j in taught:
+            i = keep[j]
             marg, moves = teachers[i]
             if marg.shape != free[j].shape or moves.shape != trans.shape:
                 raise ValueError(f"crf_loss: doc {i}'s teacher targets are {marg.shape} / {moves.shape}, "
                                  f"its emissions {free[j].shape} and transitions {trans.shape}")
             weights[j], t_marg[j, : lengths[j]], t_pair[j] = teacher_weight, marg, moves
-    if weights.any():
         T = temperature
         s_log_z, s_marg, s_pair = ((log_z[:n], marginals[:n], pair[:n]) if T == 1 else
                                    forward_backward(padded[:n] / T, lengths[:n], start / T, trans / T, end / T))
