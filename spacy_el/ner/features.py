@@ -15,6 +15,8 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Linear, Model, PyTorchWrapper, concatenate, chain, with_array
 from thinc.types import Floats2d, Ints2d
 
+from spacy_el.ner.folding import fold_for_prediction
+
 
 @registry.architectures("spacy_el.TokenFeatures.v1")
 def build_token_features(
@@ -55,7 +57,8 @@ def build_token_features(
         raise ValueError(f"spacy_el.TokenFeatures.v1: setting 'char_length' must be >= 2 with a char CNN, got {char_length}")
     if not 0.0 <= word_dropout < 1.0:
         raise ValueError(f"spacy_el.TokenFeatures.v1: setting 'word_dropout' must be in [0, 1), got {word_dropout}")
-    words: Model = MultiHashEmbed(width=embed_width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors)
+    words: Model = fold_for_prediction(
+        MultiHashEmbed(width=embed_width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors))
     if word_dropout:
         words = chain(words, WordDropout(word_dropout))
     parts: List[Model] = [words]
@@ -111,24 +114,39 @@ class _CharCNNModule(torch.nn.Module):
         return torch.tanh(h.max(dim=2).values)
 
 
-def byte_ids(doc: Doc, length: int) -> Ints2d:
-    """(tokens, length) UTF-8 byte ids + 1 (0 pads); a longer token keeps its first
+def byte_ids(text: str, length: int) -> np.ndarray:
+    """(length,) UTF-8 byte ids + 1 of one token (0 pads); a longer token keeps its first
     `length // 2` and last `length - length // 2` bytes, where prefixes and suffixes live."""
-    out = np.zeros((len(doc), length), dtype="int64")
-    head = length // 2
-    for i, token in enumerate(doc):
-        data = token.text.encode("utf8")
-        if len(data) > length:
-            data = data[:head] + data[len(data) - (length - head):]
-        out[i, : len(data)] = np.frombuffer(data, dtype=np.uint8) + 1
+    out = np.zeros(length, dtype="int64")
+    data = text.encode("utf8")
+    if len(data) > length:
+        data = data[: length // 2] + data[len(data) - (length - length // 2):]
+    out[: len(data)] = np.frombuffer(data, dtype=np.uint8) + 1
     return out
 
 
-def CharCNN(width: int, length: int) -> Model[List[Doc], List[Floats2d]]:
-    """A character CNN per token (`width` filters), as the BiLSTM-CNN-CRF of Ma & Hovy."""
+def CharCNN(width: int, length: int, cache_size: int = 200_000) -> Model[List[Doc], List[Floats2d]]:
+    """A character CNN per token (`width` filters), as the BiLSTM-CNN-CRF of Ma & Hovy.
+
+    A token's byte ids are kept by its ORTH id (up to `cache_size` word types, then the
+    cache starts over): a text repeats its words, and encoding each token afresh in Python
+    cost as much as the CNN itself."""
+    rows: dict = {}
+
+    def doc_ids(doc: Doc) -> Ints2d:
+        if len(rows) > cache_size:
+            rows.clear()
+        strings = doc.vocab.strings
+        out = []
+        for orth in doc.to_array("ORTH").tolist():
+            row = rows.get(orth)
+            if row is None:
+                row = rows[orth] = byte_ids(strings[orth], length)
+            out.append(row)
+        return np.stack(out) if out else np.zeros((0, length), dtype="int64")
 
     def forward(model: Model, docs: List[Doc], is_train: bool):
-        return [byte_ids(doc, length) for doc in docs], lambda d: []
+        return [doc_ids(doc) for doc in docs], lambda d: []
 
     def convert_inputs(model: Model, ids: Ints2d, is_train: bool):
         tensor = torch.as_tensor(model.ops.to_numpy(ids), dtype=torch.int64, device=model.shims[0].device)

@@ -6,7 +6,7 @@ layers, not from scratch.
 as released; `.v2` takes any token-feature sublayer (`spacy_el.TokenFeatures.v1`: characters, KB
 gazetteer, transformer features) and a `crf` switch."""
 
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from spacy.ml.models.tok2vec import MultiHashEmbed
 from spacy.tokens import Doc
@@ -21,13 +21,15 @@ from thinc.api import (
     chain,
     torch2xp,
     with_array,
-    with_padded,
     xp2torch,
     zero_init,
 )
-from thinc.types import Floats2d, Padded
+from thinc.types import Floats2d
+import numpy as np
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
+
+from spacy_el.ner.folding import fold_for_prediction
 
 
 @registry.architectures("spacy_el.BiLSTMTagger.v1")
@@ -60,9 +62,9 @@ def build_bilstm_tagger(
             f"spacy_el.BiLSTMTagger.v1: settings 'attrs' ({len(attrs)} items) and 'rows' "
             f"({len(rows)} items) must have the same length: one hash-table size per attribute"
         )
-    embed = MultiHashEmbed(
+    embed = fold_for_prediction(MultiHashEmbed(
         width=embed_width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors
-    )
+    ))
     layers: List[Model] = [embed, Dropout(0.0)]
     width = embed_width
     for _ in range(depth):
@@ -156,36 +158,69 @@ class _PackedLSTMModule(torch.nn.Module):
         super().__init__()
         self.lstm = torch.nn.LSTM(nI, nH, num_layers=1, bidirectional=True)
 
-    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(X, lengths, enforce_sorted=True)  # with_padded sorts by length
-        Y, _ = self.lstm(packed)
-        return pad_packed_sequence(Y, total_length=X.shape[0])[0]
+    def forward(self, X: torch.Tensor, order: torch.Tensor, batch_sizes: torch.Tensor,
+                restore: torch.Tensor) -> torch.Tensor:
+        """X: the docs' token rows one doc after another; `order` puts them in packed order,
+        `restore` puts the outputs back (see `packing`)."""
+        Y, _ = self.lstm(PackedSequence(X[order], batch_sizes))
+        return Y.data[restore]
+
+
+def packing(lengths: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How to read the concatenated tokens of docs of `lengths` as a torch `PackedSequence`:
+    `order` lists the rows time step by time step (at each step the docs still running, longest
+    first), `batch_sizes` counts those docs per step, and `restore` is the inverse of `order`.
+
+    Packing straight from the concatenation skips the padded (max length × batch × width) copy
+    and its two transposes, which cost more than the LSTM itself on batches of short sentences."""
+    lengths = np.asarray(lengths, dtype="int64")
+    rank = np.empty_like(lengths)
+    rank[np.argsort(-lengths, kind="stable")] = np.arange(len(lengths))
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+    order = np.lexsort((np.repeat(rank, lengths), position))
+    restore = np.empty_like(order)
+    restore[order] = np.arange(len(order))
+    return order, np.bincount(position), restore
 
 
 def PackedBiLSTM(nH: int, nI: int) -> Model[List[Floats2d], List[Floats2d]]:
     """One BiLSTM layer (nH units per direction) over a list of per-doc arrays.
 
-    thinc's `PyTorchLSTM` feeds the padded tensor to the LSTM unpacked, which lets the
-    reverse direction read padding; this wrapper packs by length instead."""
+    thinc's `PyTorchLSTM` feeds a padded tensor to the LSTM unpacked, which lets the reverse
+    direction read padding; this layer packs the docs' rows instead (`packing`)."""
 
-    def convert_inputs(model: Model, Xp: Padded, is_train: bool):
-        def backward(d_inputs: ArgsKwargs) -> Padded:
-            return Padded(torch2xp(d_inputs.args[0]), Xp.size_at_t, Xp.lengths, Xp.indices)
+    def convert_inputs(model: Model, Xs: List[Floats2d], is_train: bool):
+        lengths = [len(X) for X in Xs]
+        device = model.shims[0].device
+        order, batch_sizes, restore = packing(lengths)
+        X = xp2torch(model.ops.flatten(Xs), requires_grad=is_train, device=device)
+        args = (X, torch.as_tensor(order, device=device), torch.as_tensor(batch_sizes),  # sizes stay on the CPU
+                torch.as_tensor(restore, device=device))
 
-        X = xp2torch(Xp.data, requires_grad=True, device=model.shims[0].device)
-        lengths = torch.as_tensor(model.ops.to_numpy(Xp.lengths), dtype=torch.int64)  # CPU, as packing needs
-        return ArgsKwargs(args=(X, lengths), kwargs={}), backward
+        def backward(d_inputs: ArgsKwargs) -> List[Floats2d]:
+            return model.ops.unflatten(torch2xp(d_inputs.args[0]), lengths)
+
+        return ArgsKwargs(args=args, kwargs={}), backward
 
     def convert_outputs(model: Model, inputs_outputs, is_train: bool):
-        Xp, Ytorch = inputs_outputs
+        Xs, Ytorch = inputs_outputs
+        lengths = [len(X) for X in Xs]
 
-        def backward(dYp: Padded) -> ArgsKwargs:
-            dY = xp2torch(dYp.data, device=model.shims[0].device)
+        def backward(dYs: List[Floats2d]) -> ArgsKwargs:
+            dY = xp2torch(model.ops.flatten(dYs), device=model.shims[0].device)
             return ArgsKwargs(args=(Ytorch,), kwargs={"grad_tensors": dY})
 
-        return Padded(torch2xp(Ytorch), Xp.size_at_t, Xp.lengths, Xp.indices), backward
+        return model.ops.unflatten(torch2xp(Ytorch), lengths), backward
 
     lstm = PyTorchWrapper(_PackedLSTMModule(nI, nH), convert_inputs=convert_inputs, convert_outputs=convert_outputs)
     lstm.set_dim("nI", nI)
     lstm.set_dim("nO", 2 * nH)
-    return with_padded(lstm)
+
+    def forward(model: Model, Xs: List[Floats2d], is_train: bool):
+        if not any(len(X) for X in Xs):  # nothing to read: no LSTM call on an empty packed batch
+            return [model.ops.alloc2f(len(X), 2 * nH) for X in Xs], lambda dYs: [model.ops.alloc2f(*X.shape) for X in Xs]
+        return lstm(Xs, is_train)
+
+    # Two nodes, as the padded wrapper this replaces had: taggers saved before load unchanged.
+    return Model("packed_bilstm", forward, layers=[lstm], dims={"nI": nI, "nO": 2 * nH})

@@ -187,7 +187,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
 
     def emissions(self, docs: Iterable[Doc]) -> List[np.ndarray]:
         """The model's (n_tokens, n_tags) scores per doc, as numpy (empty docs skip the model:
-        LSTMs cannot take length 0). What `predict` decodes; also what taggers run in separate
+        nothing to score). What `predict` decodes; also what taggers run in separate
         pipelines are averaged from (benchmarks/ner_mean_crf.py)."""
         docs = list(docs)
         busy = [doc for doc in docs if len(doc)]
