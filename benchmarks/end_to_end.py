@@ -130,10 +130,6 @@ def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
         notes.append(f"NER from `{args.ner or args.pipeline}`, linker from "
                      f"`{(args.chemical_linker if which != 'disease' else args.linker) or args.index}`")
     linker = factory_names(nlp, "sap_linker")[0]
-    if args.outside_bias is not None:
-        for name in factory_names(nlp, "bilstm_ner"):
-            nlp.get_pipe(name).outside_bias = args.outside_bias
-        notes.append(f"`bilstm_ner` outside_bias {args.outside_bias:g}")
     if args.kb_extend and not factory_names(nlp, "kb_span_extender"):
         nlp.add_pipe("kb_span_extender", after=ner_names(nlp)[0], config={"max_extra_tokens": args.kb_extend})
         notes.append(f"`kb_span_extender` added after the NER (max_extra_tokens {args.kb_extend})")
@@ -295,8 +291,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kb-fill", choices=["all", "aliases"], default=None,
                     help="Also score the pipeline with KB-name matches added where the NER found nothing "
                          "(all index names, or only the corpus mentions added as aliases)")
-    ap.add_argument("--outside-bias", type=float, default=None,
-                    help="Set the tagger's outside_bias (its O scores lowered: more entities, recall for precision)")
     ap.add_argument("--chemical-linker", help="A pipeline holding a sap_linker over a chemical KB (BC5CDR Chemical)")
     ap.add_argument("--corpora", nargs="*", choices=list(CORPORA), help="Default: all that apply")
     ap.add_argument("--keep-pipeline", action="store_true",

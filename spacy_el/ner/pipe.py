@@ -64,27 +64,17 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 @Language.factory(
     "bilstm_ner",
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.8,
-                    "outside_bias": 0.0},
+    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.8},
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_bilstm_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable],
-                    teacher_weight: float, outside_bias: float) -> "BiLSTMEntityRecognizer":
+                    teacher_weight: float) -> "BiLSTMEntityRecognizer":
     """Create a `bilstm_ner` component (labels come from `initialize`). `teacher_weight`: the
-    share of the loss taken from a teacher's targets, on training docs that carry them.
-    `outside_bias`: subtracted from every token's O score when predicting (training ignores it):
-    above 0 the tagger finds more entities, trading precision for recall. A serving knob, to set
-    on dev data for what comes after the tagger (a linker that can drop a wrong span, a metric
-    that counts concepts), e.g. `spacy.load(path, config={"components": {"bilstm_ner":
-    {"outside_bias": 1.0}}})`."""
+    share of the loss taken from a teacher's targets, on training docs that carry them."""
     if not 0.0 <= teacher_weight <= 1.0:
         raise ValueError(f"bilstm_ner: teacher_weight must be in [0, 1], got {teacher_weight} "
                          "([components.bilstm_ner] teacher_weight)")
-    if not np.isfinite(outside_bias):
-        raise ValueError(f"bilstm_ner: outside_bias must be a finite number, got {outside_bias} "
-                         "([components.bilstm_ner] outside_bias)")
-    return BiLSTMEntityRecognizer(nlp.vocab, model, name, scorer=scorer, teacher_weight=teacher_weight,
-                                  outside_bias=outside_bias)
+    return BiLSTMEntityRecognizer(nlp.vocab, model, name, scorer=scorer, teacher_weight=teacher_weight)
 
 
 class BiLSTMEntityRecognizer(TrainablePipe):
@@ -98,11 +88,9 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         *,
         scorer: Optional[Callable] = get_ner_prf,
         teacher_weight: float = 0.8,
-        outside_bias: float = 0.0,
     ) -> None:
         self.vocab = vocab
         self.teacher_weight = teacher_weight
-        self.outside_bias = float(outside_bias)
         self.model = model
         self.name = name
         self.scorer = scorer
@@ -190,12 +178,8 @@ class BiLSTMEntityRecognizer(TrainablePipe):
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> List[Ints1d]:
-        """Best valid BIO tag ids per doc (the O scores lowered by `outside_bias`)."""
+        """Best valid BIO tag ids per doc."""
         logits = self.emissions(docs)
-        if self.outside_bias:
-            shift = np.zeros(len(self.tags), dtype="f")
-            shift[0] = self.outside_bias  # tag 0 is O
-            logits = [x - shift for x in logits]
         if not self.has_crf:
             return viterbi_bio(logits, self.labels)
         start, trans, end = self.crf_scores()

@@ -282,22 +282,3 @@ def test_word_dropout_zeroes_whole_tokens_in_training_only(kit):
     with pytest.raises(Exception, match="word_dropout"):
         features = dict(kit.TINY_V2["features"], word_dropout=1.0)
         spacy.blank("en").add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=features)})
-
-
-def test_outside_bias_moves_the_precision_recall_balance(trained_nlp, tmp_path):
-    ner = trained_nlp.get_pipe("bilstm_ner")
-    quiet, busy = "The weather was mild on Tuesday .", "Barack Obama visited Paris last week ."
-    assert trained_nlp(quiet).ents == () and len(trained_nlp(busy).ents) == 2
-    try:
-        ner.outside_bias = 100.0
-        assert all(t.ent_iob_ in ("B", "I") for t in trained_nlp(quiet))
-        ner.outside_bias = -100.0
-        assert trained_nlp(busy).ents == ()
-    finally:
-        ner.outside_bias = 0.0
-    trained_nlp.to_disk(tmp_path / "nlp")
-    loaded = spacy.load(tmp_path / "nlp", config={"components": {"bilstm_ner": {"outside_bias": 100.0}}})
-    assert all(t.ent_iob_ in ("B", "I") for t in loaded(quiet))
-    assert spacy.load(tmp_path / "nlp")(quiet).ents == ()
-    with pytest.raises(ValueError, match="outside_bias"):
-        spacy.load(tmp_path / "nlp", config={"components": {"bilstm_ner": {"outside_bias": float("nan")}}})
