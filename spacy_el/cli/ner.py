@@ -39,6 +39,7 @@ def convert_ner_command(
     label: Optional[str] = typer.Option(None, "--label", help="pubtator: entity label for every mention (default: its type)"),
     types: Types = [],
     tokenizer: str = typer.Option("default", "--tokenizer", help="pubtator: spaCy's tokenizer (default) or spacy_el.BiomedicalTokenizer.v1 (biomedical; set the same in the training config)"),
+    unannotated: List[str] = typer.Option([], "--unannotated-label", help="an entity label this corpus does not annotate (repeat for several): bilstm_ner then reads its O tokens as 'O or this label', so corpora with different label sets train one tagger"),
 ) -> None:
     """Convert a NER corpus to a spaCy DocBin: PubTator abstracts through spaCy's tokenizer, or a
     CoNLL/TSV file (tag in the last column)."""
@@ -46,7 +47,8 @@ def convert_ner_command(
 
     try:
         n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents, types=types or None,
-                                               label=label, context=context, window=window, tokenizer=tokenizer)
+                                               label=label, context=context, window=window, tokenizer=tokenizer,
+                                               unannotated=unannotated)
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")

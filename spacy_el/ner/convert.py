@@ -30,6 +30,9 @@ _TO_IOB = {"B": "B", "U": "B", "S": "B", "I": "I", "L": "I", "E": "I"}
 
 Sentence = List[Tuple[str, str]]
 
+#: `doc.user_data` key: the entity labels a training doc does not annotate (`convert_ner(unannotated=…)`).
+UNANNOTATED_KEY = "spacy_el.unannotated_labels"
+
 
 def pubtator_to_docs(path: str | Path, nlp: Language, *, types: Optional[Sequence[str]] = None,
                      label: Optional[str] = None, context: str = "doc", window: int = 0) -> List[Doc]:
@@ -165,12 +168,20 @@ def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: i
 
 def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1, *,
                 types: Optional[Sequence[str]] = None, label: Optional[str] = None, context: str = "doc",
-                window: int = 0, lang: str = "en", tokenizer: str = "default") -> Tuple[int, int, int]:
+                window: int = 0, lang: str = "en", tokenizer: str = "default",
+                unannotated: Sequence[str] = ()) -> Tuple[int, int, int]:
     """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities).
     CoNLL/TSV: `n_sents` sentences per doc. PubTator: `types`, `label` and `context` as in
     `pubtator_to_docs`, tokenized by a blank `lang` pipeline with spaCy's tokenizer (`default`) or
     `spacy_el.BiomedicalTokenizer.v1` (`biomedical`: train with the same one). `window`:
-    neighbouring docs of the same document as unscored context (`in_context`)."""
+    neighbouring docs of the same document as unscored context (`in_context`).
+
+    `unannotated`: entity labels this corpus does not annotate (e.g. Chemical in NCBI-disease,
+    trained beside BC5CDR): stored in each doc's `user_data` under `UNANNOTATED_KEY`, so that
+    `bilstm_ner` reads the doc's O tokens as "O or one of these" instead of "not an entity"."""
+    unannotated = list(dict.fromkeys(unannotated))
+    if label is not None and label in unannotated:
+        raise InputError(f"--unannotated-label {label!r} is the label this corpus annotates (--label)")
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     from spacy_el.ner.tokenizer import TOKENIZERS, blank
@@ -184,7 +195,9 @@ def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "con
                                 window=window)
     else:
         docs = conll_to_docs(input_path, Vocab(), fmt, n_sents, window)
-    data = DocBin(docs=docs, store_user_data=False).to_bytes()
+    for doc in docs if unannotated else ():
+        doc.user_data[UNANNOTATED_KEY] = unannotated
+    data = DocBin(docs=docs, store_user_data=bool(unannotated)).to_bytes()
     with atomic_write(output_path, "wb") as f:
         f.write(data)
     return len(docs), sum(len(d) for d in docs), sum(len(d.ents) for d in docs)

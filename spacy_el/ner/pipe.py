@@ -9,6 +9,11 @@ cross-entropy; either way tokens without gold annotation give no gradient. Sever
 taggers can serve as one (`spacy_el.TaggerEnsemble.v1`, `spacy_el.ner.ensemble`): the pipe sees
 one model whose emissions and CRF scores are their averages.
 
+Corpora with different label sets (NCBI-disease annotates diseases only, BC5CDR diseases and
+chemicals) train one tagger when a doc declares the labels it does not annotate
+(`convert-ner --unannotated-label`): its O tokens then admit those labels in the CRF's gold
+constraint, instead of teaching the tagger that an unannotated chemical is not one.
+
 Distillation: a training doc may carry a teacher CRF's targets in `doc.user_data` (written by
 `spacy-el teacher-targets`, `spacy_el.ner.distill`, e.g. from such an ensemble); the CRF loss then
 mixes in, at `teacher_weight`, the expected loss under the teacher, so one fast tagger learns what
@@ -35,6 +40,7 @@ from spacy_el.ner import features as _features  # noqa: F401
 from spacy_el.ner import model as _model  # noqa: F401
 from spacy_el.ner import ensemble as _ensemble  # noqa: F401
 from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, viterbi
+from spacy_el.ner.convert import UNANNOTATED_KEY
 from spacy_el.ner.distill import TEACHER_KEY
 
 default_model_config = """
@@ -240,27 +246,34 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         validate_examples(examples, "BiLSTMEntityRecognizer.get_loss")
         examples = list(examples)
         truths = [self._gold_bio(eg) for eg in examples]
+        unannotated = [self._unannotated(eg) for eg in examples]
         if self.has_crf:
-            return self._crf_loss(truths, scores, [self._teacher(eg) for eg in examples])
+            return self._crf_loss(truths, scores, [self._teacher(eg) for eg in examples], unannotated)
+        # Per-token softmax: an O that may be an unannotated label's entity teaches nothing.
+        truths = [[None if tag == "O" and extra else tag for tag in truth] for truth, extra in zip(truths, unannotated)]
         loss_func = SequenceCategoricalCrossentropy(names=self.tags, normalize=False)
         d_scores, loss = loss_func(scores, truths)
         if self.model.ops.xp.isnan(loss):
             raise ValueError("bilstm_ner: loss is NaN; lower [training.optimizer] learn_rate")
         return float(loss), d_scores
 
-    def _crf_loss(self, truths: List[List[Optional[str]]], scores: List[Floats2d], teachers: List) -> Tuple:
+    def _crf_loss(self, truths: List[List[Optional[str]]], scores: List[Floats2d], teachers: List,
+                  unannotated: List[List[str]]) -> Tuple:
         temperatures = {t[2] for t in teachers if t is not None}
         if len(temperatures) > 1:
             raise ValueError(f"bilstm_ner: the training docs carry teacher targets at several temperatures "
                              f"{sorted(temperatures)}; write them all with one `spacy-el teacher-targets --temperature`")
         ops, index = self.model.ops, {tag: i for i, tag in enumerate(self.tags)}
         allowed = []
-        for truth in truths:
+        for truth, extra in zip(truths, unannotated):
             mask = np.ones((len(truth), len(index)), dtype=bool)
+            also_o = [index[f"{prefix}-{label}"] for label in extra for prefix in ("B", "I")]
             for t, tag in enumerate(truth):
                 if tag is not None:
                     mask[t] = False
                     mask[t, index[tag]] = True
+                    if tag == "O":
+                        mask[t, also_o] = True
             allowed.append(mask)
         start, trans, end = self.crf_scores()
         loss, d_scores, d_start, d_trans, d_end = crf_loss(
@@ -273,6 +286,12 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         for name, grad in (("start", d_start), ("trans", d_trans), ("end", d_end)):
             crf.inc_grad(name, ops.asarray(grad, dtype="f"))
         return loss, [ops.asarray2f(d) for d in d_scores]
+
+    def _unannotated(self, example: Example) -> List[str]:
+        """The labels of this tagger that the reference doc declares unannotated
+        (`convert-ner --unannotated-label`): where its gold says O, they may still be."""
+        labels = example.reference.user_data.get(UNANNOTATED_KEY) or []
+        return [label for label in labels if label in self.labels]
 
     def _teacher(self, example: Example) -> Optional[Tuple[np.ndarray, np.ndarray, float]]:
         """The reference doc's teacher targets (marginals, transition counts, temperature), if it

@@ -190,3 +190,22 @@ def test_window_context_is_read_but_neither_trained_nor_scored(tmp_path):
         conll_to_docs(path, Vocab(), "conll", window=-1)
     with pytest.raises(InputError, match="--context sentence"):
         convert_ner(pubtator, tmp_path / "x.spacy", "pubtator", window=1)
+
+
+def test_unannotated_labels_travel_with_the_docs(tmp_path):
+    from spacy_el.ner.convert import UNANNOTATED_KEY
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(PUBTATOR)
+    out = tmp_path / "out.spacy"
+    result = CliRunner().invoke(app, ["convert-ner", str(path), str(out), "--format", "pubtator", "--label", "Disease",
+                                      "--unannotated-label", "Chemical"])
+    assert result.exit_code == 0, result.output
+    (doc,) = DocBin().from_disk(out).get_docs(spacy.blank("en").vocab)
+    assert list(doc.user_data[UNANNOTATED_KEY]) == ["Chemical"] and len(doc.ents) == 4
+    plain = tmp_path / "plain.spacy"
+    convert_ner(path, plain, "pubtator", label="Disease")
+    (doc,) = DocBin().from_disk(plain).get_docs(spacy.blank("en").vocab)
+    assert UNANNOTATED_KEY not in doc.user_data
+    with pytest.raises(InputError, match="the label this corpus annotates"):
+        convert_ner(path, tmp_path / "x.spacy", "pubtator", label="Disease", unannotated=["Disease"])

@@ -282,3 +282,39 @@ def test_word_dropout_zeroes_whole_tokens_in_training_only(kit):
     with pytest.raises(Exception, match="word_dropout"):
         features = dict(kit.TINY_V2["features"], word_dropout=1.0)
         spacy.blank("en").add_pipe("bilstm_ner", config={"model": dict(kit.TINY_V2, features=features)})
+
+
+def test_unannotated_labels_make_o_tokens_o_or_those_labels(kit):
+    """A doc that declares Chemical unannotated: its O tokens admit O, B-Chemical and I-Chemical
+    in the CRF's gold constraint (a strictly larger set, so a smaller loss), and the softmax
+    tagger learns nothing from them."""
+    from spacy_el.ner.convert import UNANNOTATED_KEY
+    from spacy_el.ner.crf import crf_loss
+
+    model = {**kit.TINY_V2, "features": {**kit.TINY_V2["features"], "gazetteers": []}}
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("bilstm_ner", config={"model": model})
+    text, ents = "aspirin caused asthma .", [(15, 21, "Disease")]
+    examples = [Example.from_dict(nlp.make_doc(text), {"entities": ents})]
+    ner.initialize(lambda: examples, nlp=nlp, labels=["Chemical", "Disease"])
+    loose = Example.from_dict(nlp.make_doc(text), {"entities": ents})
+    loose.reference.user_data[UNANNOTATED_KEY] = ["Chemical", "Gene"]  # a label the tagger lacks is ignored
+    scores = ner.model.predict([examples[0].predicted])
+    plain_loss, plain_d = ner.get_loss(examples, scores)
+    loose_loss, loose_d = ner.get_loss([loose], scores)
+    assert loose_loss < plain_loss
+    b_chem = ner.tags.index("B-Chemical")
+    assert loose_d[0][0, b_chem] < plain_d[0][0, b_chem]  # "aspirin" is not pushed away from Chemical as hard
+    allowed = np.zeros((4, len(ner.tags)), dtype=bool)
+    allowed[:, [0, b_chem, b_chem + 1]] = True  # O, B-Chemical, I-Chemical everywhere but on "asthma"
+    allowed[2] = False
+    allowed[2, ner.tags.index("B-Disease")] = True
+    expected = crf_loss([np.asarray(scores[0])], [allowed], *ner.crf_scores())[0]
+    assert loose_loss == pytest.approx(expected, rel=1e-5)
+
+    softmax = spacy.blank("en")
+    tagger = softmax.add_pipe("bilstm_ner", config={"model": kit.TINY_MODEL})
+    tagger.initialize(lambda: examples, nlp=softmax, labels=["Chemical", "Disease"])
+    only_o = Example.from_dict(softmax.make_doc("the weather was mild ."), {"entities": []})
+    only_o.reference.user_data[UNANNOTATED_KEY] = ["Chemical"]
+    assert tagger.get_loss([only_o], tagger.model.predict([only_o.predicted]))[0] == 0.0
