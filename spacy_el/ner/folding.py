@@ -55,10 +55,12 @@ def fold_for_prediction(embed: Model[List[Doc], List[Floats2d]]) -> Model[List[D
         folded.update(weights=weights(), tables=tables, static_W=static_W, shape=(nO, nP))
 
     def forward(model: Model, docs: List[Doc], is_train: bool):
-        vectors = docs[0].vocab.vectors if docs else None
-        if is_train or (static is not None and not (isinstance(vectors, Vectors) and vectors.mode == Mode.default)):
+        if is_train:
             folded.clear()  # training updates the weights in place: fold afresh when next predicting
             return train_forward(model, docs, is_train)
+        vectors = docs[0].vocab.vectors if docs else None
+        if static is not None and not (isinstance(vectors, Vectors) and vectors.mode == Mode.default):
+            return train_forward(model, docs, is_train)  # floret or other vector tables: spaCy's own path
         if not folded or any(a is not b for a, b in zip(folded["weights"], weights())):
             fold()
         ops = model.ops
