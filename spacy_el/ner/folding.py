@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-import numpy as np
 from spacy.tokens import Doc
 from spacy.vectors import Mode, Vectors
 from thinc.api import Model
