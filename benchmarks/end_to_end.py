@@ -133,6 +133,14 @@ def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
     if args.kb_extend and not factory_names(nlp, "kb_span_extender"):
         nlp.add_pipe("kb_span_extender", after=ner_names(nlp)[0], config={"max_extra_tokens": args.kb_extend})
         notes.append(f"`kb_span_extender` added after the NER (max_extra_tokens {args.kb_extend})")
+    if args.alternatives is not None:
+        ner, key = nlp.get_pipe(ner_names(nlp)[0]), "ner_alternatives"
+        if not hasattr(ner, "alternatives_key"):
+            raise SystemExit(f"--alternatives: the NER `{ner_names(nlp)[0]}` is not a bilstm_ner")
+        ner.alternatives_key, ner.alternatives_min_prob = key, args.alternatives
+        nlp.get_pipe(linker).cfg.update(alternatives_key=key, alternatives_threshold=args.alternatives_threshold)
+        notes.append(f"the tagger's alternatives with probability >= {args.alternatives} become entities at a "
+                     f"cosine >= {args.alternatives_threshold}")
     if not args.keep_pipeline:
         if not factory_names(nlp, "abbreviation_detector"):
             nlp.add_pipe("abbreviation_detector", before=linker)
@@ -285,6 +293,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="With --reranker: rerank only mentions whose first two cosines are this close (e.g. 0.02)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="With --encoder/--index: the linker's NIL threshold on the best cosine (default: sap_linker's)")
+    ap.add_argument("--alternatives", type=float, default=None, metavar="P",
+                    help="bilstm_ner writes the spans its best path left out with probability >= P, and the "
+                         "linker makes entities of those whose cosine reaches --alternatives-threshold")
+    ap.add_argument("--alternatives-threshold", type=float, default=0.9, metavar="T")
     ap.add_argument("--kb-extend", type=int, default=0, metavar="N",
                     help="Add `kb_span_extender`: widen entities to the longest KB name (of the tagger's gazetteer) "
                          "containing them, adding at most N tokens")

@@ -37,6 +37,14 @@ A saved index is memory-mapped (its inverted lists, table columns and, with `bui
 files into the page cache in the background, so the first searches after a cold start do not wait on
 random disk reads (`ConceptIndex.load(prefetch=True)`).
 
+Alternatives from the tagger (`alternatives_key`, off by default): `bilstm_ner` with the same
+key writes the entity spans its best path left out but its CRF still finds likely to
+`doc.spans[key]`. Before linking, each of those that overlaps no entity (most probable first) and
+whose best cosine reaches `alternatives_threshold` becomes an entity, and is then linked as any
+other: the KB settles what the tagger could not (TaggerOne's joint NER and normalisation, as a
+decision over the tagger's n-best spans). The threshold sits above the NIL threshold, because a
+span the tagger doubts needs stronger evidence from the KB than one it chose.
+
 Reranking (optional, `reranker_loader` in `initialize`, e.g. `spacy_el.RerankerFromPath.v1`): a
 cross-encoder (`spacy_el.sap.rerank`) reads each entity in a window of its doc with each of its first
 `rerank_top_k` candidates and reorders them by cosine + weight × its score. It reads only the
@@ -119,6 +127,8 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
         "composite": True,
         "type_filters": {},
         "prefetch_index": True,
+        "alternatives_key": None,
+        "alternatives_threshold": 0.9,
         "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
     },
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
@@ -140,6 +150,8 @@ def make_sap_linker(
     rerank_top_k: int = 5,
     rerank_margin: Optional[float] = None,
     prefetch_index: bool = True,
+    alternatives_key: Optional[str] = None,
+    alternatives_threshold: float = 0.9,
 ) -> "SapEntityLinker":
     """Create the linker (loads nothing: `initialize` or `from_disk` give it its encoder and index)."""
     return SapEntityLinker(nlp.vocab, name, top_k=top_k, threshold=threshold, nil_id=nil_id, labels=labels,
@@ -147,7 +159,8 @@ def make_sap_linker(
                            resolve_abbreviations=resolve_abbreviations, name_lookup=name_lookup,
                            composite=composite, type_filters=type_filters, scorer=scorer,
                            rerank_top_k=rerank_top_k, rerank_margin=rerank_margin,
-                           prefetch_index=prefetch_index)
+                           prefetch_index=prefetch_index, alternatives_key=alternatives_key,
+                           alternatives_threshold=alternatives_threshold)
 
 
 def score_linker(examples: Iterable[Example], *, nil_id: str = NIL, **kwargs: Any) -> Dict[str, Any]:
@@ -175,7 +188,8 @@ class SapEntityLinker(Pipe):
                  name_lookup: bool = True, composite: bool = True,
                  type_filters: Optional[Dict[str, List[str]]] = None,
                  scorer: Optional[Callable] = score_linker, rerank_top_k: int = 5,
-                 rerank_margin: Optional[float] = None, prefetch_index: bool = True) -> None:
+                 rerank_margin: Optional[float] = None, prefetch_index: bool = True,
+                 alternatives_key: Optional[str] = None, alternatives_threshold: float = 0.9) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
         if batch_size < 1:
@@ -189,6 +203,7 @@ class SapEntityLinker(Pipe):
             "batch_size": batch_size, "cache_size": cache_size, "resolve_abbreviations": resolve_abbreviations,
             "name_lookup": name_lookup, "rerank_top_k": rerank_top_k, "rerank_margin": rerank_margin,
             "composite": composite, "prefetch_index": prefetch_index,
+            "alternatives_key": alternatives_key, "alternatives_threshold": alternatives_threshold,
             "type_filters": {label: list(types) for label, types in (type_filters or {}).items()},
         }
         self.scorer = scorer
@@ -291,6 +306,8 @@ class SapEntityLinker(Pipe):
 
     def _link(self, docs: Sequence[Doc]) -> None:
         labels = set(self.cfg["labels"])
+        if self.cfg["alternatives_key"] is not None:
+            self._adopt_alternatives(docs, labels)
         ents = [ent for doc in docs for ent in doc.ents if not labels or ent.label_ in labels]
         if not ents:
             return
@@ -320,6 +337,36 @@ class SapEntityLinker(Pipe):
                 token.ent_kb_id_ = kb_id
             ent._.kb_candidates = cands
             ent._.kb_parts = kb_parts
+
+    def _adopt_alternatives(self, docs: Sequence[Doc], labels: set) -> None:
+        """Make entities of the tagger's alternatives (`doc.spans[alternatives_key]`) that overlap no
+        entity and whose best cosine reaches `alternatives_threshold`, most probable first."""
+        key, floor, filters = self.cfg["alternatives_key"], self.cfg["alternatives_threshold"], self.cfg["type_filters"]
+        offered: List[List[Span]] = []
+        for doc in docs:
+            group = doc.spans[key] if key in doc.spans else []
+            scores = group.attrs.get("scores") if len(group) else None
+            order = sorted(range(len(group)), key=lambda i: -scores[i]) if scores else range(len(group))
+            taken = {t for ent in doc.ents for t in range(ent.start, ent.end)}
+            offered.append([group[i] for i in order if (not labels or group[i].label_ in labels)
+                            and not taken.intersection(range(group[i].start, group[i].end))])
+        wanted: Dict[Optional[tuple], List[str]] = {}
+        for span in (s for spans in offered for s in spans):
+            wanted.setdefault(tuple(filters[span.label_]) if span.label_ in filters else None, []).append(
+                self._query_text(span))
+        found = {types: self._candidates([t for t in dict.fromkeys(ts) if _linkable(t)], types)
+                 for types, ts in wanted.items()}
+        for doc, spans in zip(docs, offered):
+            taken = {t for ent in doc.ents for t in range(ent.start, ent.end)}
+            adopted = []
+            for span in spans:
+                types = tuple(filters[span.label_]) if span.label_ in filters else None
+                cands = found[types].get(self._query_text(span), [])
+                if cands and cands[0].score >= floor and not taken.intersection(range(span.start, span.end)):
+                    adopted.append(span)
+                    taken.update(range(span.start, span.end))
+            if adopted:
+                doc.ents = list(doc.ents) + adopted
 
     def _rerank(self, ents: Sequence[Span], texts: Sequence[str], cands: List[list]) -> List[list]:
         """The reranker's order of each entity's candidates (`spacy_el.sap.rerank.model.rerank_spans`)."""

@@ -60,11 +60,11 @@ def _pad(arrays: List[np.ndarray], fill: float) -> Tuple[np.ndarray, np.ndarray]
     return out, lengths
 
 
-def forward_backward(
+def _forward_backward_tables(
     emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray, end: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """log Z per doc, tag marginals (docs, steps, tags; 0 on padding) and expected transition
-    counts summed over each doc's steps (docs, tags, tags), for padded `emissions`."""
+    """alpha (log score of every prefix ending in each tag, its emission included), beta (of every
+    suffix after each tag, its emission excluded) and log Z, per doc of padded `emissions`."""
     n_docs, n_steps, n_tags = emissions.shape
     alpha = np.zeros_like(emissions)
     alpha[:, 0] = start + emissions[:, 0]
@@ -77,6 +77,58 @@ def forward_backward(
     for t in range(n_steps - 2, -1, -1):
         new = _logsumexp(trans[None] + (emissions[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)
         beta[:, t] = np.where((t + 1 < lengths)[:, None], new, beta[:, t + 1])
+    return alpha, beta, log_z
+
+
+def span_probabilities(
+    emissions: List[np.ndarray], start: np.ndarray, trans: np.ndarray, end: np.ndarray, *,
+    min_prob: float, max_length: int = 10,
+) -> List[List[Tuple[int, int, int, float]]]:
+    """Per doc, every entity span the CRF gives probability >= `min_prob` (and at most
+    `max_length` tokens) as (start token, end token, label index, probability): the probability
+    that exactly these tokens form one entity of that label (B-X, then I-X to the end, then not
+    I-X), summed over every tagging of the rest of the doc. What `bilstm_ner` offers the linker as
+    alternatives to its best path (`candidates_key`)."""
+    out: List[List[Tuple[int, int, int, float]]] = [[] for _ in emissions]
+    keep = [i for i, e in enumerate(emissions) if len(e)]
+    if not keep:
+        return out
+    padded, lengths = _pad([np.asarray(emissions[i], dtype="f") for i in keep], 0.0)
+    alpha, beta, log_z = _forward_backward_tables(padded, lengths, start, trans, end)
+    n_labels = (len(start) - 1) // 2
+    log_min = np.log(min_prob)
+    for d, i in enumerate(keep):
+        n, em, a, b, z = int(lengths[d]), padded[d], alpha[d], beta[d], float(log_z[d])
+        for k in range(n_labels):
+            tag_b, tag_i = 1 + 2 * k, 2 + 2 * k
+            not_i = np.arange(len(start)) != tag_i
+            # the span's probability is at most its first token's B-X marginal
+            for s in np.nonzero(a[:n, tag_b] + b[:n, tag_b] - z >= log_min)[0]:
+                score, last = a[s, tag_b], tag_b  # every path up to s ending in B-X at s
+                for e in range(s, min(n, s + max_length)):
+                    if e > s:
+                        score = score + trans[last, tag_i] + em[e, tag_i]
+                        last = tag_i
+                        if score + b[e, tag_i] - z < log_min:  # I-X through e is already too rare
+                            break
+                    if e == n - 1:
+                        tail = end[last]
+                    else:
+                        nxt = trans[last] + em[e + 1] + b[e + 1]
+                        tail = _logsumexp(nxt[not_i][None], axis=1)[0]
+                    prob = float(np.exp(score + tail - z))
+                    if prob >= min_prob:
+                        out[i].append((int(s), int(e + 1), k, prob))
+    return out
+
+
+def forward_backward(
+    emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray, end: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log Z per doc, tag marginals (docs, steps, tags; 0 on padding) and expected transition
+    counts summed over each doc's steps (docs, tags, tags), for padded `emissions`."""
+    n_docs, n_steps, n_tags = emissions.shape
+    alpha, beta, log_z = _forward_backward_tables(emissions, lengths, start, trans, end)
     valid = (np.arange(n_steps)[None, :] < lengths[:, None])[:, :, None]
     marginals = np.where(valid, np.exp(alpha + beta - log_z[:, None, None]), 0.0)
     pair = np.zeros((n_docs, n_tags, n_tags), dtype="f")

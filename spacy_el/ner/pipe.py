@@ -14,12 +14,20 @@ chemicals) train one tagger when a doc declares the labels it does not annotate
 (`convert-ner --unannotated-label`): its O tokens then admit those labels in the CRF's gold
 constraint, instead of teaching the tagger that an unannotated chemical is not one.
 
+Alternatives for the linker (`alternatives_key`): besides its best path, the tagger can write
+the entity spans that path left out but that its CRF still gives probability >=
+`alternatives_min_prob` (`spacy_el.ner.crf.span_probabilities`) to `doc.spans[alternatives_key]`,
+their probabilities in the group's `attrs["scores"]` (as spaCy's `spancat` stores its scores).
+`sap_linker` with the same key makes those its KB knows well into entities: a joint decision,
+as TaggerOne's, on the mentions the tagger is unsure of.
+
 Distillation: a training doc may carry a teacher CRF's targets in `doc.user_data` (written by
 `spacy-el teacher-targets`, `spacy_el.ner.distill`, e.g. from such an ensemble); the CRF loss then
 mixes in, at `teacher_weight`, the expected loss under the teacher, so one fast tagger learns what
 several slow ones agree on.
 """
 
+from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -28,7 +36,7 @@ from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.scorer import get_ner_prf
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, biluo_tags_to_spans, iob_to_biluo, validate_examples
 from spacy.training import validate_get_examples
 from spacy.vocab import Vocab
@@ -39,7 +47,7 @@ from thinc.types import Floats2d, Ints1d
 from spacy_el.ner import features as _features  # noqa: F401
 from spacy_el.ner import model as _model  # noqa: F401
 from spacy_el.ner import ensemble as _ensemble  # noqa: F401
-from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, viterbi
+from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, span_probabilities, viterbi
 from spacy_el.ner.convert import UNANNOTATED_KEY
 from spacy_el.ner.distill import TEACHER_KEY
 
@@ -70,17 +78,33 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 @Language.factory(
     "bilstm_ner",
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.8},
+    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.8,
+                    "alternatives_key": None, "alternatives_min_prob": 0.3},
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_bilstm_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable],
-                    teacher_weight: float) -> "BiLSTMEntityRecognizer":
+                    teacher_weight: float, alternatives_key: Optional[str] = None,
+                    alternatives_min_prob: float = 0.3) -> "BiLSTMEntityRecognizer":
     """Create a `bilstm_ner` component (labels come from `initialize`). `teacher_weight`: the
-    share of the loss taken from a teacher's targets, on training docs that carry them."""
+    share of the loss taken from a teacher's targets, on training docs that carry them.
+    `alternatives_key`: where to write the likely spans the best path left out (None: nowhere)."""
     if not 0.0 <= teacher_weight <= 1.0:
         raise ValueError(f"bilstm_ner: teacher_weight must be in [0, 1], got {teacher_weight} "
                          "([components.bilstm_ner] teacher_weight)")
-    return BiLSTMEntityRecognizer(nlp.vocab, model, name, scorer=scorer, teacher_weight=teacher_weight)
+    if not 0.0 < alternatives_min_prob <= 1.0:
+        raise ValueError(f"bilstm_ner: alternatives_min_prob must be in (0, 1], got {alternatives_min_prob} "
+                         f"([components.{name}] alternatives_min_prob)")
+    return BiLSTMEntityRecognizer(nlp.vocab, model, name, scorer=scorer, teacher_weight=teacher_weight,
+                                  alternatives_key=alternatives_key, alternatives_min_prob=alternatives_min_prob)
+
+
+@dataclass
+class Tagging:
+    """What `predict` returns: the best valid BIO path per doc (tag ids) and, with
+    `alternatives_key`, each doc's likely entity spans as (start, end, label index, probability)."""
+
+    tag_ids: List[Ints1d]
+    alternatives: Optional[List[List[Tuple[int, int, int, float]]]] = None
 
 
 class BiLSTMEntityRecognizer(TrainablePipe):
@@ -94,9 +118,13 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         *,
         scorer: Optional[Callable] = get_ner_prf,
         teacher_weight: float = 0.8,
+        alternatives_key: Optional[str] = None,
+        alternatives_min_prob: float = 0.3,
     ) -> None:
         self.vocab = vocab
         self.teacher_weight = teacher_weight
+        self.alternatives_key = alternatives_key
+        self.alternatives_min_prob = alternatives_min_prob
         self.model = model
         self.name = name
         self.scorer = scorer
@@ -183,13 +211,18 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         self.model.initialize(X=doc_sample or None)
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict(self, docs: Iterable[Doc]) -> List[Ints1d]:
-        """Best valid BIO tag ids per doc."""
+    def predict(self, docs: Iterable[Doc]) -> Tagging:
+        """Best valid BIO tag ids per doc, and the likely alternatives when `alternatives_key` is set.
+        A softmax tagger's log-probabilities under the BIO constraints form the CRF both come from."""
         logits = self.emissions(docs)
-        if not self.has_crf:
-            return viterbi_bio(logits, self.labels)
-        start, trans, end = self.crf_scores()
-        return viterbi(logits, start, trans, end)
+        if self.has_crf:
+            start, trans, end = self.crf_scores()
+        else:
+            logits, start, trans, end = softmax_as_crf(logits, len(self.labels))
+        alternatives = None
+        if self.alternatives_key is not None:
+            alternatives = span_probabilities(logits, start, trans, end, min_prob=self.alternatives_min_prob)
+        return Tagging(viterbi(logits, start, trans, end), alternatives)
 
     def emissions(self, docs: Iterable[Doc]) -> List[np.ndarray]:
         """The model's (n_tokens, n_tags) scores per doc, as numpy (empty docs skip the model:
@@ -206,11 +239,24 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         masks = bio_constraints(len(self.labels))
         return tuple(to_numpy(crf.get_param(name)) + mask for name, mask in zip(("start", "trans", "end"), masks))
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[Ints1d]) -> None:
-        tags = self.tags
-        for doc, ids in zip(docs, tag_ids):
+    def set_annotations(self, docs: Iterable[Doc], tagging: "Tagging | List[Ints1d]") -> None:
+        """`doc.ents` from the tag ids (a `Tagging`, or the ids alone); with alternatives, the spans
+        of them that are not an entity go to `doc.spans[alternatives_key]`, most probable first."""
+        if not isinstance(tagging, Tagging):
+            tagging = Tagging(list(tagging))
+        tags, labels = self.tags, self.labels
+        for d, (doc, ids) in enumerate(zip(docs, tagging.tag_ids)):
             biluo = iob_to_biluo([tags[i] for i in ids])
             doc.ents = biluo_tags_to_spans(doc, biluo)
+            if tagging.alternatives is None or self.alternatives_key is None:
+                continue
+            chosen = {(e.start, e.end, e.label_) for e in doc.ents}
+            spans = sorted(((p, s, e, labels[k]) for s, e, k, p in tagging.alternatives[d]
+                            if (s, e, labels[k]) not in chosen), key=lambda x: (-x[0], x[1], x[2]))
+            group = SpanGroup(doc, name=self.alternatives_key,
+                              spans=[Span(doc, s, e, label=label) for _, s, e, label in spans])
+            group.attrs["scores"] = [p for p, _, _, _ in spans]
+            doc.spans[self.alternatives_key] = group
 
     # -- training -----------------------------------------------------------------------------
     def update(
@@ -344,14 +390,8 @@ def _same_tokens(example: Example) -> bool:
     return len(x) == len(y) and bool((x.to_array(ORTH) == y.to_array(ORTH)).all())
 
 
-def bio_transitions(labels: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """(start, transition) scores for the tag order of `BiLSTMEntityRecognizer.tags`: 0 where
-    allowed, a large negative number where the BIO scheme forbids the move."""
-    start, trans, _ = bio_constraints(len(labels))
-    return start, trans
-
-
-def viterbi_bio(logits: List[np.ndarray], labels: Sequence[str], max_cells: int = 200_000) -> List[np.ndarray]:
-    """Most probable *valid* BIO tag sequence per doc from per-token softmax logits."""
-    start, trans = bio_transitions(labels)
-    return viterbi([log_softmax(x) if len(x) else x for x in logits], start, trans, max_cells=max_cells)
+def softmax_as_crf(logits: List[np.ndarray], n_labels: int) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """A softmax tagger's scores as a CRF: per-token log-probabilities, with only the BIO
+    constraints as start/transition/end scores. Its best path is the most probable *valid* BIO
+    sequence, and its span probabilities are what `alternatives_key` reports."""
+    return ([log_softmax(x) if len(x) else x for x in logits], *bio_constraints(n_labels))

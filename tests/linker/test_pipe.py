@@ -474,3 +474,45 @@ def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(runti
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
         "same": True, "candidates": True, "n": 9, "encoder": "OnnxEncoder" if runtime == "onnx" else "SapEncoder"}
+
+
+def test_the_taggers_alternatives_become_entities_when_the_kb_knows_them(tiny_bert_dir, index_dir):
+    """`alternatives_key`: spans of `doc.spans[key]` that overlap no entity become entities, most
+    probable first, when their best cosine reaches `alternatives_threshold`; then they are linked as
+    any entity. Spans of labels the linker does not link, and spans over an entity, are left alone."""
+    from spacy.tokens import SpanGroup
+
+    text = "Familial adenomatous polyposis and neoplasms ran in the family with diabetes ."
+    offered = [((0, 3), "DISEASE", 0.5),   # "Familial adenomatous polyposis": a KB name
+               ((1, 3), "DISEASE", 0.6),   # "adenomatous polyposis": not a KB name
+               ((4, 5), "GENE", 0.4),      # "neoplasms": a KB name, but of a label not linked
+               ((9, 11), "DISEASE", 0.9),  # "with diabetes": over the entity "diabetes"
+               ((5, 7), "DISEASE", 0.3)]   # "ran in"
+
+    def run(nlp, scores=True):
+        doc = nlp.make_doc(text)
+        group = SpanGroup(doc, name="alt", spans=[Span(doc, s, e, label=lab) for (s, e), lab, _ in offered])
+        if scores:
+            group.attrs["scores"] = [p for _, _, p in offered]
+        doc.spans["alt"] = group
+        for _, proc in nlp.pipeline:
+            doc = proc(doc)
+        return [(e.text, e.kb_id_) for e in doc.ents]
+
+    plain = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"])
+    search = plain.get_pipe("sap_linker").search
+    cosine = {t: c[0].score for t, c in search.candidates(["adenomatous polyposis", "ran in",
+                                                              "familial adenomatous polyposis"], 1).items()}
+    others = max(cosine["adenomatous polyposis"], cosine["ran in"])  # the tiny random BERT puts all close to 1
+    assert cosine["familial adenomatous polyposis"] > others
+    assert run(plain) == [("diabetes", "MESH:D003920")]  # off by default
+
+    strict = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"], alternatives_key="alt",
+                      alternatives_threshold=(cosine["familial adenomatous polyposis"] + others) / 2)
+    assert run(strict) == [("Familial adenomatous polyposis", "OMIM:175100"), ("diabetes", "MESH:D003920")]
+    loose = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"], alternatives_key="alt", alternatives_threshold=-1.0)
+    got = run(loose)  # every alternative qualifies: the most probable of two overlapping ones wins
+    assert [t for t, _ in got] == ["adenomatous polyposis", "ran in", "diabetes"]
+    without_scores = run(loose, scores=False)  # then the group's own order decides
+    assert [t for t, _ in without_scores] == ["Familial adenomatous polyposis", "ran in", "diabetes"]
+    assert all(kb for _, kb in got)

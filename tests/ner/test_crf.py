@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from spacy_el.ner.crf import FORBIDDEN, bio_constraints, bio_tags, crf_loss, teacher_targets, viterbi
+from spacy_el.ner.crf import (FORBIDDEN, bio_constraints, bio_tags, crf_loss, span_probabilities, teacher_targets,
+                              viterbi)
 
 LABELS = ["A", "B"]
 N_TAGS = 1 + 2 * len(LABELS)
@@ -189,3 +190,39 @@ def test_decoding_never_yields_invalid_bio():
         emissions = [rng.normal(scale=50.0, size=(n, N_TAGS)).astype("f") for n in rng.integers(1, 30, size=8)]
         for path in viterbi(emissions, start, trans, end, max_cells=40):
             assert is_valid_bio([tags[i] for i in path])
+
+
+def brute_span_probabilities(e, start, trans, end) -> dict:
+    """Every (start, end, label) entity's probability, by summing the paths that contain it."""
+    tags = bio_tags(LABELS)
+    paths = list(itertools.product(range(N_TAGS), repeat=len(e)))
+    weights = np.exp(np.array([path_score(e, p, start, trans, end) for p in paths], dtype="f8"))
+    probs: dict = {}
+    for path, weight in zip(paths, weights):
+        t = 0
+        while t < len(path):
+            if tags[path[t]].startswith("B-"):
+                k, stop = (path[t] - 1) // 2, t + 1
+                while stop < len(path) and path[stop] == 2 + 2 * k:
+                    stop += 1
+                probs[(t, stop, k)] = probs.get((t, stop, k), 0.0) + weight
+                t = stop
+            else:
+                t += 1
+    return {key: w / weights.sum() for key, w in probs.items()}
+
+
+@pytest.mark.parametrize("min_prob", [1e-6, 0.2])
+def test_span_probabilities_equal_brute_force_enumeration(scores, min_prob):
+    emissions, start, trans, end = scores
+    emissions = emissions + [np.zeros((0, N_TAGS), "f")]  # an empty doc has no spans
+    got = span_probabilities(emissions, start, trans, end, min_prob=min_prob)
+    assert got[-1] == []
+    for e, spans in zip(emissions[:-1], got):
+        want = {key: p for key, p in brute_span_probabilities(e, start, trans, end).items() if p >= min_prob}
+        assert {(s, t, k) for s, t, k, _ in spans} == set(want)
+        for s, t, k, p in spans:
+            assert p == pytest.approx(want[(s, t, k)], rel=1e-4)
+    # lengths are capped at max_length
+    capped = span_probabilities(emissions[:1], start, trans, end, min_prob=1e-6, max_length=1)
+    assert capped[0] and all(t - s == 1 for s, t, _, _ in capped[0])

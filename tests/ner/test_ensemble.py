@@ -78,7 +78,7 @@ def test_ensemble_decodes_the_mean_of_the_members_crf_scores(members, ensemble):
     pipes = [m.get_pipe("bilstm_ner") for m, _ in members]
     emissions = [[np.asarray(x) for x in p.model.predict(docs)] for p in pipes]
     _, expected = _mean_crf(emissions, [p.crf_scores() for p in pipes])
-    got = nlp.get_pipe("bilstm_ner").predict(docs)
+    got = nlp.get_pipe("bilstm_ner").predict(docs).tag_ids
     assert [list(g) for g in got] == [list(e) for e in expected]
     assert nlp.get_pipe("bilstm_ner").model.name == "tagger_ensemble"
 
@@ -180,7 +180,7 @@ def test_one_transformer_fed_member_joins_bilstm_members(members, kit, tiny_bert
     docs = list(nlp.pipe(texts, disable=["bilstm_ner"]))
     got = nlp.get_pipe("bilstm_ner").model.predict(docs)
     assert all(np.allclose(np.asarray(g), m, atol=1e-5) for g, m in zip(got, mean))  # the listener is fed
-    assert [list(g) for g in nlp.get_pipe("bilstm_ner").predict(docs)] == [list(t) for t in tags]
+    assert [list(g) for g in nlp.get_pipe("bilstm_ner").predict(docs).tag_ids] == [list(t) for t in tags]
     expected = _ents(nlp)
     assert _ents(spacy.load(path)) == expected and _ents(nlp) == expected
     assert _ents_in_two_processes(path) == expected * 2

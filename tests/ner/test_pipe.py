@@ -12,7 +12,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Config
 
-from spacy_el.ner.pipe import BiLSTMEntityRecognizer, bio_transitions, viterbi_bio
+from spacy_el.ner.crf import viterbi
+from spacy_el.ner.pipe import BiLSTMEntityRecognizer, softmax_as_crf
 from spacy_el.ner.vectors import init_glove_vectors
 
 
@@ -142,7 +143,7 @@ def test_viterbi_only_valid_bio():
     logits = [rng.normal(size=(n, 7)).astype("f") * 5 for n in rng.integers(0, 40, size=200)]
     # Push hard towards invalid paths: I- tags everywhere.
     logits += [np.tile(np.array([0, 0, 9, 0, 9, 0, 9], "f"), (n, 1)) for n in (1, 2, 17)]
-    paths = viterbi_bio(logits, labels, max_cells=300)
+    paths = viterbi(*softmax_as_crf(logits, len(labels)), max_cells=300)
     tags = ["O"] + [f"{p}-{label}" for label in labels for p in "BI"]
     for path, x in zip(paths, logits):
         assert len(path) == len(x)
@@ -156,7 +157,7 @@ def test_viterbi_matches_brute_force():
     import itertools
 
     labels = ["X", "Y"]
-    start, trans = bio_transitions(labels)
+    _, start, trans, end = softmax_as_crf([], len(labels))
     rng = np.random.default_rng(1)
     for _ in range(20):
         x = rng.normal(size=(4, 5)).astype("f")
@@ -165,7 +166,7 @@ def test_viterbi_matches_brute_force():
             itertools.product(range(5), repeat=4),
             key=lambda p: start[p[0]] + sum(logp[t, p[t]] for t in range(4)) + sum(trans[p[t - 1], p[t]] for t in range(1, 4)),
         )
-        assert tuple(viterbi_bio([x], labels)[0]) == best
+        assert tuple(viterbi(*softmax_as_crf([x], len(labels)))[0]) == best
 
 
 def test_initialize_with_labels_and_without_any(kit):
@@ -318,3 +319,55 @@ def test_unannotated_labels_make_o_tokens_o_or_those_labels(kit):
     only_o = Example.from_dict(softmax.make_doc("the weather was mild ."), {"entities": []})
     only_o.reference.user_data[UNANNOTATED_KEY] = ["Chemical"]
     assert tagger.get_loss([only_o], tagger.model.predict([only_o.predicted]))[0] == 0.0
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_alternatives_are_the_likely_spans_the_best_path_left_out(crf, trained_nlp, kit):
+    """With `alternatives_key`, the spans other than the entities that the tagger's CRF (a softmax
+    tagger's: its log-probabilities under the BIO constraints) gives probability >= the minimum go
+    to `doc.spans`, most probable first, their probabilities in `attrs["scores"]`; they survive
+    `Doc.to_bytes` and `n_process=2`. Without the key nothing is written."""
+    from spacy.tokens import Doc as SpacyDoc
+
+    from spacy_el.ner.crf import span_probabilities
+
+    texts = ["Obama and Merkel visited Siemens in Paris .", "Fans of Apple in Berlin met John Smith .", ""]
+    model = {**kit.TINY_V2, "features": {**kit.TINY_V2["features"], "gazetteers": []}} if crf else kit.TINY_MODEL
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_ner", config={"model": model, "alternatives_key": "ner_alternatives",
+                                       "alternatives_min_prob": 0.01})
+    if crf:
+        kit.train_tiny(nlp, kit.make_examples(nlp), n_iter=15)  # under-trained: some spans stay uncertain
+    else:
+        nlp.from_bytes(trained_nlp.to_bytes())
+    ner = nlp.get_pipe("bilstm_ner")
+    docs = list(nlp.pipe(texts))
+    logits = ner.emissions([nlp.make_doc(t) for t in texts])
+    if crf:
+        want = span_probabilities(logits, *ner.crf_scores(), min_prob=0.01)
+    else:
+        want = span_probabilities(*softmax_as_crf(logits, len(ner.labels)), min_prob=0.01)
+    n_alternatives = 0
+    for doc, spans in zip(docs, want):
+        group = doc.spans["ner_alternatives"]
+        chosen = {(e.start, e.end, e.label_) for e in doc.ents}
+        expected = {(s, e, ner.labels[k]): p for s, e, k, p in spans if (s, e, ner.labels[k]) not in chosen}
+        assert {(s.start, s.end, s.label_) for s in group} == set(expected)
+        scores = group.attrs["scores"]
+        assert scores == sorted(scores, reverse=True) and all(0.01 <= p <= 1.0 for p in scores)
+        assert [pytest.approx(expected[(s.start, s.end, s.label_)]) for s in group] == scores
+        n_alternatives += len(group)
+        again = SpacyDoc(nlp.vocab).from_bytes(doc.to_bytes())
+        assert [(s.start, s.end, s.label_) for s in again.spans["ner_alternatives"]] == \
+            [(s.start, s.end, s.label_) for s in group]
+        assert again.spans["ner_alternatives"].attrs["scores"] == scores
+    assert n_alternatives > 0
+    two = list(nlp.pipe(texts * 2, n_process=2, batch_size=2))
+    assert [[(s.start, s.end, s.label_) for s in d.spans["ner_alternatives"]] for d in two] == \
+        [[(s.start, s.end, s.label_) for s in d.spans["ner_alternatives"]] for d in docs * 2]
+    assert "ner_alternatives" not in trained_nlp(texts[0]).spans
+
+
+def test_bad_alternatives_min_prob_names_the_setting(kit):
+    with pytest.raises(ValueError, match=r"\[components.bilstm_ner\] alternatives_min_prob"):
+        spacy.blank("en").add_pipe("bilstm_ner", config={"model": kit.TINY_MODEL, "alternatives_min_prob": 0})
