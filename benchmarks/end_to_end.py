@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alternatives", type=float, default=None, metavar="P",
                     help="bilstm_ner writes the spans its best path left out with probability >= P, and the "
                          "linker makes entities of those whose cosine reaches --alternatives-threshold")
-    ap.add_argument("--alternatives-threshold", type=float, default=0.9, metavar="T")
+    ap.add_argument("--alternatives-threshold", type=float, default=0.95, metavar="T")
     ap.add_argument("--kb-extend", type=int, default=0, metavar="N",
                     help="Add `kb_span_extender`: widen entities to the longest KB name (of the tagger's gazetteer) "
                          "containing them, adding at most N tokens")

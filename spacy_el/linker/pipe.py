@@ -128,7 +128,7 @@ IndexLoader = Callable[[Encoder], ConceptIndex]
         "type_filters": {},
         "prefetch_index": True,
         "alternatives_key": None,
-        "alternatives_threshold": 0.9,
+        "alternatives_threshold": 0.95,
         "scorer": {"@scorers": "spacy_el.linker_scorer.v1"},
     },
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_p": None, "nel_micro_r": None},
@@ -151,7 +151,7 @@ def make_sap_linker(
     rerank_margin: Optional[float] = None,
     prefetch_index: bool = True,
     alternatives_key: Optional[str] = None,
-    alternatives_threshold: float = 0.9,
+    alternatives_threshold: float = 0.95,
 ) -> "SapEntityLinker":
     """Create the linker (loads nothing: `initialize` or `from_disk` give it its encoder and index)."""
     return SapEntityLinker(nlp.vocab, name, top_k=top_k, threshold=threshold, nil_id=nil_id, labels=labels,
@@ -189,7 +189,7 @@ class SapEntityLinker(Pipe):
                  type_filters: Optional[Dict[str, List[str]]] = None,
                  scorer: Optional[Callable] = score_linker, rerank_top_k: int = 5,
                  rerank_margin: Optional[float] = None, prefetch_index: bool = True,
-                 alternatives_key: Optional[str] = None, alternatives_threshold: float = 0.9) -> None:
+                 alternatives_key: Optional[str] = None, alternatives_threshold: float = 0.95) -> None:
         if top_k < 1:
             raise InputError(f"[components.{name}] top_k={top_k}: use an integer >= 1")
         if batch_size < 1:

@@ -82,17 +82,27 @@ def _forward_backward_tables(
 
 def span_probabilities(
     emissions: List[np.ndarray], start: np.ndarray, trans: np.ndarray, end: np.ndarray, *,
-    min_prob: float, max_length: int = 10,
+    min_prob: float, max_length: int = 10, max_cells: int = 200_000,
 ) -> List[List[Tuple[int, int, int, float]]]:
     """Per doc, every entity span the CRF gives probability >= `min_prob` (and at most
     `max_length` tokens) as (start token, end token, label index, probability): the probability
     that exactly these tokens form one entity of that label (B-X, then I-X to the end, then not
     I-X), summed over every tagging of the rest of the doc. What `bilstm_ner` offers the linker as
-    alternatives to its best path (`candidates_key`)."""
+    alternatives to its best path (`alternatives_key`). Docs are processed in padded groups of
+    at most `max_cells` tokens, as `viterbi` decodes them."""
     out: List[List[Tuple[int, int, int, float]]] = [[] for _ in emissions]
-    keep = [i for i, e in enumerate(emissions) if len(e)]
-    if not keep:
-        return out
+    order = [i for i in sorted(range(len(emissions)), key=lambda i: -len(emissions[i])) if len(emissions[i])]
+    pos = 0
+    while pos < len(order):
+        group = order[pos : pos + max(1, max_cells // len(emissions[order[pos]]))]
+        pos += len(group)
+        _group_span_probabilities(emissions, group, start, trans, end, min_prob, max_length, out)
+    return out
+
+
+def _group_span_probabilities(emissions: List[np.ndarray], keep: List[int], start: np.ndarray, trans: np.ndarray,
+                              end: np.ndarray, min_prob: float, max_length: int,
+                              out: List[List[Tuple[int, int, int, float]]]) -> None:
     padded, lengths = _pad([np.asarray(emissions[i], dtype="f") for i in keep], 0.0)
     alpha, beta, log_z = _forward_backward_tables(padded, lengths, start, trans, end)
     n_labels = (len(start) - 1) // 2
@@ -119,7 +129,6 @@ def span_probabilities(
                     prob = float(np.exp(score + tail - z))
                     if prob >= min_prob:
                         out[i].append((int(s), int(e + 1), k, prob))
-    return out
 
 
 def forward_backward(

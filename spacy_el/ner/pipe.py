@@ -79,12 +79,12 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
     "bilstm_ner",
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
     default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "teacher_weight": 0.8,
-                    "alternatives_key": None, "alternatives_min_prob": 0.3},
+                    "alternatives_key": None, "alternatives_min_prob": 0.2},
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_bilstm_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable],
                     teacher_weight: float, alternatives_key: Optional[str] = None,
-                    alternatives_min_prob: float = 0.3) -> "BiLSTMEntityRecognizer":
+                    alternatives_min_prob: float = 0.2) -> "BiLSTMEntityRecognizer":
     """Create a `bilstm_ner` component (labels come from `initialize`). `teacher_weight`: the
     share of the loss taken from a teacher's targets, on training docs that carry them.
     `alternatives_key`: where to write the likely spans the best path left out (None: nowhere)."""
@@ -119,7 +119,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         scorer: Optional[Callable] = get_ner_prf,
         teacher_weight: float = 0.8,
         alternatives_key: Optional[str] = None,
-        alternatives_min_prob: float = 0.3,
+        alternatives_min_prob: float = 0.2,
     ) -> None:
         self.vocab = vocab
         self.teacher_weight = teacher_weight

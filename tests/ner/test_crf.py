@@ -223,6 +223,8 @@ def test_span_probabilities_equal_brute_force_enumeration(scores, min_prob):
         assert {(s, t, k) for s, t, k, _ in spans} == set(want)
         for s, t, k, p in spans:
             assert p == pytest.approx(want[(s, t, k)], rel=1e-4)
+    # docs decoded in small padded groups give the same spans
+    assert span_probabilities(emissions, start, trans, end, min_prob=min_prob, max_cells=3) == got
     # lengths are capped at max_length
     capped = span_probabilities(emissions[:1], start, trans, end, min_prob=1e-6, max_length=1)
     assert capped[0] and all(t - s == 1 for s, t, _, _ in capped[0])
