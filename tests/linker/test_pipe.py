@@ -516,3 +516,47 @@ def test_the_taggers_alternatives_become_entities_when_the_kb_knows_them(tiny_be
     without_scores = run(loose, scores=False)  # then the group's own order decides
     assert [t for t, _ in without_scores] == ["Familial adenomatous polyposis", "ran in", "diabetes"]
     assert all(kb for _, kb in got)
+
+
+def test_alternatives_switched_on_when_a_saved_pipeline_is_loaded(tiny_bert_dir, index_dir, tmp_path):
+    """The README's recipe: a saved bilstm_ner + sap_linker pipeline loaded with `alternatives_key` set on
+    both through `spacy.load(..., config=...)`: the tagger offers spans, and the linker adopts exactly the
+    offered spans that overlap no entity and reach the threshold (here: every linkable one, at threshold -1)."""
+    from spacy.training import Example
+    from spacy.util import fix_random_seed
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_ner", config={"model": {
+        "@architectures": "spacy_el.BiLSTMTagger.v1", "embed_width": 16, "hidden_width": 16, "depth": 1,
+        "attrs": ["NORM", "SHAPE"], "rows": [200, 50], "include_static_vectors": False}})
+    nlp.add_pipe("sap_linker", config={"threshold": 0.0}).initialize(
+        encoder_loader=encoder_from_path(str(tiny_bert_dir)), index_loader=index_from_dir(str(index_dir)))
+    train = [("Patients with diabetes and cancer .", [(14, 22, "DISEASE"), (27, 33, "DISEASE")]),
+             ("No cardiac disease was seen .", [(3, 18, "DISEASE")])]
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in train]
+    fix_random_seed(0)
+    nlp.get_pipe("bilstm_ner").initialize(lambda: examples, nlp=nlp)
+    for _ in range(3):  # barely trained: its spans stay uncertain
+        nlp.update(examples, exclude=["sap_linker"])
+    nlp.to_disk(tmp_path / "pipeline")
+    texts = ["Patients with cancer and cardiac disease .", "Diabetes was seen ."]
+
+    plain = spacy.load(tmp_path / "pipeline")
+    assert all("alt" not in doc.spans for doc in plain.pipe(texts))
+    loaded = spacy.load(tmp_path / "pipeline", config={"components": {
+        "bilstm_ner": {"alternatives_key": "alt", "alternatives_min_prob": 0.01},
+        "sap_linker": {"alternatives_key": "alt", "alternatives_threshold": -1.0}}})
+    offered = grown = 0
+    for doc, before in zip(loaded.pipe(texts), plain.pipe(texts)):
+        ents = {(e.start, e.end) for e in doc.ents}
+        assert {(e.start, e.end) for e in before.ents} <= ents
+        taken = {t for s, e in {(e.start, e.end) for e in before.ents} for t in range(s, e)}
+        for span in doc.spans["alt"]:  # most probable first: adopted unless it overlaps what came before
+            spans = set(range(span.start, span.end))
+            adopted = not spans & taken and any(c.isalnum() for c in span.text)  # punctuation is never linked
+            assert ((span.start, span.end) in ents) == adopted
+            taken |= spans if adopted else set()
+            offered += 1
+        grown += len(doc.ents) > len(before.ents)
+        assert all(e.kb_id_ for e in doc.ents)
+    assert offered and grown
