@@ -313,13 +313,11 @@ class SapEntityLinker(Pipe):
             return
         texts = [self._query_text(ent) for ent in ents]
         parts = [composite.split_coordination(t) if self.cfg["composite"] else None for t in texts]
-        filters = self.cfg["type_filters"]
-        keys = [tuple(filters[ent.label_]) if ent.label_ in filters else None for ent in ents]
+        keys = [self._type_key(ent.label_) for ent in ents]
         wanted: Dict[Optional[tuple], List[str]] = {}
         for key, text, split in zip(keys, texts, parts):
             wanted.setdefault(key, []).extend([text, *(split or [])])
-        found = {types: self._candidates([t for t in dict.fromkeys(ts) if _linkable(t)], types)
-                 for types, ts in wanted.items()}
+        found = self._candidates_by_type(wanted)
         per_ent = [found[key].get(text, []) for key, text in zip(keys, texts)]
         ranked = self._rerank(ents, texts, per_ent) if self._reranker is not None else per_ent
         nil, threshold, top_k = self.cfg["nil_id"], self.cfg["threshold"], self.cfg["top_k"]
@@ -341,32 +339,39 @@ class SapEntityLinker(Pipe):
     def _adopt_alternatives(self, docs: Sequence[Doc], labels: set) -> None:
         """Make entities of the tagger's alternatives (`doc.spans[alternatives_key]`) that overlap no
         entity and whose best cosine reaches `alternatives_threshold`, most probable first."""
-        key, floor, filters = self.cfg["alternatives_key"], self.cfg["alternatives_threshold"], self.cfg["type_filters"]
+        key, floor = self.cfg["alternatives_key"], self.cfg["alternatives_threshold"]
         offered: List[List[Span]] = []
+        taken: List[set] = []
         for doc in docs:
             group = doc.spans[key] if key in doc.spans else []
             scores = group.attrs.get("scores") if len(group) else None
             order = sorted(range(len(group)), key=lambda i: -scores[i]) if scores else range(len(group))
-            taken = {t for ent in doc.ents for t in range(ent.start, ent.end)}
+            taken.append({t for ent in doc.ents for t in range(ent.start, ent.end)})
             offered.append([group[i] for i in order if (not labels or group[i].label_ in labels)
-                            and not taken.intersection(range(group[i].start, group[i].end))])
+                            and not taken[-1].intersection(range(group[i].start, group[i].end))])
         wanted: Dict[Optional[tuple], List[str]] = {}
         for span in (s for spans in offered for s in spans):
-            wanted.setdefault(tuple(filters[span.label_]) if span.label_ in filters else None, []).append(
-                self._query_text(span))
-        found = {types: self._candidates([t for t in dict.fromkeys(ts) if _linkable(t)], types)
-                 for types, ts in wanted.items()}
-        for doc, spans in zip(docs, offered):
-            taken = {t for ent in doc.ents for t in range(ent.start, ent.end)}
+            wanted.setdefault(self._type_key(span.label_), []).append(self._query_text(span))
+        found = self._candidates_by_type(wanted)
+        for doc, spans, used in zip(docs, offered, taken):
             adopted = []
             for span in spans:
-                types = tuple(filters[span.label_]) if span.label_ in filters else None
-                cands = found[types].get(self._query_text(span), [])
-                if cands and cands[0].score >= floor and not taken.intersection(range(span.start, span.end)):
+                cands = found[self._type_key(span.label_)].get(self._query_text(span), [])
+                if cands and cands[0].score >= floor and not used.intersection(range(span.start, span.end)):
                     adopted.append(span)
-                    taken.update(range(span.start, span.end))
+                    used.update(range(span.start, span.end))
             if adopted:
                 doc.ents = list(doc.ents) + adopted
+
+    def _candidates_by_type(self, wanted: Dict[Optional[tuple], List[str]]) -> Dict[Optional[tuple], Dict[str, list]]:
+        """Candidates of each distinct linkable text, per type filter key (`_type_key`)."""
+        return {types: self._candidates([t for t in dict.fromkeys(ts) if _linkable(t)], types)
+                for types, ts in wanted.items()}
+
+    def _type_key(self, label: str) -> Optional[tuple]:
+        """The concept types an entity of this label may link to (`type_filters`), or None for any."""
+        filters = self.cfg["type_filters"]
+        return tuple(filters[label]) if label in filters else None
 
     def _rerank(self, ents: Sequence[Span], texts: Sequence[str], cands: List[list]) -> List[list]:
         """The reranker's order of each entity's candidates (`spacy_el.sap.rerank.model.rerank_spans`)."""
