@@ -245,6 +245,18 @@ def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True,
     return path
 
 
+def over_transformer(variant: str, transformer: Path) -> str:
+    """Register `variant` over another transformer (its run name); a variant without one stays as it is."""
+    config, context, overrides = VARIANTS[variant]
+    if "trf" not in config:
+        return variant
+    if not transformer.is_dir():
+        raise SystemExit(f"--transformer {transformer}: not a directory (a Hugging Face model folder)")
+    name = f"{variant}_on_{transformer.name}"
+    VARIANTS[name] = (config, context, overrides + ["--paths.transformer", str(transformer.resolve())])
+    return name
+
+
 def taught(variant: str, teacher: str, weight: float, temperature: float) -> str:
     """The run name of `variant` distilled from `teacher` at `weight` and `temperature`."""
     return f"{variant}_taught_{teacher}_w{weight:g}_T{temperature:g}"
@@ -412,12 +424,17 @@ def main() -> None:
                         help="with --teacher: bilstm_ner's teacher_weight (0.8: the better of 0.5 and 0.8 on CoNLL dev)")
     parser.add_argument("--teacher-temperature", type=float, default=1.0,
                         help="with --teacher: soften its targets (spacy-el teacher-targets --temperature)")
+    parser.add_argument("--transformer", type=Path, default=None, metavar="DIR",
+                        help="the transformer-fed variants over this Hugging Face directory instead of the packaged "
+                             "MiniLM (e.g. `spacy-el adapt-encoder`'s output); runs named VARIANT_on_DIRNAME")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     CHEM_KB, NAMES = args.chem_kb, args.names
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
         parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.transformer:
+        variants = [over_transformer(v, args.transformer) for v in variants]
     work = args.work / args.corpus
     work.mkdir(parents=True, exist_ok=True)
     for context in sorted({VARIANTS[v][1] for v in variants}):  # convert once, before any parallel run

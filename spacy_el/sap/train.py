@@ -128,14 +128,14 @@ class PairLoss:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict:
+def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -143,7 +143,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -194,7 +194,7 @@ class _Run:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         return TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
 
     def save_checkpoint(self, state: TrainState) -> None:
@@ -207,7 +207,7 @@ class _Run:
                 torch.save({
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "rng": _rng_state(), **asdict(state),
+                    "rng": rng_state(), **asdict(state),
                 }, tmp / "state.pt")
                 (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         _barrier(self.world)
@@ -247,7 +247,7 @@ def train_encoder(
         encoder.device = device
         encoder.model.to(device)
 
-    _seed_all(config.seed)
+    seed_all(config.seed)
     model = encoder.model
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
