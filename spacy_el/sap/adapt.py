@@ -77,7 +77,7 @@ def windows(texts: Iterable[str], tokenizer, max_length: int) -> list[list[int]]
         raise InputError(f"max_length={max_length}: use at least 8 wordpieces")
     ids: list[int] = []
     for text in texts:
-        pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+        pieces = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if pieces:
             ids += pieces + [tokenizer.sep_token_id]
     size = max_length - 2
@@ -235,8 +235,9 @@ def adapt_encoder(
                 shutil.copy(src, tmp / name)
     result = AdaptResult(steps=step, windows=len(data), wordpieces=wordpieces,
                          seconds=round(time.monotonic() - started, 1), losses=losses, encoder_dir=encoder_dir)
+    summary = {key: value for key, value in asdict(result).items() if key != "losses"}
     (output_dir / "adapt.json").write_text(json.dumps(
-        {**asdict(result), "losses": None, "last_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
-         "encoder_dir": str(encoder_dir), "base": str(base), "epochs": epochs, "batch_size": batch_size,
+        {**summary, "last_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "encoder_dir": str(encoder_dir),
+         "base": str(base), "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
          "max_length": max_length, "lr": lr, "mlm_probability": mlm_probability, "seed": seed}, indent=2))
     return result
