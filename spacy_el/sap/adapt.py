@@ -112,11 +112,14 @@ def _masked_lm_loss(model, batch: dict) -> torch.Tensor:
     labels = batch.pop("labels")
     hidden = model.base_model(**batch).last_hidden_state
     masked = labels != -100
+    if not masked.any():  # a batch of a few short words can draw no mask: nothing to learn, no NaN
+        return hidden.sum() * 0.0
     logits = _head(model)(hidden[masked])
     return torch.nn.functional.cross_entropy(logits.float(), labels[masked])
 
 
 def _order(n: int, seed: int, epoch: int) -> list[int]:
+    """Epoch `epoch`'s window order: a function of the seed alone, so a resumed run needs no saved order."""
     order = list(range(n))
     random.Random(f"{seed}:{epoch}").shuffle(order)
     return order

@@ -152,3 +152,12 @@ def test_cli(tiny_bert_dir, tmp_path):
                                  "--base", str(tiny_bert_dir), "--max-steps", "2", "--max-length", "8"])
     assert result.exit_code == 0, result.output
     assert "2 steps" in result.output and (tmp_path / "run" / ENCODER / "model.safetensors").exists()
+
+
+def test_a_batch_without_masks_gives_a_zero_loss_not_nan(tiny_bert_dir):
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(str(tiny_bert_dir))
+    ids = torch.tensor([[101, 2028, 102]])
+    loss = adapt._masked_lm_loss(model, {"input_ids": ids, "labels": torch.full_like(ids, -100)})
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
