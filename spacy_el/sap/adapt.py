@@ -38,7 +38,7 @@ from spacy_el.io import InputError, atomic_dir
 from spacy_el.kb.readers import ontology_terms, read_kb
 from spacy_el.models import resolve_model
 from spacy_el.sap.encoder import resolve_device, torch_threads
-from spacy_el.sap.train import rng_state, seed_all, set_rng_state
+from spacy_el.sap.train import MixedPrecision, rng_state, seed_all, set_rng_state
 
 CHECKPOINT = "checkpoint"
 ENCODER = "encoder"
@@ -173,9 +173,8 @@ def adapt_encoder(
     warm = max(1, int(total * warmup))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    use_amp = dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = MixedPrecision(dev)
+    scaler = precision.scaler
 
     step, losses = 0, []
     state_file = output_dir / CHECKPOINT / "state.pt"
@@ -208,15 +207,9 @@ def adapt_encoder(
             order = _order(len(data), seed, epoch)
             batch = collate([{"input_ids": data[i]} for i in order[at * batch_size:(at + 1) * batch_size]])
             batch = {key: value.to(dev) for key, value in batch.items()}
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+            with precision.autocast():
                 loss = _masked_lm_loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            precision.step(loss, model, optimizer, scheduler, max_grad_norm=1.0)
             step += 1
             losses.append(float(loss.detach()))
             bar.update(1)

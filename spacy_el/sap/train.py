@@ -127,6 +127,36 @@ class PairLoss:
         return self.loss(emb, labels, self.miner(emb, labels) if self.miner is not None else None)
 
 
+# ---------------------------------------------------------------------------- one step
+@dataclass
+class MixedPrecision:
+    """Autocast on a GPU (bf16 where supported, else fp16 with a gradient scaler); off on the CPU."""
+
+    device: torch.device
+    enabled: bool = field(init=False)
+    dtype: torch.dtype = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.enabled = self.device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
+
+    def step(self, loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, max_grad_norm: float) -> None:
+        """Backward, clip the (unscaled) gradients, step the optimizer and the schedule."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        scheduler.step()
+
+
 # ---------------------------------------------------------------------------- checkpoints
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
@@ -253,9 +283,8 @@ def train_encoder(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(config.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = MixedPrecision(device)
+    scaler = precision.scaler
     train_model: torch.nn.Module = model
     if world > 1:
         train_model = DistributedDataParallel(
@@ -297,15 +326,9 @@ def train_encoder(
                 if at_max or _out_of_time(deadline, world, device):
                     stopped = True
                     break
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                with precision.autocast():
                     loss = loss_fn(encoder, state.batches[local[state.epoch_step]], train_model)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                precision.step(loss, model, optimizer, scheduler, config.max_grad_norm)
                 state.step += 1
                 state.epoch_step += 1
                 state.losses.append(float(loss.detach()))
