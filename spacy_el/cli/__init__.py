@@ -6,6 +6,9 @@ app = typer.Typer(
     name="spacy-el",
     help="Entity recognition (BiLSTM) and SapBERT-style entity linking for spaCy.",
     no_args_is_help=True,
+    # Markdown, not typer's default Rich markup: wrapped docstrings read as one paragraph in the
+    # command list, `code` shows as code, and a literal "[initialize]" is not taken for a style tag.
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
 )
 

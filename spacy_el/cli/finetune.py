@@ -16,7 +16,7 @@ from spacy_el.sap.config import TrainConfig
 @app.command("finetune")
 def finetune_command(
     train: Path = typer.Argument(..., help="PubTator file of annotated train mentions (e.g. NCBItrainset_corpus.txt)"),
-    kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (id<TAB>name)"),
+    kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (id TAB name)"),
     encoder_dir: str = typer.Argument(..., help="Starting encoder: a SAP encoder dir, a base HF dir or hub name"),
     output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/, the final encoder/, finetune.json"),
     fmt: KbFormat = "auto",

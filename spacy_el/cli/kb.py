@@ -15,7 +15,7 @@ from spacy_el.io import InputError
 
 @app.command("build-index")
 def build_index_command(
-    kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id<TAB>name)"),
+    kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id TAB name)"),
     encoder_dir: str = typer.Argument(..., help="Encoder: a SapEncoder/HF directory or a hub name"),
     output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, table.tsv, meta.json)"),
     fmt: KbFormat = "auto",
@@ -246,7 +246,7 @@ def query_command(
 @app.command("update-index")
 def update_index_command(
     index: Path = typer.Argument(..., help="Index directory to change in place (atomically)"),
-    add: Optional[Path] = typer.Option(None, "--add", help="TSV of concept_id<TAB>name[<TAB>source] rows to add "
+    add: Optional[Path] = typer.Option(None, "--add", help="TSV of concept_id TAB name [TAB source] rows to add "
                                                            "(new concepts or new names)"),
     remove: Optional[str] = typer.Option(None, "--remove", help="Concept ids to remove: comma-separated, or a file "
                                                                 "with one id per line"),
@@ -282,7 +282,7 @@ def index_types_command(
     obo: Optional[Path] = typer.Option(None, "--obo", help="Disease Ontology .obo(.gz): DO branches (also for "
                                                            "MESH/OMIM ids through its xrefs)"),
     ctd: Optional[Path] = typer.Option(None, "--ctd", help="CTD_diseases.tsv (MEDIC with tree numbers)"),
-    tsv: Optional[Path] = typer.Option(None, "--tsv", help="concept_id<TAB>type|type rows"),
+    tsv: Optional[Path] = typer.Option(None, "--tsv", help="concept_id TAB type|type rows"),
 ) -> None:
     """Attach semantic types to an index's concepts, for `sap_linker`'s `type_filters`."""
     from spacy_el.kb.index import ConceptIndex

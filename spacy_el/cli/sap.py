@@ -15,8 +15,8 @@ from spacy_el.sap.config import DISTILL_CONFIG, PRETRAIN_CONFIG, TrainConfig
 
 @app.command("make-pairs")
 def make_pairs_command(
-    kb: Path = typer.Argument(..., help="KB file: MEDIC (IDS||name|…), OBO (.obo/.obo.gz) or TSV (id<TAB>name)"),
-    output: Path = typer.Argument(..., help="pairs.tsv to write (concept_id<TAB>name_a<TAB>name_b)"),
+    kb: Path = typer.Argument(..., help="KB file: MEDIC (IDS||name|…), OBO (.obo/.obo.gz) or TSV (id TAB name)"),
+    output: Path = typer.Argument(..., help="pairs.tsv to write (concept_id TAB name_a TAB name_b)"),
     fmt: KbFormat = "auto",
     max_pairs: int = typer.Option(50, "--max-pairs", help="Synonym pairs per concept at most"),
     seed: int = typer.Option(0, "--seed", help="Seed of the pair sample"),
@@ -78,7 +78,7 @@ def adapt_encoder_command(
 
 @app.command("pretrain")
 def pretrain_command(
-    pairs: Path = typer.Argument(..., help="pairs.tsv (concept_id<TAB>name_a<TAB>name_b)"),
+    pairs: Path = typer.Argument(..., help="pairs.tsv (concept_id TAB name_a TAB name_b)"),
     output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/ and the final encoder/"),
     base: str = typer.Option("all-MiniLM-L6-v2", "--base", help="Base encoder: local HF dir or hub name"),
     epochs: int = typer.Option(PRETRAIN_CONFIG.epochs, "--epochs"),
