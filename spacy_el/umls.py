@@ -31,7 +31,7 @@ from array import array
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -40,6 +40,9 @@ from spacy_el.ids import normalize_name
 from spacy_el.io import InputError, atomic_write
 from spacy_el.kb.table import ConceptTable
 from spacy_el.sap.pairs import make_pairs
+
+if TYPE_CHECKING:  # imported where it is used, as only MRSTY users need it
+    from spacy_el.kb.types import ConceptTypes
 
 #: MRCONSO column positions (UMLS Reference Manual, "Concept Names and Sources").
 CUI, LAT, TS, LUI, STT, SUI, ISPREF, AUI, SAUI, SCUI, SDUI, SAB, TTY, CODE, STR, SRL, SUPPRESS, CVF = range(18)

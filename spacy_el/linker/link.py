@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from spacy.language import Language
 from spacy.scorer import Scorer
@@ -35,14 +35,8 @@ def doc_record(doc: Doc) -> dict[str, Any]:
     return {"text": doc.text, "entities": [entity_record(e) for e in doc.ents]}
 
 
-def link_records(nlp: Language, texts: Iterable[str], batch_size: int = 64) -> Iterator[dict[str, Any]]:
-    """One `doc_record` per text, through `nlp.pipe` (streams)."""
-    for doc in nlp.pipe(texts, batch_size=batch_size):
-        yield doc_record(doc)
-
-
 def records_table(records: Iterable[dict[str, Any]]) -> str:
-    """A plain-text table of the entities of `link_records` (one row per entity)."""
+    """A plain-text table of the entities of `doc_record`s (one row per entity)."""
     rows = [("doc", "entity", "label", "id", "name", "score")]
     for i, rec in enumerate(records):
         for e in rec["entities"]:

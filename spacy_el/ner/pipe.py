@@ -356,7 +356,7 @@ class BiLSTMEntityRecognizer(TrainablePipe):
         """Gold tags aligned to the predicted tokens, BILUO → BIO; missing ('-'/None) and labels
         the model does not know become None so the loss ignores them."""
         known = set(self.labels)
-        x, y = example.predicted, example.reference
+        y = example.reference
         if _same_tokens(example):
             # Same tokens (the usual case with converted corpora): read the gold IOB directly,
             # skipping the much slower character alignment.

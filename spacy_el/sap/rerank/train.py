@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-import numpy as np
-
 from spacy_el.corpora.pubtator import PubTatorCorpus, linking_queries, read_pubtator
 from spacy_el.evaluate import accuracy_at_k
 from spacy_el.ids import id_owners, ids_match
