@@ -69,3 +69,94 @@ def test_distill_command_serves_a_student(tmp_path, tiny_bert_dir):
 
 def stats_fingerprint(encoder_dir: Path) -> str:
     return json.loads((encoder_dir / "sap_encoder.json").read_text())["fingerprint"]
+
+
+# A tiny BC5CDR-like corpus: four disease concepts of a tiny MEDIC, two chemicals, and abstracts
+# that name them (PubTator offsets computed below), enough for three document folds.
+MEDIC = {"D003920": ["diabetes mellitus", "diabetes"], "D009369": ["neoplasms", "cancer", "tumor"],
+         "D006331": ["heart diseases", "cardiopathy"], "D007674": ["kidney diseases", "nephropathy"]}
+CHEMICALS = {"D002945": "cisplatin", "D007328": "insulin"}
+SENTENCES = ["{c} induced {d} in rats.", "Patients given {c} developed {d} and {d2}.",
+             "We report {d} after {c} treatment.", "{d} was not seen with {c}."]
+
+
+def tiny_pubtator(n_docs: int, offset: int) -> str:
+    diseases = [(cid, name) for cid, names in MEDIC.items() for name in names]
+    chemicals = list(CHEMICALS.items())
+    out = []
+    for i in range(n_docs):
+        pmid, text, mentions = str(1000 + offset + i), "", []
+        for j, template in enumerate(SENTENCES):
+            d, d2 = diseases[(i + j + offset) % len(diseases)], diseases[(i + 2 * j + 1) % len(diseases)]
+            c = chemicals[(i + j) % len(chemicals)]
+            sentence = template
+            for slot, (cid, name, kind) in (("{c}", (*c, "Chemical")), ("{d2}", (*d2, "Disease")),
+                                            ("{d}", (*d, "Disease"))):
+                at = sentence.find(slot)
+                if at < 0:
+                    continue
+                name = name[0].upper() + name[1:] if at == 0 else name
+                sentence = sentence[:at] + name + sentence[at + len(slot):]
+            start = len(text) + (1 if text else 0)
+            text = f"{text} {sentence}" if text else sentence
+            for cid, name, kind in ((*c, "Chemical"), (*d, "Disease"), (*d2, "Disease")):
+                at = text.lower().find(name.lower(), start)
+                if at >= 0 and not any(s <= at < e for s, e, *_ in mentions):
+                    mentions.append((at, at + len(name), text[at:at + len(name)], kind, cid))
+        title, abstract = text.split(". ", 1)
+        out.append(f"{pmid}|t|{title}.\n{pmid}|a|{abstract}\n" + "".join(
+            f"{pmid}\t{s}\t{e}\t{t}\t{kind}\t{cid}\n" for s, e, t, kind, cid in sorted(mentions)) + "\n")
+    return "".join(out)
+
+
+@pytest.mark.slow  # three taggers, four fine-tuned encoders and a reranker, each tiny: minutes
+def test_bc5cdr_linked_workflow_reduced(tmp_path, tiny_bert_dir):
+    """Every step of `bc5cdr-linked` but `chem-names` (a download: a local chemical list instead),
+    on a tiny corpus and encoder: the assembled pipeline holds what the served one does and is scored."""
+    import yaml
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO, project, ignore=SKIP)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "medic.txt").write_text("".join(f"{cid}||{'|'.join(names)}\n" for cid, names in MEDIC.items()))
+    (data / "chem.tsv").write_text("".join(f"MESH:{cid}\t{name}\n" for cid, name in CHEMICALS.items()))
+    (data / "CDR_TrainingSet.PubTator.txt").write_text(tiny_pubtator(6, 0))
+    (data / "CDR_DevelopmentSet.PubTator.txt").write_text(tiny_pubtator(2, 6))
+    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "vectors_limit": "5000",
+                 "medic": str(data / "medic.txt"), "chem_kb": str(data / "chem.tsv"),
+                 "bc5cdr_dir": str(data)}
+    steps = yaml.safe_load((REPO / "project.yml").read_text())["workflows"]["bc5cdr-linked"]
+    for step in steps:
+        if step == "chem-names":
+            continue
+        cmd = [sys.executable, "-m", "spacy", "project", "run", step, str(project)]
+        cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
+        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{step}:\n" + proc.stdout[-4000:] + proc.stderr[-4000:]
+    nlp = spacy.load(project / "training" / "bc5cdr_pipeline")
+    assert nlp.pipe_names == ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner", "kb_span_extender",
+                              "abbreviation_detector", "sap_linker"]
+    assert nlp.get_pipe("bilstm_ner").alternatives_key == "ner_alternatives"  # set at training, kept by the ensemble
+    linker = nlp.get_pipe("sap_linker")
+    assert linker.reranker is not None and linker.cfg["alternatives_key"] == "ner_alternatives"
+    assert linker.cfg["labels"] == ["Disease"] and linker.cfg["threshold"] == 0.8
+    doc = nlp.make_doc("Cisplatin induced nephropathy in rats.")
+    doc.ents = [Span(doc, 0, 1, label="Chemical"), Span(doc, 2, 3, label="Disease")]
+    doc = linker(doc)
+    assert doc.ents[0].kb_id_ == "" and doc.ents[1]._.kb_candidates  # only Disease is linked, against MEDIC
+    scores = json.loads((project / "metrics" / "bc5cdr_pipeline.json").read_text())
+    assert {"doc_concepts", "spans", "linking"} <= set(scores["pipeline"])
+
+
+def test_every_dependency_and_output_is_one_path():
+    """weasel joins adjacent list items that are each a bare `${vars.x}` into one string, and the
+    step then stops on a "missing dependency" that is two paths: project.yml must avoid that."""
+    from weasel.util import load_project_config
+
+    config = load_project_config(REPO)
+    joined = [(cmd["name"], path) for cmd in config["commands"] for key in ("deps", "outputs")
+              for path in cmd.get(key, []) if ", " in path]
+    assert not joined
+    steps = {name for steps in config["workflows"].values() for name in steps}
+    assert steps <= {cmd["name"] for cmd in config["commands"]}
