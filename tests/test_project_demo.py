@@ -113,7 +113,7 @@ def tiny_pubtator(n_docs: int, offset: int) -> str:
 def test_bc5cdr_linked_workflow_reduced(tmp_path, tiny_bert_dir):
     """Every step of `bc5cdr-linked` but `chem-names` (a download: a local chemical list instead),
     on a tiny corpus and encoder: the assembled pipeline holds what the served one does and is scored."""
-    import yaml
+    import srsly
 
     project = tmp_path / "project"
     shutil.copytree(REPO, project, ignore=SKIP)
@@ -126,7 +126,7 @@ def test_bc5cdr_linked_workflow_reduced(tmp_path, tiny_bert_dir):
     overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "vectors_limit": "5000",
                  "medic": str(data / "medic.txt"), "chem_kb": str(data / "chem.tsv"),
                  "bc5cdr_dir": str(data)}
-    steps = yaml.safe_load((REPO / "project.yml").read_text())["workflows"]["bc5cdr-linked"]
+    steps = srsly.read_yaml(REPO / "project.yml")["workflows"]["bc5cdr-linked"]
     for step in steps:
         if step == "chem-names":
             continue
