@@ -123,9 +123,8 @@ def test_bc5cdr_linked_workflow_reduced(tmp_path, tiny_bert_dir):
     (data / "chem.tsv").write_text("".join(f"MESH:{cid}\t{name}\n" for cid, name in CHEMICALS.items()))
     (data / "CDR_TrainingSet.PubTator.txt").write_text(tiny_pubtator(6, 0))
     (data / "CDR_DevelopmentSet.PubTator.txt").write_text(tiny_pubtator(2, 6))
-    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "vectors_limit": "5000",
-                 "medic": str(data / "medic.txt"), "chem_kb": str(data / "chem.tsv"),
-                 "bc5cdr_dir": str(data)}
+    overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "medic": str(data / "medic.txt"),
+                 "chem_kb": str(data / "chem.tsv"), "bc5cdr_dir": str(data)}
     steps = srsly.read_yaml(REPO / "project.yml")["workflows"]["bc5cdr-linked"]
     for step in steps:
         if step == "chem-names":
