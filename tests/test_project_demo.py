@@ -72,40 +72,32 @@ def stats_fingerprint(encoder_dir: Path) -> str:
 
 
 # A tiny BC5CDR-like corpus: four disease concepts of a tiny MEDIC, two chemicals, and abstracts
-# that name them (PubTator offsets computed below), enough for three document folds.
+# of four sentences that each name a chemical and two diseases, enough for three document folds.
 MEDIC = {"D003920": ["diabetes mellitus", "diabetes"], "D009369": ["neoplasms", "cancer", "tumor"],
          "D006331": ["heart diseases", "cardiopathy"], "D007674": ["kidney diseases", "nephropathy"]}
 CHEMICALS = {"D002945": "cisplatin", "D007328": "insulin"}
-SENTENCES = ["{c} induced {d} in rats.", "Patients given {c} developed {d} and {d2}.",
-             "We report {d} after {c} treatment.", "{d} was not seen with {c}."]
 
 
 def tiny_pubtator(n_docs: int, offset: int) -> str:
+    """PubTator text (title = the first sentence), offsets counted while the text is written."""
     diseases = [(cid, name) for cid, names in MEDIC.items() for name in names]
     chemicals = list(CHEMICALS.items())
     out = []
     for i in range(n_docs):
-        pmid, text, mentions = str(1000 + offset + i), "", []
-        for j, template in enumerate(SENTENCES):
+        pmid, text, rows = str(1000 + offset + i), "", []
+        for j in range(4):
             d, d2 = diseases[(i + j + offset) % len(diseases)], diseases[(i + 2 * j + 1) % len(diseases)]
             c = chemicals[(i + j) % len(chemicals)]
-            sentence = template
-            for slot, (cid, name, kind) in (("{c}", (*c, "Chemical")), ("{d2}", (*d2, "Disease")),
-                                            ("{d}", (*d, "Disease"))):
-                at = sentence.find(slot)
-                if at < 0:
-                    continue
-                name = name[0].upper() + name[1:] if at == 0 else name
-                sentence = sentence[:at] + name + sentence[at + len(slot):]
-            start = len(text) + (1 if text else 0)
-            text = f"{text} {sentence}" if text else sentence
-            for cid, name, kind in ((*c, "Chemical"), (*d, "Disease"), (*d2, "Disease")):
-                at = text.lower().find(name.lower(), start)
-                if at >= 0 and not any(s <= at < e for s, e, *_ in mentions):
-                    mentions.append((at, at + len(name), text[at:at + len(name)], kind, cid))
-        title, abstract = text.split(". ", 1)
-        out.append(f"{pmid}|t|{title}.\n{pmid}|a|{abstract}\n" + "".join(
-            f"{pmid}\t{s}\t{e}\t{t}\t{kind}\t{cid}\n" for s, e, t, kind, cid in sorted(mentions)) + "\n")
+            sentence = ("Rats given ", (*c, "Chemical"), " developed ", (*d, "Disease"), " and ",
+                        (*d2, "Disease"), ". ")
+            for part in sentence:
+                if isinstance(part, tuple):
+                    cid, name, kind = part
+                    rows.append(f"{pmid}\t{len(text)}\t{len(text) + len(name)}\t{name}\t{kind}\t{cid}\n")
+                    part = name
+                text += part
+        title, abstract = text.strip().split(". ", 1)
+        out.append(f"{pmid}|t|{title}.\n{pmid}|a|{abstract}\n" + "".join(rows) + "\n")
     return "".join(out)
 
 
