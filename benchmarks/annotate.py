@@ -7,7 +7,7 @@ Corpus: the NCBI-disease and BC5CDR train+dev abstracts (PubTator), repeated wit
 mention cache sees the repeats, in every engine alike). Pipeline: an `entity_ruler` over every
 MEDIC name (label DISEASE, case-insensitive) + `sap_linker` with an ONNX encoder over a MEDIC
 index. Build those first, or give any saved pipeline with `--pipeline DIR` (e.g. the demo's
-`training/pipeline`: `kb_gazetteer` → `bilstm_ner` → `abbreviation_detector` → `sap_linker`, whose
+`training/pipeline`: `kb_gazetteer` → `bilstm_ner` → `el_abbreviation_detector` → `sap_linker`, whose
 tagger does real work on every document, repeated or not):
 
     spacy-el export-onnx MINILM_DIR minilm_int8 --quantize

@@ -6,7 +6,7 @@ Acc@1/Acc@5 (SapBERT protocol), exact (`Flat`) search, all in one run, for
   started from SAP-MiniLM when there is one, else from base MiniLM);
 - protocols: plain MEDIC, and MEDIC + the corpus's own train mentions as aliases
   (`ConceptIndex.add_aliases`, SapBERT's evaluation dictionaries);
-- with and without abbreviation resolution: `abbreviation_detector` on the full PubTator text,
+- with and without abbreviation resolution: `el_abbreviation_detector` on the full PubTator text,
   and a mention that is a defined short form is linked by its long form's text;
 - with and without the corpus prior (`build-index --prior-from TRAIN`): concepts ranked by
   cosine + 0.02 · log(1 + the concept's train mentions), which settles MEDIC's same-text names.
@@ -222,7 +222,7 @@ def markdown(res: dict, args) -> str:
         "Dev mentions against MEDIC (06Jul2012, 76k names of 11.9k concepts), exact `Flat` search, SapBERT "
         "protocol (`evaluate_linking`, as `spacy-el evaluate-linking`). *+ train mentions*: the corpus's "
         "distinct normalised train mentions added as aliases of their gold concepts. *abbr*: mentions that are "
-        "short forms defined in the abstract (`abbreviation_detector`) are linked by their long form. *+ prior*: "
+        "short forms defined in the abstract (`el_abbreviation_detector`) are linked by their long form. *+ prior*: "
         f"concepts ranked by cosine + {DEFAULT_PRIOR_WEIGHT} · log(1 + the concept's gold mentions in the corpus's "
         "*train* set) (`build-index --prior-from`); no dev mention is used.",
         "",

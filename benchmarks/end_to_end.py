@@ -1,5 +1,5 @@
 """End-to-end benchmark: raw PubTator abstracts (title + " " + abstract, the pipeline's own
-tokenizer) → NER → abbreviation_detector → sap_linker, on NCBI-disease dev and BC5CDR dev, scored
+tokenizer) → NER → el_abbreviation_detector → sap_linker, on NCBI-disease dev and BC5CDR dev, scored
 by `spacy_el.linker.link.evaluate_pipeline` (what `spacy-el evaluate-linking --pipeline` runs):
 
 - mention spans P/R/F by exact character offsets and label;
@@ -13,7 +13,7 @@ longest match; the lexicon-only floor).
 
 The pipeline is `--pipeline DIR`, or `--ner DIR` (any pipeline with an NER; a linker it holds is
 dropped) with `--linker DIR` (a pipeline holding a `sap_linker`) or `--encoder E --index I` (a
-`sap_linker` built here). `abbreviation_detector` is added before the linker when missing and the
+`sap_linker` built here). `el_abbreviation_detector` is added before the linker when missing and the
 linker resolves short forms by their long form (`--keep-pipeline` runs the pipeline as it is).
 Chemical rows (BC5CDR) run when the NER has a `Chemical` label and `--chemical-linker DIR` is given.
 
@@ -142,9 +142,9 @@ def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
         notes.append(f"the tagger's alternatives with probability >= {args.alternatives} become entities at a "
                      f"cosine >= {args.alternatives_threshold}")
     if not args.keep_pipeline:
-        if not factory_names(nlp, "abbreviation_detector"):
-            nlp.add_pipe("abbreviation_detector", before=linker)
-            notes.append("`abbreviation_detector` added before the linker")
+        if not factory_names(nlp, "el_abbreviation_detector"):
+            nlp.add_pipe("el_abbreviation_detector", before=linker)
+            notes.append("`el_abbreviation_detector` added before the linker")
         if not nlp.get_pipe(linker).cfg["resolve_abbreviations"]:
             nlp.get_pipe(linker).cfg["resolve_abbreviations"] = True
             notes.append("linker `resolve_abbreviations` switched on")
@@ -173,7 +173,7 @@ def add_kb_fill(nlp: Language, label: str, aliases_only: bool) -> int:
 def dictionary_pipeline(nlp: Language, label: str) -> tuple[Language, int]:
     """The same pipeline with its NER replaced by the KB-dictionary matcher over the linker's names."""
     linker = factory_names(nlp, "sap_linker")[0]
-    disable = [n for n in nlp.pipe_names if n != linker and n not in factory_names(nlp, "abbreviation_detector")]
+    disable = [n for n in nlp.pipe_names if n != linker and n not in factory_names(nlp, "el_abbreviation_detector")]
     dict_nlp = spacy.blank(nlp.lang, vocab=nlp.vocab)
     dict_nlp.tokenizer = nlp.tokenizer
     pipe = dict_nlp.add_pipe("e2e_kb_dictionary_ner", config={"label": label})
@@ -212,7 +212,7 @@ def run(args) -> dict:
         dict_nlp, n_names = dictionary_pipeline(use, label)
         if args.kb_fill:
             n_fill = add_kb_fill(use, label, aliases_only=args.kb_fill == "aliases")
-            for name in factory_names(use, "abbreviation_detector"):
+            for name in factory_names(use, "el_abbreviation_detector"):
                 use.get_pipe(name).propagate_ents = args.propagate_ents
             s = evaluate_pipeline(use, path, types=types, label=label, batch_size=args.batch_size)
             use.remove_pipe("kb_fill")
@@ -222,7 +222,7 @@ def run(args) -> dict:
                                        ("linker on gold spans (NER-perfect bound)", use, True),
                                        (f"KB dictionary NER (PhraseMatcher LOWER, {n_names:,} names) → linker",
                                         dict_nlp, False)):
-            for name in factory_names(pipe_nlp, "abbreviation_detector"):  # never adds to gold spans
+            for name in factory_names(pipe_nlp, "el_abbreviation_detector"):  # never adds to gold spans
                 pipe_nlp.get_pipe(name).propagate_ents = args.propagate_ents and not gold
             start = time.perf_counter()
             s = evaluate_pipeline(pipe_nlp, path, types=types, label=label, gold_ents=gold, batch_size=args.batch_size)
@@ -282,7 +282,7 @@ def markdown(res: dict, head: str, load_end: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", help="A full pipeline: NER (+ abbreviation_detector) + sap_linker")
+    ap.add_argument("--pipeline", help="A full pipeline: NER (+ el_abbreviation_detector) + sap_linker")
     ap.add_argument("--ner", help="Any pipeline with an NER (its own linker, if any, is replaced)")
     ap.add_argument("--linker", help="A pipeline holding a sap_linker (with --ner)")
     ap.add_argument("--encoder", help="With --index and --ner: build the sap_linker from these")
@@ -306,10 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chemical-linker", help="A pipeline holding a sap_linker over a chemical KB (BC5CDR Chemical)")
     ap.add_argument("--corpora", nargs="*", choices=list(CORPORA), help="Default: all that apply")
     ap.add_argument("--keep-pipeline", action="store_true",
-                    help="Run the pipeline as it is (no abbreviation_detector added, no resolve_abbreviations)")
+                    help="Run the pipeline as it is (no el_abbreviation_detector added, no resolve_abbreviations)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--propagate-ents", action="store_true",
-                    help="abbreviation_detector makes short forms of entity long forms entities (not on gold spans)")
+                    help="el_abbreviation_detector makes short forms of entity long forms entities (not on gold spans)")
     ap.add_argument("--label", default=None, help="A note for the section title (e.g. which tagger)")
     ap.add_argument("--out", type=Path, help="Write the markdown here (and the scores as OUT.json)")
     ap.add_argument("--write-results", action="store_true", help="Replace the section in benchmarks/RESULTS.md")

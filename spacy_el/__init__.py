@@ -1,7 +1,7 @@
 """spacy-el: find entities with a BiLSTM tagger and link them to knowledge-base concepts.
 
 spaCy finds the components through entry points (`bilstm_ner`, `sap_linker`,
-`abbreviation_detector`), so `nlp.add_pipe(...)` works without importing this package (spaCy
+`el_abbreviation_detector`), so `nlp.add_pipe(...)` works without importing this package (spaCy
 imports the component's module, which imports this package first).
 """
 from spacy_el.models import install_fork_hook

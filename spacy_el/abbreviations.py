@@ -1,4 +1,4 @@
-"""`abbreviation_detector`: find abbreviation definitions in a doc, so a short form such as
+"""`el_abbreviation_detector`: find abbreviation definitions in a doc, so a short form such as
 "APC" can be linked by the text of its long form "adenomatous polyposis coli".
 
 The algorithm is Schwartz & Hearst (2003), "A simple algorithm for identifying abbreviation
@@ -10,9 +10,9 @@ spell the short form are preferred over S&H's shortest one. scispaCy's `Abbrevia
 on the doc's own text (not re-joined tokens), stays within a sentence when sentences are set,
 and assigns a fresh list to every doc.
 
-Sets `doc._.abbreviations`: `[(short Span, long Span), ...]` for every occurrence of every
+Sets `doc._.el_abbreviations`: `[(short Span, long Span), ...]` for every occurrence of every
 defined short form in the doc (the definition itself included), in text order, and
-`span._.long_form` on each of those short-form spans. Both are read from token offsets kept in
+`span._.el_long_form` on each of those short-form spans. Both are read from token offsets kept in
 `doc.user_data`, so they survive `Doc.to_bytes`/`from_bytes` and `nlp.pipe(n_process=…)` (a
 Span itself cannot be serialized).
 """
@@ -59,8 +59,8 @@ def _set_long_form(span: Span, long: Span | None) -> None:
 
 def _register_extensions() -> None:
     # Docs that never went through the detector have no pairs: empty list, no long forms.
-    Doc.set_extension("abbreviations", getter=_get_abbreviations, setter=_set_abbreviations, force=True)
-    Span.set_extension("long_form", getter=_get_long_form, setter=_set_long_form, force=True)
+    Doc.set_extension("el_abbreviations", getter=_get_abbreviations, setter=_set_abbreviations, force=True)
+    Span.set_extension("el_long_form", getter=_get_long_form, setter=_set_long_form, force=True)
 
 
 def is_short_form(text: str) -> bool:
@@ -226,20 +226,20 @@ def propagate_entities(doc: Doc, pairs: Iterable[tuple[Span, Span]]) -> None:
 
 
 class AbbreviationDetector:
-    """Stateless pipeline component: sets `doc._.abbreviations` and `span._.long_form`.
+    """Stateless pipeline component: sets `doc._.el_abbreviations` and `span._.el_long_form`.
 
     With `propagate_ents`, a short form whose long form ends in an entity becomes an entity of the
     same label wherever it occurs (and no entity overlaps it): a tagger that found "familial
     adenomatous polyposis" then also has every "FAP" of the abstract, as annotators mark them."""
 
-    def __init__(self, nlp: Language, name: str = "abbreviation_detector", *, propagate_ents: bool = False):
+    def __init__(self, nlp: Language, name: str = "el_abbreviation_detector", *, propagate_ents: bool = False):
         self.name = name
         self.propagate_ents = propagate_ents
         _register_extensions()
 
     def __call__(self, doc: Doc) -> Doc:
         pairs = _occurrences(doc, find_definitions(doc)) if len(doc) else []
-        doc._.abbreviations = pairs  # which also gives each short form its `long_form`
+        doc._.el_abbreviations = pairs  # which also gives each short form its `long_form`
         if self.propagate_ents and pairs:
             propagate_entities(doc, pairs)
         return doc
@@ -263,8 +263,8 @@ class AbbreviationDetector:
 
 
 @Language.factory(
-    "abbreviation_detector",
-    assigns=["doc._.abbreviations", "span._.long_form", "doc.ents"],
+    "el_abbreviation_detector",
+    assigns=["doc._.el_abbreviations", "span._.el_long_form", "doc.ents"],
     default_config={"propagate_ents": False},
 )
 def make_abbreviation_detector(nlp: Language, name: str, propagate_ents: bool) -> AbbreviationDetector:

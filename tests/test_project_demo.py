@@ -36,7 +36,7 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     assert linking["n"] == 787 and linking["n_missing_from_kb"] < 50  # DO xrefs cover NCBI's MeSH/OMIM ids
     assert (project / "display" / "demo.html").read_text().startswith("<!DOCTYPE html>")
     nlp = spacy.load(project / "training" / "pipeline")
-    assert nlp.pipe_names == ["kb_gazetteer", "bilstm_ner", "abbreviation_detector", "sap_linker"]
+    assert nlp.pipe_names == ["kb_gazetteer", "bilstm_ner", "el_abbreviation_detector", "sap_linker"]
     assert nlp.vocab.vectors.shape[0] <= 3 * 5000  # pruned GloVe (each row keyed also as Title, UPPER)
     doc = nlp("Germline mutations cause familial adenomatous polyposis.")
     assert "familial adenomatous polyposis" in [s.text for s in doc.spans["kb_names"]]
@@ -127,7 +127,7 @@ def test_bc5cdr_linked_workflow_reduced(tmp_path, tiny_bert_dir):
         assert proc.returncode == 0, f"{step}:\n" + proc.stdout[-4000:] + proc.stderr[-4000:]
     nlp = spacy.load(project / "training" / "bc5cdr_pipeline")
     assert nlp.pipe_names == ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner", "kb_span_extender",
-                              "abbreviation_detector", "sap_linker"]
+                              "el_abbreviation_detector", "sap_linker"]
     assert nlp.get_pipe("bilstm_ner").alternatives_key == "ner_alternatives"  # set at training, kept by the ensemble
     linker = nlp.get_pipe("sap_linker")
     assert linker.reranker is not None and linker.cfg["alternatives_key"] == "ner_alternatives"

@@ -6,7 +6,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-import faiss
+try:
+    import faiss
+except ImportError as error:  # the base install has faiss-cpu; a GPU install swaps in faiss-gpu
+    raise ImportError("spacy-el's concept index needs FAISS, which is not installed here: "
+                      "`pip install faiss-cpu` (or faiss-gpu on a CUDA machine)") from error
 
 from spacy_el.io import InputError
 

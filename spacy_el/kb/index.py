@@ -26,9 +26,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import faiss
 import numpy as np
 
+from spacy_el.kb.faiss_utils import faiss
 from spacy_el.io import InputError, atomic_dir, atomic_write, prefetch_files
 from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
                                      sub_indexes)

@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import faiss
 import numpy as np
 
+from spacy_el.kb.faiss_utils import faiss
 from spacy_el.io import InputError, atomic_dir
 from spacy_el.kb.faiss_utils import default_settings, faiss_msg, sub_indexes, to_all_gpus
 from spacy_el.kb.index import COLUMNS_DIR, FORMAT_VERSION, INDEX_FILE, KB_SOURCE, META_FILE, TABLE_FILE

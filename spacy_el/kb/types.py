@@ -26,9 +26,9 @@ import math
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import faiss
 import numpy as np
 
+from spacy_el.kb.faiss_utils import faiss
 from spacy_el.io import InputError, atomic_write, read_lines
 
 TYPES_FILE = "types.tsv"

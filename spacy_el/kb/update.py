@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-import faiss
 import numpy as np
 
+from spacy_el.kb.faiss_utils import faiss
 from spacy_el.ids import id_owners, kb_spelling
 from spacy_el.io import InputError, read_lines
 from spacy_el.kb.index import KB_SOURCE, ConceptIndex

@@ -65,7 +65,7 @@ def joined_id(parts: Sequence[Sequence[Any]], threshold: float, nil_id: str) -> 
 
 
 def _get_parts(span: Span) -> Optional[List[Part]]:
-    from spacy_el.kb.index import Candidate
+    from spacy_el.kb.ranking import Candidate
 
     value = span.doc.user_data.get(("._.", PARTS, span.start_char, span.end_char))
     if not value:

@@ -54,7 +54,7 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     (composite mentions split into parts when their texts line up; any shared id counts).
     Mentions whose gold ids are absent from the KB stay in the denominator and are counted.
     `resolve_abbreviations`: a mention that is a short form defined in its abstract
-    (`abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do.
+    (`el_abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do.
     `reranker` (`spacy_el.sap.rerank.model.Reranker`): each mention's first `rerank_top_k` candidates
     are reordered by it, reading the mention in its abstract, as `sap_linker` does: those whose first
     candidate it could overturn, or with `rerank_margin` only near-ties (`worth_reranking`, the
@@ -103,15 +103,15 @@ def query_texts(corpus, queries, resolve_abbreviations: bool) -> list[str]:
 
 
 def abbreviation_long_forms(corpus) -> dict[tuple[str, int, int], str]:
-    """(pmid, start, end) of every short form `abbreviation_detector` finds in a PubTator
+    """(pmid, start, end) of every short form `el_abbreviation_detector` finds in a PubTator
     corpus's documents → the text of its long form."""
     import spacy
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("abbreviation_detector")
+    nlp.add_pipe("el_abbreviation_detector")
     long_forms: dict[tuple[str, int, int], str] = {}
     for pdoc, doc in zip(corpus.docs, nlp.pipe(d.text for d in corpus.docs)):
-        for short, long in doc._.abbreviations:
+        for short, long in doc._.el_abbreviations:
             long_forms[(pdoc.pmid, short.start_char, short.end_char)] = long.text
     return long_forms
 
@@ -154,7 +154,7 @@ def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence
     A gold id field with several ids (composite or joint) counts a prediction that shares any of
     them as correct (SapBERT's protocol). `label` names the NER label of every gold mention (e.g.
     "Disease" for NCBI's four disease types); without it the mention types are the labels.
-    With `gold_ents`, the gold spans are given to the pipeline and only `abbreviation_detector`
+    With `gold_ents`, the gold spans are given to the pipeline and only `el_abbreviation_detector`
     and the linker run (the NER-perfect upper bound of linking)."""
     from spacy_el.corpora.pubtator import read_pubtator
     from spacy_el.evaluate import NIL_IDS, end_to_end_scores
@@ -164,7 +164,7 @@ def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence
     owners = id_owners(pipe.index.table.ids)
     pairs = pubtator_docs(nlp, corpus, with_ents=gold_ents, label=label)
     disable = [name for name in nlp.pipe_names
-               if name != linker and nlp.get_pipe_meta(name).factory != "abbreviation_detector"] if gold_ents else []
+               if name != linker and nlp.get_pipe_meta(name).factory != "el_abbreviation_detector"] if gold_ents else []
     with nlp.select_pipes(disable=disable):
         predicted, seconds = _timed_pipe(nlp, [doc for doc, _ in pairs] if gold_ents else
                                          [pdoc.text for pdoc in corpus.docs], pipe, batch_size)

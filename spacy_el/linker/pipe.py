@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from spacy.language import Language
 from spacy.pipeline import Pipe
@@ -74,10 +74,13 @@ from spacy.util import to_disk as util_to_disk
 from spacy.vocab import Vocab
 
 from spacy_el.io import InputError, bytes_to_dir, dir_to_bytes
-from spacy_el.kb.index import Candidate, ConceptIndex
+from spacy_el.kb.ranking import Candidate
 from spacy_el.linker import composite
 from spacy_el.linker.search import MentionSearch, SharedCache
 from spacy_el.models import Encoder
+
+if TYPE_CHECKING:  # FAISS is imported when an index is loaded, not when spaCy registers the factory
+    from spacy_el.kb.index import ConceptIndex
 
 NIL = "NIL"
 #: The default NIL threshold: the cosine below which the best concept is not trusted. Chosen on
@@ -106,7 +109,7 @@ Span.set_extension(_CANDIDATES, getter=_get_candidates, setter=_set_candidates, 
 #: An `encoder_loader` of `initialize`: () → the encoder (`spacy_el.EncoderFromPath.v1`).
 EncoderLoader = Callable[[], Encoder]
 #: An `index_loader` of `initialize`: the encoder → its concept index (`spacy_el.IndexFromDir.v1`, `…FromKB.v1`).
-IndexLoader = Callable[[Encoder], ConceptIndex]
+IndexLoader = Callable[[Encoder], "ConceptIndex"]
 
 
 @Language.factory(
@@ -385,11 +388,14 @@ class SapEntityLinker(Pipe):
                             top_k=self.cfg["rerank_top_k"], margin=self.cfg["rerank_margin"])
 
     def _query_text(self, ent: Span) -> str:
-        """The entity's text, or the long form of an abbreviation defined in the doc."""
-        if self.cfg["resolve_abbreviations"] and Span.has_extension("long_form"):
-            long_form = ent._.long_form
-            if long_form is not None:
-                return getattr(long_form, "text", str(long_form))
+        """The entity's text, or the long form of an abbreviation defined in the doc: spacy-el's
+        `el_abbreviation_detector` sets `span._.el_long_form`; scispaCy's `abbreviation_detector`
+        sets `span._.long_form`, read when ours is absent so either detector serves the linker."""
+        if self.cfg["resolve_abbreviations"]:
+            for attr in ("el_long_form", "long_form"):
+                long_form = ent._.get(attr) if Span.has_extension(attr) else None
+                if long_form is not None:
+                    return getattr(long_form, "text", str(long_form))
         return ent.text
 
     def clear_cache(self) -> None:
@@ -470,6 +476,8 @@ class SapEntityLinker(Pipe):
         if encoder is not None:
             self._encoder = encoder
         if index_dir is not None:
+            from spacy_el.kb.index import ConceptIndex
+
             self._index = ConceptIndex.load(index_dir, self._encoder, mmap=mmap, prefetch=self.cfg["prefetch_index"])
         self._search = None
 

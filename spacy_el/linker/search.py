@@ -20,13 +20,16 @@ encoder input*, not per entity:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from spacy_el.ids import normalize_name
-from spacy_el.kb.index import Candidate, ConceptIndex
+from spacy_el.kb.ranking import Candidate
 from spacy_el.models import Encoder
+
+if TYPE_CHECKING:
+    from spacy_el.kb.index import ConceptIndex
 
 
 def _exact(text: str) -> str:

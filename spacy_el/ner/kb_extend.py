@@ -8,7 +8,7 @@ where those names end (TaggerOne's lexicon features serve the same purpose). The
 ones `kb_gazetteer` already marks in `doc.spans[spans_key]` (the same KB the tagger reads as a
 feature), so no second list of names is kept: this component has no state beyond its settings.
 
-It runs after the NER and before `abbreviation_detector` / `sap_linker`. Entities it would make
+It runs after the NER and before `el_abbreviation_detector` / `sap_linker`. Entities it would make
 overlap are resolved longest first (`spacy.util.filter_spans`).
 """
 from __future__ import annotations

@@ -43,10 +43,6 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, SequenceCategoricalCrossentropy, set_dropout_rate
 from thinc.types import Floats2d, Ints1d
 
-# Imported for their side effect: they register the architectures the configs name.
-from spacy_el.ner import features as _features  # noqa: F401
-from spacy_el.ner import model as _model  # noqa: F401
-from spacy_el.ner import ensemble as _ensemble  # noqa: F401
 from spacy_el.ner.crf import bio_constraints, bio_tags, crf_loss, log_softmax, span_probabilities, viterbi
 from spacy_el.ner.convert import UNANNOTATED_KEY
 from spacy_el.ner.distill import TEACHER_KEY

@@ -92,7 +92,7 @@ def e2e_nlp(tiny_bert_dir, tmp_path_factory):
     nlp.add_pipe("entity_ruler").add_patterns(
         [{"label": "Disease", "pattern": p} for p in ("diabetes", "cancer", "heart disease", "ovarian cancer")]
         + [{"label": "GENE", "pattern": "BRCA1"}])
-    nlp.add_pipe("abbreviation_detector")
+    nlp.add_pipe("el_abbreviation_detector")
     # every predicted text is a KB name, which `name_lookup` links exactly whatever the tiny encoder
     linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0})
     linker.initialize(encoder_loader=encoder_from_path(str(tiny_bert_dir)), index_loader=index_from_dir(str(index_dir)))

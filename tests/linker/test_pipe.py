@@ -381,7 +381,7 @@ def test_abbreviations_link_through_their_long_form(tiny_bert_dir, index_dir):
     text = "Germline mutations of adenomatous polyposis coli (APC) cause polyps; APC carriers are screened."
     plain = make_nlp(tiny_bert_dir, index_dir)
     resolved = make_nlp(tiny_bert_dir, index_dir, resolve_abbreviations=True)
-    resolved.add_pipe("abbreviation_detector", first=True)
+    resolved.add_pipe("el_abbreviation_detector", first=True)
     apc = [e for e in resolved(text).ents if e.text == "APC"]
     assert len(apc) == 2 and all(e.kb_id_ == "OMIM:175100" for e in apc)
     assert all(e._.kb_candidates[0].name == "adenomatous polyposis coli" for e in apc)

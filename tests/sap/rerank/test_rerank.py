@@ -310,9 +310,9 @@ def test_a_process_holding_an_onnx_reranker_still_forks_working_workers(trained,
         f"reranker = load_reranker({str(tmp_path / 'onnx8')!r}, num_threads=2)\n"
         "reranker.score(['a [SJS] rash'] * 8, ['Stevens-Johnson syndrome'] * 8)\n"
         "nlp = spacy.blank('en')\n"
-        "nlp.add_pipe('abbreviation_detector')\n"
+        "nlp.add_pipe('el_abbreviation_detector')\n"
         "docs = list(nlp.pipe(['Wilms tumour (WT) recurs.'] * 8, n_process=2))\n"
-        "print(sum(len(d._.abbreviations) for d in docs))\n")
+        "print(sum(len(d._.el_abbreviations) for d in docs))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "8"
