@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
+import warnings
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Sequence
 
 import srsly
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (see `locked`)
+    fcntl = None  # type: ignore[assignment]
 
 
 class InputError(ValueError):
@@ -51,12 +58,60 @@ def _alive(pid: int) -> bool:
 def _dir_lock(directory: Path) -> Iterator[None]:
     """An exclusive lock on `directory` itself (flock on its descriptor: no lock file is left
     behind), so concurrent saves into it swap their results one at a time."""
+    if fcntl is None:
+        yield
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory `path` (an index, a pipeline) for a whole
+    read-modify-replace, so two jobs that change it in place run one after the other: without
+    it both read the old directory and the second save drops the first job's change. A job that
+    finds the lock taken says so on stderr and waits.
+
+    The lock is `flock` on the directory itself (no lock file to leave behind). A save replaces
+    the directory by a new one, so a job that waited holds the lock of the directory that was
+    replaced: it then locks the current one instead. Without `fcntl` (Windows) nothing is locked
+    and a warning says to run one job at a time. A missing `path` is not locked (the caller's
+    read reports it)."""
+    path = Path(path)
+    if fcntl is None:
+        warnings.warn(f"{path}: cannot lock it on this system (no fcntl); run one job at a time that changes it")
+        yield
+        return
+    fd, said = None, False
+    for _ in range(200):  # between a save's two renames the path is briefly missing: retry
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            time.sleep(0.01)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                print(f"{path}: another job is changing it; waiting for it to finish", file=sys.stderr, flush=True)
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the directory was replaced while we waited: lock the new one
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager

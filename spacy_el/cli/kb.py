@@ -285,6 +285,7 @@ def index_types_command(
     tsv: Optional[Path] = typer.Option(None, "--tsv", help="concept_id TAB type|type rows"),
 ) -> None:
     """Attach semantic types to an index's concepts, for `sap_linker`'s `type_filters`."""
+    from spacy_el.io import locked
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.kb.types import ConceptTypes
     from spacy_el.umls import concept_types_from_mrsty
@@ -293,20 +294,27 @@ def index_types_command(
     if not sources:
         raise fail(InputError("give at least one of --mrsty, --obo, --ctd, --tsv"))
     try:
-        idx = ConceptIndex.load(index, mmap=False, use_gpu=False)
-        ids = list(dict.fromkeys(idx.table.ids))
-        types = ConceptTypes()
-        if mrsty is not None:
-            types = types.merged(concept_types_from_mrsty(mrsty, concept_ids=ids))
-        if obo is not None:
-            types = types.merged(ConceptTypes.from_obo(obo, concept_ids=ids))
-        if ctd is not None:
-            types = types.merged(ConceptTypes.from_ctd_tsv(ctd))
-        if tsv is not None:
-            types = types.merged(ConceptTypes.from_tsv(tsv))
-        idx.types = types.restricted(ids)
-        idx.save(index)
+        with locked(index):  # load, change and save as one step: a concurrent update is not lost
+            idx = ConceptIndex.load(index, mmap=False, use_gpu=False)
+            ids = list(dict.fromkeys(idx.table.ids))
+            types = ConceptTypes()
+            if mrsty is not None:
+                types = types.merged(concept_types_from_mrsty(mrsty, concept_ids=ids))
+            if obo is not None:
+                types = types.merged(ConceptTypes.from_obo(obo, concept_ids=ids))
+            if ctd is not None:
+                types = types.merged(ConceptTypes.from_ctd_tsv(ctd).spelt_as(ids)[0])
+            unmatched: list[str] = []
+            if tsv is not None:
+                from_tsv, unmatched = ConceptTypes.from_tsv(tsv).spelt_as(ids)
+                types = types.merged(from_tsv)
+            idx.types = types.restricted(ids)
+            idx.save(index)
     except (InputError, OSError) as err:
         raise fail(err) from None
+    if unmatched:
+        shown = "; ".join(unmatched[:10]) + (f"; … ({len(unmatched)} in all)" if len(unmatched) > 10 else "")
+        typer.echo(f"{tsv}: {len(unmatched)} rows match no concept of the index: {shown} (the index's ids are in "
+                   f"{index}/table.tsv; MESH/OMIM ids match in any spelling, e.g. D005334 or MESH:D005334)", err=True)
     typed = len(idx.types)
     typer.echo(f"{typed} of {len(ids)} concepts typed ({len(idx.types.vocabulary)} type names) → {index}/types.tsv")
