@@ -120,7 +120,9 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     so a killed job never leaves a half-written file behind (and the next save removes the
     temporary file a killed job leaves)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give the path of a file to write")
+    _make_parent(path)
     _remove_stale_siblings(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
@@ -143,7 +145,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     under a lock on the parent directory, so the last one wins and none fails; temporary
     directories of killed saves are removed by the next save."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file; give the path of a directory to write")
+    _make_parent(path)
     _remove_stale_siblings(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -160,6 +164,32 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _make_parent(path: Path) -> None:
+    """Create `path`'s parent directories, or say which part of the path is a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), path.parent)
+        raise InputError(f"{path}: cannot write it, {blocking} is a file, not a directory") from None
+
+
+def check_output_dir(path: str | Path, marker: str, what: str, force: bool = False) -> None:
+    """Refuse to replace a directory this kind of job did not write: a job that writes OUTPUT
+    whole deletes whatever else was in it, so an existing non-empty OUTPUT must hold `marker`
+    (the file every `what` holds, e.g. `config.cfg` of a pipeline), unless `force`. A file at
+    `path` is refused too."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file; give the path of a directory to write")
+    if force or not path.is_dir() or (path / marker).exists():
+        return
+    found = sorted(p.name for p in path.iterdir())
+    if found:
+        shown = ", ".join(found[:5]) + (f", … ({len(found)} entries)" if len(found) > 5 else "")
+        raise InputError(f"{path}: exists and holds {shown} but no {marker}, so it is not {what}; writing it would "
+                         "delete them: give a new or empty directory, or pass --force to replace it")
 
 
 def _umask() -> int:

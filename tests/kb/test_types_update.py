@@ -197,3 +197,25 @@ def test_index_types_matches_ids_as_corpora_spell_them_and_names_unmatched_rows(
     types = ConceptIndex.load(path).types
     assert types.get("OMIM:175100|MESH:D011125") == ("GENETIC",) and types.get("MESH:D003920") == ("METABOLIC",)
     assert "1 rows match no concept" in result.output and "line 3: MESH:D999999" in result.output
+
+
+def test_an_id_shifted_by_a_tab_is_refused_by_update_and_build(encoder, tiny_bert_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+    from spacy_el.ids import id_problem
+    from spacy_el.kb.readers import read_tsv
+
+    assert id_problem("MESH:D003920|OMIM:175100") is None and id_problem("C0011849") is None
+    assert id_problem("DRUGNER:acetic acid") is None
+    assert "no local part" in id_problem("MESH:") and "no prefix" in id_problem(":D1") and id_problem("D1 x")
+    path = built(encoder, tmp_path / "idx")
+    before = (path / "table.tsv").read_text()
+    add = tmp_path / "add.tsv"
+    add.write_text("MESH:D900001\tzorblax\nMESH:\tD900002\tname\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["update-index", str(path), "--add", str(add), "--encoder", str(tiny_bert_dir)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"{add}, line 2: concept id 'MESH:' has no local part" in result.output
+    assert (path / "table.tsv").read_text() == before
+    with pytest.raises(InputError, match="add.tsv, line 2: concept id 'MESH:'"):
+        read_tsv(add)
