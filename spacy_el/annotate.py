@@ -8,8 +8,9 @@ PubTator document, a Parquet row), and shard `i` holds the records `i·shard_siz
 engine or on what was skipped, so a rerun recomputes exactly the shards whose file is missing.
 Each shard (`part-00000.parquet`, and `part-00000.pubtator` when asked) is written atomically
 and the Parquet file last, so an existing Parquet file means a finished shard and every
-document is written exactly once however often the job is killed and rerun.
-`_annotate.json` records the input and shard size; a rerun with other settings is refused.
+document is written exactly once however often the job is killed and rerun; a shard file cut
+short on disk afterwards (its footer does not read) is written again. `_annotate.json` records
+the input and shard size; a rerun with other settings is refused once a shard is written.
 
 Two engines run the pipeline:
 - `local`: `nlp.pipe` in this process (`n_process` > 1 forks spaCy's workers);
@@ -38,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spacy_el.corpora.documents import (BadRows, InputDoc, Item, Split, check_bad, input_format, plan_splits,
-                                        read_records, read_split)
+                                        read_records, read_split, too_long)
 from spacy_el.io import InputError, atomic_write
 
 MANIFEST = "_annotate.json"
@@ -65,6 +66,8 @@ class AnnotateStats:
     n_shards_written: int = 0
     n_shards_skipped: int = 0
     bad: BadRows = field(default_factory=BadRows)
+    #: finished shards found damaged on disk, written again by this run
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def n_bad_rows(self) -> int:
@@ -125,20 +128,30 @@ def _pubtator_doc(doc: InputDoc, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def finished_shards(output: str | Path) -> set[int]:
-    """Shards whose Parquet file exists (written atomically, so complete)."""
+def finished_shards(output: str | Path, damaged: Optional[list[str]] = None) -> set[int]:
+    """Shards whose Parquet file exists and is whole: written atomically, but a copy or a full
+    disk can cut it later, so its footer must read and name the shard. Damaged ones are left
+    out (a rerun writes them again) and listed in `damaged`."""
     done = set()
     for path in Path(output).glob("part-*.parquet"):
         number = path.stem[len("part-"):]
-        if number.isdigit():
+        if not number.isdigit():
+            continue
+        try:
+            whole = (pq.read_metadata(path).metadata or {}).get(b"spacy_el.shard") == str(int(number)).encode()
+        except (pa.ArrowInvalid, OSError):
+            whole = False
+        if whole:
             done.add(int(number))
+        elif damaged is not None:
+            damaged.append(str(path))
     return done
 
 
 def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume into OUTPUT with another input or shard size (shards would not line up)."""
     path = output / MANIFEST
-    if path.exists():
+    if path.exists() and any(output.glob("part-*.parquet")):  # a run that wrote no shard binds nothing
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
@@ -160,11 +173,27 @@ def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
 
 
 def read_entities(output: str | Path) -> pa.Table:
-    """Every shard of an annotate OUTPUT as one Arrow table (in shard order)."""
+    """Every shard of an annotate OUTPUT as one Arrow table (in shard order). Arrow's own API reads
+    it; pandas is not a dependency (`pip install pandas` for `.to_pandas()`). For example::
+
+        import pyarrow.compute as pc
+        entities = read_entities("out/")
+        rows = entities.to_pylist()                    # one dict per entity
+        linked = entities.filter(pc.is_valid(entities["concept_id"]))
+        per_concept = linked.group_by("concept_id").aggregate([("doc_id", "count_distinct")])
+    """
     paths = sorted(Path(output).glob("part-*.parquet"))
     if not paths:
         return SCHEMA.empty_table()
-    return pa.concat_tables(pq.read_table(p) for p in paths)
+    return pa.concat_tables(_read_shard(p) for p in paths)
+
+
+def _read_shard(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a whole Parquet shard ({err}); rerun `spacy-el annotate` with the same "
+                         "settings to write it again") from None
 
 
 # ---------------------------------------------------------------------- the job
@@ -190,11 +219,13 @@ def annotate(pipeline: str | Path, input_path: str | Path, output: str | Path, *
     if input_path.stat().st_size == 0:
         return AnnotateStats()
     fmt = input_format(input_path, fmt)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: is a file; give a directory for OUTPUT (the Parquet shards go there)")
     output.mkdir(parents=True, exist_ok=True)
     _check_manifest(output, {"input": str(input_path.resolve()), "format": fmt, "shard_size": shard_size,
                              "skip_bad": skip_bad, "pipeline": str(pipeline), "shards_of": "records"})
     stats = AnnotateStats()
-    done = finished_shards(output)
+    done = finished_shards(output, stats.damaged)
     if engine == "local":
         pending = _pending(read_records(input_path, fmt), shard_size, done, stats)
         first = next(pending, None)
@@ -267,6 +298,8 @@ def _run_local(pipeline: str | Path, pending: Iterator[tuple[int, Item]], output
                 seen.append(shard)
             if isinstance(item, str):
                 check_bad(item, skip_bad, stats.bad)
+            elif item is not None and (problem := too_long(item, nlp.max_length)):
+                check_bad(problem, skip_bad, stats.bad)
             elif item is not None:
                 yield item.text, (shard, item)
 
@@ -334,7 +367,8 @@ class RayAnnotator:
     record without a document), so the driver can tell when every record of a shard is back.
     `shared`: the `SharedMentions` actor every `sap_linker` of this pipeline consults, or None."""
 
-    def __init__(self, pipeline: str, batch_size: int, threads: int, keep_text: bool, shared: Any = None) -> None:
+    def __init__(self, pipeline: str, batch_size: int, threads: int, keep_text: bool, shared: Any = None,
+                 skip_bad: bool = False) -> None:
         import spacy
 
         from spacy_el.linker.pipe import SapEntityLinker
@@ -343,26 +377,31 @@ class RayAnnotator:
         self.nlp = spacy.load(pipeline)
         if threads <= 1:  # actors share the machine's cores: one thread each, as nlp.pipe's workers
             one_thread_per_worker()
-        self.batch_size, self.keep_text = batch_size, keep_text
+        self.batch_size, self.keep_text, self.skip_bad = batch_size, keep_text, skip_bad
         if shared is not None:
             for _, pipe in self.nlp.pipeline:
                 if isinstance(pipe, SapEntityLinker):
                     pipe.shared_cache = _RemoteMentions(shared)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
+        ids, texts, bad = (batch.column(name).to_pylist() for name in ("id", "text", "bad"))
+        for k, where in enumerate(batch.column("where").to_pylist()):  # too long for spaCy: a bad row
+            if ids[k] is not None and (problem := too_long(InputDoc(ids[k], texts[k], where=where),
+                                                           self.nlp.max_length)):
+                check_bad(problem, self.skip_bad, BadRows())
+                ids[k], bad[k] = None, problem
         is_doc = [i is not None for i in ids]
         docs = iter(self.nlp.pipe([t for t, ok in zip(texts, is_doc) if ok], batch_size=self.batch_size))
         entities = [json.dumps(entity_rows(i, next(docs))) if ok else None for i, ok in zip(ids, is_doc)]
-        columns = {"shard": batch.column("shard"), "record": batch.column("record"), "id": batch.column("id"),
-                   "bad": batch.column("bad"), "entities": pa.array(entities, pa.string())}
+        columns = {"shard": batch.column("shard"), "record": batch.column("record"), "id": pa.array(ids, pa.string()),
+                   "bad": pa.array(bad, pa.string()), "entities": pa.array(entities, pa.string())}
         if self.keep_text:
             columns |= {"text": batch.column("text"), "title": batch.column("title")}
         return pa.table(columns)
 
 
 _RECORDS = pa.schema([("shard", pa.int64()), ("record", pa.int64()), ("id", pa.string()), ("text", pa.string()),
-                      ("title", pa.string()), ("bad", pa.string())])
+                      ("title", pa.string()), ("bad", pa.string()), ("where", pa.string())])
 
 
 def read_split_table(split: Split, shard_size: int, done: frozenset[int], skip_bad: bool) -> pa.Table:
@@ -377,7 +416,8 @@ def read_split_table(split: Split, shard_size: int, done: frozenset[int], skip_b
             check_bad(item, skip_bad, BadRows())
         doc = item if isinstance(item, InputDoc) else None
         for name, value in (("shard", shard), ("record", record), ("id", doc and doc.id), ("text", doc and doc.text),
-                            ("title", doc and doc.title), ("bad", item if isinstance(item, str) else None)):
+                            ("title", doc and doc.title), ("bad", item if isinstance(item, str) else None),
+                            ("where", doc and doc.where)):
             rows[name].append(value)
     return pa.table(rows, schema=_RECORDS)
 
@@ -440,7 +480,7 @@ def _run_ray(pipeline: str | Path, splits: list[Split], output: Path, stats: Ann
     results = dataset.map_batches(
         RayAnnotator, fn_constructor_kwargs={"pipeline": pipeline, "batch_size": batch_size,
                                              "threads": max(1, int(cpus_per_worker)), "keep_text": pubtator,
-                                             "shared": shared},
+                                             "shared": shared, "skip_bad": skip_bad},
         batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
         batch_format="pyarrow")
     writer = _ShardWriter(output, pubtator, stats)

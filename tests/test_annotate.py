@@ -281,3 +281,60 @@ def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipel
     stats = annotate(pipeline_dir, bad, tmp_path / "skipped", engine="ray", workers=1, shard_size=3,
                      show_progress=False, split_bytes=100, skip_bad=True)
     assert (stats.n_bad_rows, stats.n_docs) == (1, 2 * len(TEXTS)) and "line 8" in stats.bad_rows[0]
+
+
+# ---------------------------------------------------------------------- bad inputs and damaged outputs
+def test_a_text_longer_than_max_length_is_named_or_skipped(pipeline_dir, tmp_path):
+    from spacy_el.cli import app
+
+    src = write_jsonl(tmp_path / "docs.jsonl", ["cancer", "diabetes " * 111_112, "diabetes"])
+    result = CliRunner().invoke(app, ["annotate", str(pipeline_dir), str(src), str(tmp_path / "out")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"{src}, line 2: a text of 1,000,008 characters, longer than the pipeline's max_length" in result.output
+    assert "--skip-bad" in result.output
+    stats = annotate(pipeline_dir, src, tmp_path / "out", skip_bad=True, show_progress=False)
+    assert (stats.n_bad_rows, stats.n_docs) == (1, 2) and "line 2" in stats.bad_rows[0]
+    assert [r["doc_id"] for r in rows_of(tmp_path / "out")] == ["d0", "d2"]
+
+
+def test_a_run_that_wrote_no_shard_does_not_bind_the_next_ones_settings(pipeline_dir, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"id": "a", "text": "cancer"}\nnot json\n')
+    with pytest.raises(InputError, match="--skip-bad"):
+        annotate(pipeline_dir, src, tmp_path / "out", show_progress=False)
+    stats = annotate(pipeline_dir, src, tmp_path / "out", skip_bad=True, show_progress=False)  # as advised
+    assert (stats.n_docs, stats.n_bad_rows) == (1, 1)
+    with pytest.raises(InputError, match="skip_bad=True"):  # once a shard is written, its settings hold
+        annotate(pipeline_dir, src, tmp_path / "out", show_progress=False)
+
+
+def test_a_shard_cut_short_on_disk_is_named_and_written_again(pipeline_dir, expected, tmp_path):
+    src = write_jsonl(tmp_path / "docs.jsonl")
+    annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
+    shard = tmp_path / "out" / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-20])
+    with pytest.raises(InputError, match=f"{shard}: not a whole Parquet shard"):
+        read_entities(tmp_path / "out")
+    stats = annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
+    assert stats.damaged == [str(shard)] and (stats.n_shards_written, stats.n_shards_skipped) == (1, 3)
+    assert close(rows_of(tmp_path / "out"), expected)
+
+
+def test_an_output_that_is_a_file_is_refused(pipeline_dir, tmp_path):
+    (tmp_path / "out").write_text("not a directory")
+    with pytest.raises(InputError, match="out: is a file; give a directory for OUTPUT"):
+        annotate(pipeline_dir, write_jsonl(tmp_path / "docs.jsonl"), tmp_path / "out", show_progress=False)
+
+
+def test_the_documented_way_to_read_entities_needs_no_pandas(pipeline_dir, tmp_path, monkeypatch):
+    import inspect
+    import textwrap
+
+    doc = inspect.getdoc(read_entities)
+    assert "::" in doc, "read_entities documents how to read the entities"
+    example = textwrap.dedent(doc.split("::", 1)[1]).replace('"out/"', repr(str(tmp_path / "out")))
+    annotate(pipeline_dir, write_jsonl(tmp_path / "docs.jsonl"), tmp_path / "out", show_progress=False)
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)  # as if pandas were not installed
+    scope = {"read_entities": read_entities}
+    exec(example, scope)
+    assert scope["rows"] and scope["per_concept"].num_rows == 4  # the four concepts the texts name

@@ -41,5 +41,8 @@ def annotate_command(
         raise fail(err) from None
     typer.echo(f"Annotated {stats.n_docs} documents ({stats.n_entities} entities) into {stats.n_shards_written} "
                f"shards; {stats.n_shards_skipped} shards already done → {output}")
+    if stats.damaged:
+        typer.echo(f"Wrote again {len(stats.damaged)} shards found damaged on disk: {', '.join(stats.damaged[:5])}",
+                   err=True)
     if stats.n_bad_rows:
         typer.echo(f"Skipped {stats.n_bad_rows} bad input rows, e.g. {stats.bad_rows[0]}", err=True)

@@ -17,11 +17,14 @@ def init_vectors_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Keep only the N most frequent words"),
     prune: Optional[int] = typer.Option(None, "--prune", help="Keep N vectors, map other words to the nearest"),
     lang: str = typer.Option("en", "--lang", help="spaCy language code of the pipeline"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no pipeline"),
 ) -> None:
     """Turn the packaged GloVe 6B 50d vectors into a spaCy vectors directory."""
+    from spacy_el.io import check_output_dir
     from spacy_el.ner.vectors import init_glove_vectors
 
     try:
+        check_output_dir(output_dir, "config.cfg", "a spaCy pipeline", force)
         path = init_glove_vectors(output_dir, limit=limit, prune=prune, lang=lang)
     except InputError as err:
         raise fail(err) from None
@@ -49,7 +52,7 @@ def convert_ner_command(
         n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents, types=types or None,
                                                label=label, context=context, window=window, tokenizer=tokenizer,
                                                unannotated=unannotated)
-    except InputError as err:
+    except (InputError, OSError) as err:
         raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")
 
@@ -59,6 +62,7 @@ def ensemble_ner_command(
     output_dir: Path = typer.Argument(..., help="Pipeline directory to write"),
     members: List[Path] = typer.Argument(..., help="Two or more trained pipelines (e.g. model-best of runs with different --system.seed)"),
     component: str = typer.Option("bilstm_ner", "--component", help="The tagger component to ensemble"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no pipeline"),
 ) -> None:
     """One pipeline whose tagger averages the CRF scores of several trained taggers (same
     components, labels and vectors; at most one of them fed by a transformer, whose pipeline
@@ -66,7 +70,7 @@ def ensemble_ner_command(
     from spacy_el.ner.ensemble import assemble_ensemble
 
     try:
-        path = assemble_ensemble(members, output_dir, component=component)
+        path = assemble_ensemble(members, output_dir, component=component, force=force)
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote a {len(members)}-tagger ensemble to {path}")

@@ -97,11 +97,14 @@ def export_reranker_command(
     reranker_dir: Path = typer.Argument(..., help="A reranker directory (`train-reranker`'s OUTPUT/reranker)"),
     output_dir: Path = typer.Argument(..., help="ONNX reranker directory to write"),
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="int8 weights (CPU serving)"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no reranker"),
 ) -> None:
     """Export a reranker to ONNX (int8 by default) for CPU serving; `sap_linker` loads either."""
-    from spacy_el.sap.rerank.model import CrossEncoderReranker, export_onnx
+    from spacy_el.io import check_output_dir
+    from spacy_el.sap.rerank.model import SETTINGS_FILE, CrossEncoderReranker, export_onnx
 
     try:
+        check_output_dir(output_dir, SETTINGS_FILE, "a reranker directory", force)
         export_onnx(CrossEncoderReranker.load(reranker_dir), output_dir, quantize=quantize)
     except (InputError, OSError) as err:
         raise fail(err) from None

@@ -164,12 +164,16 @@ def export_onnx_command(
     output_dir: Path = typer.Argument(..., help="ONNX encoder directory to write (model.onnx, tokenizer.json, …)"),
     quantize: bool = typer.Option(False, "--quantize/--no-quantize",
                                   help="int8 weights (about 2x faster on CPU; the index must be built with it)"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no encoder"),
 ) -> None:
     """Export an encoder for serving with ONNX Runtime: faster and lighter to load than torch."""
+    from spacy_el.io import check_output_dir
     from spacy_el.sap.encoder import SapEncoder
     from spacy_el.sap.onnx import OnnxEncoder
+    from spacy_el.sap.settings import SETTINGS_FILE
 
     try:
+        check_output_dir(output_dir, SETTINGS_FILE, "an encoder directory", force)
         onnx = OnnxEncoder.export(SapEncoder.load(encoder_dir, device="cpu"), output_dir, quantize=quantize)
     except (InputError, OSError) as err:
         raise fail(err) from None

@@ -52,6 +52,8 @@ class PubTatorDoc:
     title: str
     abstract: str
     mentions: list[Mention] = field(default_factory=list)
+    #: the line of its title in the file it was read from (0: unknown)
+    line: int = 0
 
     @property
     def text(self) -> str:
@@ -119,7 +121,7 @@ def parse_pubtator(lines: Iterable[tuple[int, str]], path: str | Path,
         if head:
             pmid, kind, body = head.groups()
             if kind == "t":
-                doc = PubTatorDoc(pmid=pmid, title=body, abstract="")
+                doc = PubTatorDoc(pmid=pmid, title=body, abstract="", line=lineno)
                 docs.append(doc)
             elif doc is None or doc.pmid != pmid:
                 raise fail(lineno, f"abstract line for PMID {pmid} without its title line before it")

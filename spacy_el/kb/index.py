@@ -402,6 +402,9 @@ class ConceptIndex:
             table, codes = ConceptTable.from_tsv(path / TABLE_FILE), None
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
         meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
+        if index.ntotal != len(table):
+            raise InputError(f"{path}: {INDEX_FILE} holds {index.ntotal} vectors but the table ({COLUMNS_DIR}/, "
+                             f"{TABLE_FILE}) {len(table)} rows: the directory mixes files of two builds; rebuild the index")
         prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
         if rescore_factor is not None:
             if "vectors" not in meta:

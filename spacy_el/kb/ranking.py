@@ -26,7 +26,7 @@ import numpy as np
 
 from spacy_el.ids import id_owners, kb_spelling, normalize_name
 from spacy_el.io import InputError, atomic_write, read_lines
-from spacy_el.kb.table import ConceptTable
+from spacy_el.kb.table import ConceptTable, load_npy
 
 #: The `source` of a KB's own names (an alias's source is the corpus file it came from).
 KB_SOURCE = "kb"
@@ -83,7 +83,7 @@ class RowCodes:
         paths = [directory / f"codes.{name}.npy" for name in cls.FILES]
         if not all(p.exists() for p in paths):
             return None
-        text, concept, is_kb = (np.load(p, mmap_mode="r" if mmap else None) for p in paths)
+        text, concept, is_kb = (load_npy(p, mmap) for p in paths)
         if not len(text) == len(concept) == len(is_kb) == len(ids):
             return None
         return cls(text, concept, is_kb, int(concept.max()) + 1 if len(concept) else 0, ids)

@@ -132,7 +132,10 @@ def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]
                 + ("; for space-separated files use --format conll" if fmt == "tsv" else "")
             )
         token, tag = fields[0].strip(), fields[-1].strip()
-        if not token or not _TAG.match(tag):
+        if not token:
+            raise InputError(f"{path}, line {lineno}: empty token in the first column (tag {tag!r}); every line "
+                             "needs a token, a blank line ends a sentence")
+        if not _TAG.match(tag):
             raise InputError(
                 f"{path}, line {lineno}: bad tag {tag!r} in the last column (expected O or "
                 "B-/I-/L-/U-/E-/S- followed by a type, e.g. B-PER)"

@@ -209,3 +209,20 @@ def test_unannotated_labels_travel_with_the_docs(tmp_path):
     assert UNANNOTATED_KEY not in doc.user_data
     with pytest.raises(InputError, match="the label this corpus annotates"):
         convert_ner(path, tmp_path / "x.spacy", "pubtator", label="Disease", unannotated=["Disease"])
+
+
+def test_an_empty_token_is_named_as_such(tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_text("EU\tB-ORG\n\tO\n")
+    with pytest.raises(InputError, match=r"empty.tsv, line 2: empty token in the first column \(tag 'O'\)"):
+        convert_ner(path, tmp_path / "out.spacy", "tsv")
+
+
+def test_an_output_that_is_a_directory_is_refused_in_one_line(tmp_path):
+    src = tmp_path / "train.txt"
+    src.write_text(CONLL)
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(app, ["convert-ner", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a message, not an exception
+    assert f"{tmp_path / 'out'}: is a directory; give the path of a file to write" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "train.txt"]  # no temporary file left
