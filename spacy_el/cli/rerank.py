@@ -58,7 +58,8 @@ def train_reranker_command(
     """Train a cross-encoder that reorders the linker's top-k by reading each mention in context."""
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.linker.link import query_texts
-    from spacy_el.sap.rerank.model import RerankerSettings, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
     from spacy_el.sap.encoders import load_encoder
 
@@ -101,7 +102,9 @@ def export_reranker_command(
 ) -> None:
     """Export a reranker to ONNX (int8 by default) for CPU serving; `sap_linker` loads either."""
     from spacy_el.io import check_output_dir
-    from spacy_el.sap.rerank.model import SETTINGS_FILE, CrossEncoderReranker, export_onnx
+    from spacy_el.sap.rerank.cross_encoder import CrossEncoderReranker
+    from spacy_el.sap.rerank.onnx import export_onnx
+    from spacy_el.sap.rerank.settings import SETTINGS_FILE
 
     try:
         check_output_dir(output_dir, SETTINGS_FILE, "a reranker directory", force)
