@@ -17,7 +17,7 @@ from spacy_el.io import InputError
 def build_index_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id TAB name)"),
     encoder_dir: str = typer.Argument(..., help="Encoder: a SapEncoder/HF directory or a hub name"),
-    output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, table.tsv, meta.json)"),
+    output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, columns/, meta.json)"),
     fmt: KbFormat = "auto",
     index_type: str = typer.Option("Flat", "--index-type",
                                    help="FAISS index_factory string: Flat, HNSW32, IVF1024,PQ64,RFlat, PCA256,SQ8…"),
@@ -154,41 +154,17 @@ def evaluate_linking_command(
     encoder puts its right answers at higher cosines), so `--thresholds` scores a pipeline at several
     and names the best by document-concept F."""
     from spacy_el.io import atomic_write
-    from spacy_el.kb.index import ConceptIndex
-    from spacy_el.linker.link import evaluate_linking, evaluate_pipeline
-    from spacy_el.sap.encoders import load_encoder
+    from spacy_el.linker.link import best_threshold, evaluate
 
-    if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
-        raise fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
     try:
         sweep = [float(t) for t in thresholds.split(",") if t.strip()]
     except ValueError:
         raise fail(InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, "
                               "e.g. 0.6,0.7,0.8")) from None
-    if sweep and pipeline is None:
-        raise fail(InputError("--thresholds scores a pipeline's NIL threshold: give --pipeline too"))
-    scores: dict = {}
     try:
-        if encoder is not None:
-            enc = load_encoder(encoder)
-            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc, prior_weight=prior_weight),
-                                                 types=types or None,
-                                                 resolve_abbreviations=abbreviations)
-        if pipeline is not None:
-            import spacy
-
-            nlp = spacy.load(pipeline)
-            scores["pipeline"] = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
-            if sweep:
-                linker = nlp.get_pipe("sap_linker")
-                own = linker.cfg["threshold"]
-                scores["threshold_sweep"] = {}
-                for value in sweep:
-                    linker.cfg["threshold"] = value
-                    swept = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
-                    scores["threshold_sweep"][str(value)] = {key: swept[key] for key in ("spans", "linking",
-                                                                                         "doc_concepts")}
-                linker.cfg["threshold"] = own
+        scores = evaluate(corpus, encoder=encoder, index=index, pipeline=pipeline, types=types or None, label=label,
+                          gold_ents=gold_ents, resolve_abbreviations=abbreviations, prior_weight=prior_weight,
+                          thresholds=sweep)
     except (InputError, OSError) as err:
         raise fail(err) from None
     if output is not None:
@@ -219,7 +195,7 @@ def evaluate_linking_command(
         for value, g in scores["threshold_sweep"].items():
             d = g["doc_concepts"]
             typer.echo(f"{value:<17} {d['p']:6.2f} / {d['r']:6.2f} / {d['f']:6.2f}    {g['linking']['f']:6.2f}")
-        best = max(scores["threshold_sweep"].items(), key=lambda kv: kv[1]["doc_concepts"]["f"])[0]
+        best = best_threshold(scores["threshold_sweep"])
         typer.echo(f"best by document-concept F: {best} (set [components.sap_linker] threshold = {best})")
 
 
@@ -334,7 +310,7 @@ def index_types_command(
         raise fail(err) from None
     if unmatched:
         shown = "; ".join(unmatched[:10]) + (f"; … ({len(unmatched)} in all)" if len(unmatched) > 10 else "")
-        typer.echo(f"{tsv}: {len(unmatched)} rows match no concept of the index: {shown} (the index's ids are in "
-                   f"{index}/table.tsv; MESH/OMIM ids match in any spelling, e.g. D005334 or MESH:D005334)", err=True)
+        typer.echo(f"{tsv}: {len(unmatched)} rows match no concept of the index: {shown} (`ConceptIndex.load("
+                   f"'{index}').table.ids` lists the index's ids; MESH/OMIM ids match in any spelling, e.g. D005334 or MESH:D005334)", err=True)
     typed = len(idx.types)
     typer.echo(f"{typed} of {len(ids)} concepts typed ({len(idx.types.vocabulary)} type names) → {index}/types.tsv")
