@@ -148,9 +148,9 @@ def collapse(scores: np.ndarray, rows: np.ndarray, k: int, codes: RowCodes, bonu
     comes before a KB name, then the name's own cosine to one more decimal (of two spellings of
     one text, "ANIRIDIA" and "Aniridia", the one closer to the query's), then the later row.
     The later row is what FAISS happened to return first among equal inner products; stated
-    here, it no longer moves with the last bits of the BLAS sums (one dev figure was 87.42 with
-    1 thread and 86.79 with 2), and the earlier row instead would cost up to 4 points of Acc@1
-    on NCBI-disease dev. Where a KB name and a train mention share a text, the alias records
+    here, the order does not move with the last bits of the BLAS sums (so links do not depend on
+    the number of threads), and it is the better of the two on the benchmark corpora
+    (benchmarks/RESULTS.md). Where a KB name and a train mention share a text, the alias records
     which concept the annotators meant, while the KB name is often attached to several concepts
     (MEDIC's "ANIRIDIA" and "Aniridia"). Sorting also repairs
     the slightly out-of-order scores of approximate indexes. Vectorised over the batch: the

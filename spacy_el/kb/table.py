@@ -1,8 +1,8 @@
 """The concept table: one row per (concept id, name), the unit every KB reader produces,
 pretraining pairs are drawn from and the concept index is built over.
 
-Besides `table.tsv` (readable, and what every reader accepts) an index keeps its table as
-columns (`to_columns`): per column one `\n`-separated UTF-8 blob and the offset of every value in
+A table reads from and writes to TSV (`from_tsv`, `to_tsv`: what every KB reader accepts); an
+index keeps its table as columns (`to_columns`): per column one `\n`-separated UTF-8 blob and the offset of every value in
 it, as `.npy` files opened memory-mapped. A table of 10M names then opens at once and a search
 decodes only the rows it returns; the whole column is still one C-level `split` away.
 """

@@ -83,7 +83,7 @@ def _remove(index: ConceptIndex, remove: list[str], encoder: Encoder | None, reb
     missing = [cid for cid, s in spelt.items() if s not in known]
     if missing:
         shown = ", ".join(missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise InputError(f"--remove: {shown} not in the index {index.meta.get('path', '')} (its ids are in table.tsv); "
+        raise InputError(f"--remove: {shown} not in the index {index.meta.get('path', '')} (`ConceptIndex.load(DIR).table.ids` lists its ids); "
                          "fix the ids or drop them")
     gone = set(spelt.values())
     drop = np.fromiter((cid in gone for cid in table.ids), dtype=bool, count=len(table))
