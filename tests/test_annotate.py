@@ -11,8 +11,8 @@ import pytest
 import spacy
 from typer.testing import CliRunner
 
-import spacy_el.annotate as annotate_mod
-from spacy_el.annotate import SharedMentions, annotate, entity_rows, read_entities
+import spacy_el.annotate.shards as shards_mod
+from spacy_el.annotate import annotate, entity_rows, read_entities
 from spacy_el.corpora.documents import plan_splits, read_documents, read_records, read_split
 from spacy_el.build import index_from_dir
 from spacy_el.io import InputError
@@ -85,7 +85,7 @@ def test_local_engine_writes_the_entities_of_nlp_pipe(pipeline_dir, expected, tm
 
 def test_a_killed_run_resumes_and_writes_each_document_once(pipeline_dir, expected, tmp_path, monkeypatch):
     src = write_jsonl(tmp_path / "docs.jsonl")
-    real = annotate_mod._write_shard
+    real = shards_mod._write_shard
     calls = []
 
     def dies_after_first(*args, **kwargs):
@@ -94,12 +94,12 @@ def test_a_killed_run_resumes_and_writes_each_document_once(pipeline_dir, expect
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(annotate_mod, "_write_shard", dies_after_first)
+    monkeypatch.setattr(shards_mod, "_write_shard", dies_after_first)
     with pytest.raises(KeyboardInterrupt):
         annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
     assert [p.name for p in (tmp_path / "out").glob("*.parquet")] == ["part-00000.parquet"]
     assert not list((tmp_path / "out").glob(".*.tmp"))  # nothing half-written
-    monkeypatch.setattr(annotate_mod, "_write_shard", real)
+    monkeypatch.setattr(shards_mod, "_write_shard", real)
     stats = annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
     assert (stats.n_shards_skipped, stats.n_shards_written, stats.n_docs) == (1, 3, len(TEXTS) - 2)
     rows = rows_of(tmp_path / "out")
@@ -193,46 +193,6 @@ def test_ray_engine_without_ray_says_how_to_install_it(pipeline_dir, tmp_path, m
                  show_progress=False)
 
 
-def test_linkers_sharing_a_mention_cache_embed_and_search_each_mention_once(pipeline_dir, expected, monkeypatch):
-    """Two loaded pipelines (as two Ray actors) with one `SharedMentions`: the second links the
-    same documents as `nlp.pipe` without running the encoder or the index for mentions the first did."""
-    shared = SharedMentions(size=100)
-    first, second = spacy.load(pipeline_dir), spacy.load(pipeline_dir)
-    for nlp in (first, second):
-        nlp.get_pipe("sap_linker").shared_cache = shared
-    calls = []
-    for nlp, who in ((first, "first"), (second, "second")):
-        linker = nlp.get_pipe("sap_linker")
-        for obj, method in ((linker.encoder, "embed"), (linker.index, "search")):
-            real = getattr(obj, method)
-            monkeypatch.setattr(obj, method, lambda *a, _real=real, _who=who, _m=method, **k: (
-                calls.append((_who, _m, len(a[0]))), _real(*a, **k))[1])
-    rows = [row for i, doc in enumerate(first.pipe(TEXTS[:4])) for row in entity_rows(f"d{i}", doc)]
-    assert {who for who, *_ in calls} == {"first"} and len(shared) == 5  # diabetes, cancer, heart attack, ...
-    rows += [row for i, doc in enumerate(second.pipe(TEXTS[4:]), 4) for row in entity_rows(f"d{i}", doc)]
-    assert close(rows, expected)
-    # only "neoplasms" is new (a KB name: its vector comes from the index); cancer and diabetes come from the first
-    assert [c for c in calls if c[0] == "second"] == [("second", "search", 1)]
-    assert second.get_pipe("sap_linker").search.cached() == ["neoplasms", "cancer", "diabetes"]  # and now local
-    assert len(shared) == 6
-
-
-def test_shared_mentions_keep_candidates_per_search_and_drop_the_least_recent():
-    shared = SharedMentions(size=2)
-    shared.put({"a": ("va", ["ca"]), "b": ("vb", ["cb"])}, (5, None))
-    assert shared.get(["a", "z"], (5, None)) == {"a": ("va", ["ca"])}
-    assert shared.get(["a"], (3, None)) == {"a": ("va", None)}  # the vector, not another k's candidates
-    shared.put({"c": ("vc", ["cc"])}, (5, None))  # "b" was least recently used
-    assert shared.get(["a", "b", "c"], (5, None)) == {"a": ("va", ["ca"]), "c": ("vc", ["cc"])}
-    shared.put({"a": ("va", ["ca3"])}, (3, None))
-    assert shared.get(["a"], (3, None)) == {"a": ("va", ["ca3"])} and shared.get(["a"], (5, None))["a"][1] == ["ca"]
-
-
-def test_a_negative_shared_cache_is_refused(pipeline_dir, tmp_path):
-    with pytest.raises(InputError, match="--shared-cache -1"):
-        annotate(pipeline_dir, write_jsonl(tmp_path / "d.jsonl"), tmp_path / "out", shared_cache=-1)
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
@@ -246,7 +206,7 @@ def ray_local():
 def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipeline_dir, expected, tmp_path,
                                                                 monkeypatch):
     src = write_jsonl(tmp_path / "docs.jsonl")
-    real, calls = annotate_mod._write_shard, []
+    real, calls = shards_mod._write_shard, []
 
     def dies_after_first(*args, **kwargs):
         if calls:
@@ -254,11 +214,11 @@ def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipel
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(annotate_mod, "_write_shard", dies_after_first)
+    monkeypatch.setattr(shards_mod, "_write_shard", dies_after_first)
     with pytest.raises(RuntimeError, match="killed"):
         annotate(pipeline_dir, src, tmp_path / "out", engine="ray", workers=2, batch_size=2, shard_size=2,
                  show_progress=False)
-    monkeypatch.setattr(annotate_mod, "_write_shard", real)
+    monkeypatch.setattr(shards_mod, "_write_shard", real)
     stats = annotate(pipeline_dir, src, tmp_path / "out", engine="ray", workers=2, batch_size=2, shard_size=2,
                      show_progress=False)
     assert stats.n_shards_skipped == 1 and stats.n_docs + 2 == len(TEXTS)

@@ -26,8 +26,6 @@ def annotate_command(
     shard_size: int = typer.Option(1000, "--shard-size", help="Documents per output shard (fixed for a resumed run)"),
     pubtator: bool = typer.Option(False, "--pubtator", help="Also write each shard as PubTator"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad input rows instead of stopping"),
-    shared_cache: int = typer.Option(100_000, "--shared-cache",
-                                     help="ray: entries of the mention cache shared by the actors (0: none)"),
 ) -> None:
     """Annotate a corpus: entities and their concepts as Parquet shards; a rerun resumes."""
     from spacy_el.annotate import annotate
@@ -36,7 +34,7 @@ def annotate_command(
         stats = annotate(pipeline, input_path, output, fmt=fmt, engine=engine, n_process=n_process,
                          batch_size=batch_size, shard_size=shard_size, workers=workers,
                          cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, address=address,
-                         pubtator=pubtator, skip_bad=skip_bad, shared_cache=shared_cache)
+                         pubtator=pubtator, skip_bad=skip_bad)
     except (InputError, OSError) as err:
         raise fail(err) from None
     typer.echo(f"Annotated {stats.n_docs} documents ({stats.n_entities} entities) into {stats.n_shards_written} "
