@@ -38,7 +38,6 @@ def convert_ner_command(
     fmt: str = typer.Option("conll", "--format", help="pubtator (raw abstracts + offsets), conll (whitespace columns) or tsv (tab columns)"),
     n_sents: int = typer.Option(1, "--n-sents", help="conll/tsv: sentences per doc, within a document (e.g. 1000: whole documents)"),
     context: str = typer.Option("doc", "--context", help="pubtator: one doc per abstract (doc) or per sentence"),
-    window: int = typer.Option(0, "--window", help="each doc beside up to N docs of its document either side, as context that is neither trained nor scored (pubtator: with --context sentence)"),
     label: Optional[str] = typer.Option(None, "--label", help="pubtator: entity label for every mention (default: its type)"),
     types: Types = [],
     tokenizer: str = typer.Option("default", "--tokenizer", help="pubtator: spaCy's tokenizer (default) or spacy_el.BiomedicalTokenizer.v1 (biomedical; set the same in the training config)"),
@@ -50,7 +49,7 @@ def convert_ner_command(
 
     try:
         n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents, types=types or None,
-                                               label=label, context=context, window=window, tokenizer=tokenizer,
+                                               label=label, context=context, tokenizer=tokenizer,
                                                unannotated=unannotated)
     except (InputError, OSError) as err:
         raise fail(err) from None
