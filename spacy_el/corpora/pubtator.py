@@ -212,13 +212,13 @@ def _concept_mentions(corpus: PubTatorCorpus) -> Iterable[tuple[str, str]]:
 
 def mention_concept_counts(corpus: PubTatorCorpus) -> Counter:
     """How many mentions the annotators linked to each concept (canonical id, `+` ids joined
-    with `|`): the corpus prior of `ConceptIndex` (issue 7). Composite mentions count through
+    with `|`): the corpus prior of `ConceptIndex`. Composite mentions count through
     their lined-up parts, as in `mention_aliases`."""
     return Counter(cid for cid, text in _concept_mentions(corpus) if cid and text.strip())
 
 
 def mention_aliases(corpus: PubTatorCorpus) -> list[tuple[str, str]]:
-    """Distinct (concept id, normalised mention) pairs to add to a KB as aliases (issue 7).
+    """Distinct (concept id, normalised mention) pairs to add to a KB as aliases.
 
     The concept id is the mention's id field in canonical form (`+` ids joined with `|`, the
     way a concept with several ids is spelt in the concept table). Composite mentions are
