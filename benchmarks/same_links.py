@@ -151,7 +151,7 @@ def compare(old: dict, new: dict) -> list[tuple[str, bool, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_arg(ap)
-    ap.add_argument("--old-rev", required=True, help="the revision to compare with (before the refactoring)")
+    ap.add_argument("--old-rev", help="the revision to compare with (before the refactoring); required")
     ap.add_argument("--work", type=Path, default=Path("/tmp/same_links"))
     ap.add_argument("--layers", type=int, default=0, help="MiniLM layers kept (6: the full encoder)")
     ap.add_argument("--old-python", default=sys.executable,
@@ -162,6 +162,8 @@ def main() -> None:
     if args.side is not None:
         run_side(args.side, args.layers, args.work)
         return
+    if not args.old_rev:
+        ap.error("give --old-rev REV, the revision to compare with")
     args.work.mkdir(parents=True, exist_ok=True)
     old_src = args.work / f"src_{args.old_rev}"
     if not (old_src / "spacy_el").is_dir():
