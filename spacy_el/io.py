@@ -145,7 +145,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     under a lock on the parent directory, so the last one wins and none fails; temporary
     directories of killed saves are removed by the next save."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if path.is_file():  # one stat: a concurrent save may be swapping the directory right now
         raise InputError(f"{path}: is a file; give the path of a directory to write")
     _make_parent(path)
     _remove_stale_siblings(path)
@@ -181,7 +181,7 @@ def check_output_dir(path: str | Path, marker: str, what: str, force: bool = Fal
     (the file every `what` holds, e.g. `config.cfg` of a pipeline), unless `force`. A file at
     `path` is refused too."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if path.is_file():
         raise InputError(f"{path}: is a file; give the path of a directory to write")
     if force or not path.is_dir() or (path / marker).exists():
         return
