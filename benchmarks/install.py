@@ -60,7 +60,7 @@ linker = EntityLinker.from_kb(KnowledgeBase(sys.argv[1]), ann_index_out_dir=sys.
 t1 = time.perf_counter()
 from spacy.tokens import Span
 doc = nlp(open(sys.argv[3], encoding="utf8").read())
-doc.ents = [doc.char_span(s, e, label="Disease") for s, e in json.loads(sys.argv[4])]
+doc.ents = [doc.char_span(s, e, label="Disease", alignment_mode="expand") for s, e in json.loads(sys.argv[4])]
 doc = linker(doc)
 t2 = time.perf_counter()
 print(json.dumps({"load_s": t1 - t0, "link_s": t2 - t1,
@@ -126,7 +126,7 @@ def kb_jsonl(kb: Path, kb_format: str, out: Path) -> Path:
     if not out.exists():
         table = read_kb(kb, kb_format)
         names: dict[str, list[str]] = {}
-        for cid, name in zip(table.concept_ids, table.names):
+        for cid, name in zip(table.ids, table.names):
             names.setdefault(cid, []).append(name)
         out.write_text("".join(json.dumps({"concept_id": cid, "canonical_name": n[0], "aliases": n[1:]}) + "\n"
                                for cid, n in names.items()), encoding="utf8")
@@ -181,6 +181,7 @@ def main() -> None:
         sci_work = args.work / "scispacy"
         sci_work.mkdir(exist_ok=True)
         kb = kb_jsonl(args.kb, args.kb_format, sci_work / "kb.jsonl")
+        (sci_work / "index").mkdir(exist_ok=True)
         # the entity spans the serving pipeline finds, so both linkers link the same mentions
         spans = json.dumps(_entity_offsets(envs["serving"], package, text, args.work))
         probe = sci_work / "load_scispacy.py"
