@@ -200,8 +200,8 @@ def torch_module_node(make_module: Callable[[], Any], predict: Callable[[Model, 
                               deserialize_model=_deserialize_torch_module)
         torch_forward = node._func
     else:
-        node = Model("pytorch", lambda model, X, is_train: model.shims[0](X, is_train), shims=[StateShim()],
-                     dims={"nI": None, "nO": None})
+        node = Model("pytorch", lambda model, X, is_train: model.shims[0](X, is_train), init=_needs_torch,
+                     shims=[StateShim()], dims={"nI": None, "nO": None})
         torch_forward = node._func
     for name, value in (dims or {}).items():
         node.set_dim(name, value)
@@ -213,6 +213,11 @@ def torch_module_node(make_module: Callable[[], Any], predict: Callable[[Model, 
 
     node.replace_callbacks(forward, init=node.init)
     return node
+
+
+def _needs_torch(model: Model, X: Any = None, Y: Any = None) -> None:
+    raise ValueError("initializing or training bilstm_ner needs torch (pip install 'spacy-el[train]'); "
+                     "without it a tagger is loaded from a trained pipeline (spacy.load)")
 
 
 def _no_backprop(dY: Any) -> Any:
