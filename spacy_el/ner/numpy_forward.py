@@ -60,32 +60,36 @@ def bilstm(state: Dict[str, np.ndarray], Xs: List[np.ndarray], prefix: str = "ls
         return [np.zeros((0, 2 * H), "f") for _ in Xs]
     X = np.concatenate([np.asarray(x, dtype="f") for x in Xs])
     N = len(X)
-    P = X @ W_ih
-    P += bias
     forward_order, batch_sizes, forward_restore = packing(lengths)
     backward_order, _, backward_restore = packing(lengths, reverse=True)
-    gates = np.empty((2, N, 4 * H), "f")  # step by step: both directions' pre-activations of one step
-    np.take(P[:, :4 * H], forward_order, axis=0, out=gates[0])
-    np.take(P[:, 4 * H:], backward_order, axis=0, out=gates[1])
+    # Both directions' input projections, each in its own packed order: step t's rows are
+    # gates[:, start:start + B], contiguous per direction.
+    gates = np.empty((2, N, 4 * H), "f")
+    np.matmul(X[forward_order], W_ih[:, :4 * H], out=gates[0])
+    np.matmul(X[backward_order], W_ih[:, 4 * H:], out=gates[1])
+    gates += bias.reshape(2, 1, 4 * H)
     out = np.empty((2, N, H), "f")
     B0 = int(batch_sizes[0])
     cell = np.zeros((2, B0, H), "f")
     recurrent = np.empty((2, B0, 4 * H), "f")
+    product = np.empty((2, B0, H), "f")
     start = prev = 0
+    # Each ufunc writes to an array none of its inputs views: numpy copies an input that may
+    # overlap its output, and the gates are slices of one array.
     for B in batch_sizes.tolist():
         z = gates[:, start:start + B]
         if start:
-            np.matmul(out[:, prev:prev + B], W_hh, out=recurrent[:, :B])
+            for d in (0, 1):  # two 2-d products: BLAS straight into contiguous rows
+                np.dot(out[d, prev:prev + B], W_hh[d], out=recurrent[d, :B])
             z += recurrent[:, :B]
         np.tanh(z, out=z)
         sig = z[:, :, :3 * H]
         sig += 1.0
         sig *= 0.5
-        c = cell[:, :B]
+        c, p = cell[:, :B], product[:, :B]
         c *= z[:, :, H:2 * H]  # forget
-        i = z[:, :, :H]
-        i *= z[:, :, 3 * H:]  # input · candidate
-        c += i
+        np.multiply(z[:, :, :H], z[:, :, 3 * H:], out=p)  # input · candidate
+        c += p
         h = out[:, start:start + B]
         np.tanh(c, out=h)
         h *= z[:, :, 2 * H:3 * H]  # output gate
