@@ -198,3 +198,24 @@ def test_numpy_char_cnn_equals_torch():
     for got, want in zip(cnn.predict(docs), expected):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_tagger_with_transformer_features_names_the_missing_package(v2_dir, tmp_path):
+    """Transformer features truly need torch (through spacy-transformers): without it, spaCy's
+    registry error names the package to install, before any weight is read."""
+    import shutil
+
+    from spacy.util import load_config
+
+    path = tmp_path / "trf"
+    shutil.copytree(v2_dir, path)
+    config = load_config(path / "config.cfg")
+    config["components"]["bilstm_ner"]["model"]["features"].update(
+        transformer={"@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0,
+                     "upstream": "*", "pooling": {"@layers": "reduce_mean.v1"}}, transformer_width=16)
+    config.to_disk(path / "config.cfg")
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH + "spacy.load(sys.argv[1])", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "Could not find function 'spacy-transformers.TransformerListener.v1'" in proc.stderr
+    assert "make sure the package is installed" in proc.stderr
