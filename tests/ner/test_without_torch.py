@@ -124,30 +124,65 @@ nlp.update([eg])
     assert "pip install 'spacy-el[train]'" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_tagger_and_onnx_linker_link_without_torch(v2_dir, tiny_bert_dir, tmp_path):
-    """bilstm_ner + sap_linker (ONNX encoder, FAISS index): loaded and linking with no torch."""
+@pytest.fixture(scope="module")
+def linked_dir(v2_dir, tiny_bert_dir, tmp_path_factory):
+    """bilstm_ner + sap_linker (ONNX encoder, FAISS index), saved; and the links it gives here."""
     pytest.importorskip("onnxruntime")
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.kb.table import ConceptTable
     from spacy_el.sap.encoder import SapEncoder
     from spacy_el.sap.onnx import OnnxEncoder
 
-    onnx = OnnxEncoder.export(SapEncoder.load(tiny_bert_dir, device="cpu"), tmp_path / "encoder")
+    root = tmp_path_factory.mktemp("torchfree_linked")
+    onnx = OnnxEncoder.export(SapEncoder.load(tiny_bert_dir, device="cpu"), root / "encoder")
     table = ConceptTable.from_rows([("Q1", "Barack Obama"), ("Q90", "Paris"), ("Q95", "Google"), ("Q84", "London")])
     nlp = spacy.load(v2_dir)
     linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0, "top_k": 2})
     linker.initialize(encoder_loader=lambda: onnx, index_loader=lambda enc: ConceptIndex.build(table, enc, "Flat"))
-    nlp.to_disk(tmp_path / "pipe")
-    expected = [[(e.text, e.label_, e.kb_id_) for e in doc.ents] for doc in nlp.pipe(TEXTS)]
+    nlp.to_disk(root / "pipe")
+    expected = [[[e.text, e.label_, e.kb_id_] for e in doc.ents] for doc in nlp.pipe(TEXTS)]
     assert any(kb for doc in expected for _, _, kb in doc)
-    out = run_without_torch("""
+    return root / "pipe", expected
+
+
+LINK = """
+import json, sys, spacy
 nlp = spacy.load(sys.argv[1])
-links = [[(e.text, e.label_, e.kb_id_) for e in doc.ents] for doc in nlp.pipe(json.loads(sys.argv[2]))]
+links = [[[e.text, e.label_, e.kb_id_] for e in doc.ents] for doc in nlp.pipe(json.loads(sys.argv[2]))]
 print(json.dumps({"links": links, "heavy": sorted({m.split(".")[0] for m, mod in sys.modules.items() if mod is not None}
                                                  & {"torch", "transformers", "pyarrow"})}))
-""", str(tmp_path / "pipe"), json.dumps(TEXTS))
+"""
+
+
+def test_tagger_and_onnx_linker_link_without_torch(linked_dir):
+    path, expected = linked_dir
+    out = run_without_torch(LINK, str(path), json.dumps(TEXTS))
     assert out["heavy"] == []
-    assert [[tuple(x) for x in doc] for doc in out["links"]] == expected
+    assert out["links"] == expected
+
+
+@pytest.mark.slow  # builds this checkout's wheel and installs it into a fresh venv: minutes; run with -m slow
+def test_a_serving_install_has_no_torch_and_links_the_same(linked_dir, tmp_path):
+    """`pip install spacy-el` (this checkout's wheel, its dependencies from the package index) in a
+    fresh venv: no torch, transformers or pyarrow installed, and the pipeline links the same."""
+    from pathlib import Path
+
+    path, expected = linked_dir
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(repo)],
+                   check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    (wheel,) = (tmp_path / "wheels").glob("spacy_el-*.whl")
+    subprocess.run([python, "-m", "pip", "install", "-q", str(wheel)], check=True)
+    have = {r["name"].lower() for r in json.loads(subprocess.run(
+        [python, "-m", "pip", "list", "--format", "json"], check=True, capture_output=True, text=True).stdout)}
+    assert not have & {"torch", "transformers", "pyarrow", "spacy-transformers"}
+    proc = subprocess.run([python, "-c", LINK, str(path), json.dumps(TEXTS)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"links": expected, "heavy": []}
 
 
 # -- the parts ----------------------------------------------------------------------------------
