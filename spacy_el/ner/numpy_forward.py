@@ -80,8 +80,7 @@ def bilstm(state: Dict[str, np.ndarray], Xs: List[np.ndarray], prefix: str = "ls
     for B in batch_sizes.tolist():
         z = gates[:, start:start + B]
         if start:
-            for d in (0, 1):  # two 2-d products: BLAS straight into contiguous rows
-                np.dot(out[d, prev:prev + B], W_hh[d], out=recurrent[d, :B])
+            np.matmul(out[:, prev:prev + B], W_hh, out=recurrent[:, :B])  # both directions' products
             z += recurrent[:, :B]
         np.tanh(z, out=z)
         u = z[:, :, :3 * H]
