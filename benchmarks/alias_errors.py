@@ -30,7 +30,9 @@ from spacy_el.linker.link import query_texts
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from report import add_data_arg, data_dir  # noqa: E402
+
+DATA = data_dir()
 CORPORA = {
     "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
                      DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None),
@@ -51,6 +53,7 @@ def kind_of(gold: list[str], train_golds: set[tuple[str, ...]] | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(parser)
     parser.add_argument("--work", type=Path, default=Path("/tmp/alias_errors"))
     parser.add_argument("--encoder", default=str(minilm_dir()))
     parser.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")

@@ -26,12 +26,12 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from report import cpu_model  # noqa: E402
+from report import add_data_arg, cpu_model, data_dir  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_dir()
 CORPORA = [DATA / "ncbi_disease" / "NCBItrainset_corpus.txt", DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt",
            DATA / "bc5cdr" / "CDR_TrainingSet.PubTator.txt", DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt"]
 MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
@@ -162,6 +162,7 @@ def two_processes(pipeline: Path, corpus: Path, batch_size: int, work: Path) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(ap)
     ap.add_argument("--encoder", help="ONNX (or torch) encoder directory of the linker")
     ap.add_argument("--index", help="Concept index directory built with that encoder")
     ap.add_argument("--pipeline", type=Path, help="a saved pipeline to time instead of entity_ruler + sap_linker")
@@ -171,7 +172,7 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--engines", nargs="+", default=["pipe", "local1", "local2", "ray1", "ray2"],
                     help="pipe, pipe2 (two independent nlp.pipe processes, half the corpus each: the machine's ceiling), "
-                         "local1, local2, ray1, ray2 (actors share a mention cache), ray2-own (each its own)")
+                         "local1, local2, ray1, ray2")
     ap.add_argument("--cpu-by-process", action="store_true",
                     help="also report the CPU seconds of every process (Ray's actors, raylet, GCS, ...) per engine")
     ap.add_argument("--cache-size", type=int, default=None,
@@ -193,7 +194,7 @@ def main() -> None:
 
         linker = next(name for name, pipe in spacy.load(pipeline).pipeline if type(pipe).__name__ == "SapEntityLinker")
         copy = args.work / f"pipeline_cache{args.cache_size}"
-        spacy.load(pipeline, config={"components": {linker: {"cache_size": args.cache_size}}}).to_disk(copy)
+        spacy.load(pipeline, config={"components": {linker: {"performance": {"cache_size": args.cache_size}}}}).to_disk(copy)
         pipeline = copy
     load0 = os.getloadavg()[0]
     started = datetime.now(timezone.utc)
@@ -225,12 +226,11 @@ def main() -> None:
                      runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
             ray_init_s = time.perf_counter() - t0
         n = int(engine.split("-")[0][-1])
-        shared = {"shared_cache": 0} if engine.endswith("-own") else {}
         meter = ProcessCPU() if args.cpu_by_process else None
         t0, cpu0 = time.perf_counter(), time.process_time()
         stats = annotate(pipeline, corpus, out, engine="ray" if engine.startswith("ray") else "local",
                          n_process=n, workers=n, batch_size=args.batch_size, shard_size=args.shard_size,
-                         show_progress=False, **shared)
+                         show_progress=False)
         results[engine] = (time.perf_counter() - t0, stats.n_entities)
         driver_cpu[engine] = time.process_time() - cpu0
         if meter is not None:
@@ -239,8 +239,7 @@ def main() -> None:
     labels = {"pipe": "`nlp.pipe`, 1 process (no output)",
               "pipe2": "`nlp.pipe`, 2 independent processes, half the corpus each (no output)", "local1": "annotate --engine local --n-process 1",
               "local2": "annotate --engine local --n-process 2", "ray1": "annotate --engine ray --workers 1",
-              "ray2": "annotate --engine ray --workers 2 (one shared mention cache)",
-              "ray2-own": "annotate --engine ray --workers 2 --shared-cache 0 (a cache per actor)"}
+              "ray2": "annotate --engine ray --workers 2"}
     ref = results.get("pipe", next(iter(results.values())))[0]
     source = f"--pipeline {args.pipeline}" if args.pipeline else f"--encoder {args.encoder} --index {args.index}"
     cache = f" --cache-size {args.cache_size}" if args.cache_size is not None else ""
@@ -261,9 +260,8 @@ def main() -> None:
     print()
     if "pipe" in results and "pipe2" in results:
         print(f"two independent processes vs one (the machine's ceiling): {results['pipe'][0] / results['pipe2'][0]:.2f}×")
-    for two in ("ray2", "ray2-own"):
-        if "ray1" in results and two in results:
-            print(f"{labels[two]} vs 1 actor: {results['ray1'][0] / results[two][0]:.2f}×")
+    if "ray1" in results and "ray2" in results:
+        print(f"{labels['ray2']} vs 1 actor: {results['ray1'][0] / results['ray2'][0]:.2f}×")
     if "local1" in results and "local2" in results:
         print(f"local n_process 2 vs 1: {results['local1'][0] / results['local2'][0]:.2f}×")
     for engine, groups in by_process.items():

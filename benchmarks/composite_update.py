@@ -7,7 +7,7 @@
    part (with `composite` off the one predicted concept is the single part).
 2. Update: MEDIC's index built without 1,000 seeded-random names, then those names added with
    `update_index` (what `spacy-el update-index INDEX --add FILE` runs), against building the full
-   index anew. Time both under `flock -x /work/heavy.lock` for a figure worth reporting.
+   index anew. Time both under `flock -x LOCKFILE` (the lock the machine's other heavy jobs take) for a figure worth reporting.
 
     python benchmarks/composite_update.py --out /tmp/cu_bench [--stage composite|update|all]
 
@@ -36,8 +36,10 @@ from spacy_el.linker.link import pubtator_docs
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoders import encoder_from_path, load_encoder
 
+from report import add_data_arg, data_dir  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = data_dir()
 MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
 CORPORA = {  # name: (train, dev, types)
     "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
@@ -119,6 +121,7 @@ def update_stage(out: Path, n_add: int = 1000, seed: int = 0) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arg(parser)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stage", choices=["composite", "update", "all"], default="all")
     parser.add_argument("--reduced-kb", action="store_true",

@@ -45,11 +45,11 @@ from spacy_el.kb.table import ConceptTable
 from spacy_el.linker.link import evaluate_linking
 from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
-from report import write_section  # noqa: E402
+from report import add_data_arg, data_dir, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Corpus-aware linking"
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = data_dir()
 CORPORA = {  # name: (train, dev, types)
     "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
                      DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None),
@@ -119,6 +119,7 @@ def sap_encoder(args, medic: ConceptTable, opts: dict, res: dict, save) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(ap)
     ap.add_argument("--out", type=Path, default=Path("/tmp/corpus_bench"))
     ap.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")
     ap.add_argument("--base", default=str(minilm_dir()), help="base encoder (local dir or hub name)")

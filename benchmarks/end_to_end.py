@@ -17,7 +17,7 @@ dropped) with `--linker DIR` (a pipeline holding a `sap_linker`) or `--encoder E
 linker resolves short forms by their long form (`--keep-pipeline` runs the pipeline as it is).
 Chemical rows (BC5CDR) run when the NER has a `Chemical` label and `--chemical-linker DIR` is given.
 
-    flock -x /work/heavy.lock python benchmarks/end_to_end.py --pipeline training/pipeline \\
+    flock -x LOCKFILE python benchmarks/end_to_end.py --pipeline training/pipeline \\
         [--out /tmp/e2e.md] [--write-results]
 """
 from __future__ import annotations
@@ -40,11 +40,11 @@ from spacy.tokens import Doc
 from spacy.util import filter_spans
 
 from spacy_el.linker.link import evaluate_pipeline
-from report import cpu_model, write_section  # noqa: E402
+from report import add_data_arg, cpu_model, data_dir, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## End to end"
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = data_dir()
 CORPORA = {  # name: (dev file, mention types, label)
     "NCBI-disease": (DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None, "Disease"),
     "BC5CDR-disease": (DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt", ["Disease"], "Disease"),
@@ -105,7 +105,7 @@ def linker_source(args, which: str = "disease") -> Language:
     from spacy_el.sap.rerank.model import reranker_from_path
 
     nlp = spacy.blank("en")
-    config = {"rerank_top_k": args.rerank_top_k, "rerank_margin": args.rerank_margin}
+    config = {"rerank_top_k": args.rerank_top_k}
     if args.threshold is not None:
         config["threshold"] = args.threshold
     reranker = reranker_from_path(str(args.reranker)) if args.reranker and which == "disease" else None
@@ -134,11 +134,13 @@ def assemble(args, which: str = "disease") -> tuple[Language, list[str]]:
         nlp.add_pipe("kb_span_extender", after=ner_names(nlp)[0], config={"max_extra_tokens": args.kb_extend})
         notes.append(f"`kb_span_extender` added after the NER (max_extra_tokens {args.kb_extend})")
     if args.alternatives is not None:
-        ner, key = nlp.get_pipe(ner_names(nlp)[0]), "ner_alternatives"
+        from spacy_el.linker.alternatives import ALTERNATIVES_KEY
+
+        ner = nlp.get_pipe(ner_names(nlp)[0])
         if not hasattr(ner, "alternatives_key"):
             raise SystemExit(f"--alternatives: the NER `{ner_names(nlp)[0]}` is not a bilstm_ner")
-        ner.alternatives_key, ner.alternatives_min_prob = key, args.alternatives
-        nlp.get_pipe(linker).cfg.update(alternatives_key=key, alternatives_threshold=args.alternatives_threshold)
+        ner.alternatives_key, ner.alternatives_min_prob = ALTERNATIVES_KEY, args.alternatives
+        nlp.get_pipe(linker).cfg.update(alternatives_threshold=args.alternatives_threshold)
         notes.append(f"the tagger's alternatives with probability >= {args.alternatives} become entities at a "
                      f"cosine >= {args.alternatives_threshold}")
     if not args.keep_pipeline:
@@ -282,6 +284,7 @@ def markdown(res: dict, head: str, load_end: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_arg(ap)
     ap.add_argument("--pipeline", help="A full pipeline: NER (+ el_abbreviation_detector) + sap_linker")
     ap.add_argument("--ner", help="Any pipeline with an NER (its own linker, if any, is replaced)")
     ap.add_argument("--linker", help="A pipeline holding a sap_linker (with --ner)")
@@ -289,8 +292,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--index", help="Index directory built with --encoder")
     ap.add_argument("--reranker", help="With --encoder/--index: a reranker (`train-reranker`, torch or ONNX) over the top candidates")
     ap.add_argument("--rerank-top-k", type=int, default=3, help="With --reranker: candidates it rescores")
-    ap.add_argument("--rerank-margin", type=float, default=None,
-                    help="With --reranker: rerank only mentions whose first two cosines are this close (e.g. 0.02)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="With --encoder/--index: the linker's NIL threshold on the best cosine (default: sap_linker's)")
     ap.add_argument("--alternatives", type=float, default=None, metavar="P",

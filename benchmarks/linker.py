@@ -45,8 +45,10 @@ from spacy_el.models import minilm_dir
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.onnx import OnnxEncoder
 
+from report import add_data_arg, data_dir  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = data_dir()
 SECTION = "## Linker"
 #: ≤ 128 bytes per name candidates first, then faster-but-bigger ones.
 INDEX_TYPES = ["HNSW32", "IVF256,PQ48,RFlat", "IVF256,PQ96", "PQ96", "PCA128,SQ8", "PCA256,SQ4"]
@@ -199,7 +201,7 @@ def run_encoder(label: str, encoder, args, table, dev_texts: list[str], pairs) -
         for lookup in (True, False):  # name_lookup only acts on indexes that store exact vectors
             if not lookup and spec not in args.pipeline_index:
                 continue
-            nlp = spacy.load(pipeline, config={"components": {"sap_linker": {"name_lookup": lookup}}})
+            nlp = spacy.load(pipeline, config={"components": {"sap_linker": {"performance": {"name_lookup": lookup}}}})
             key = spec if lookup else f"{spec}, name_lookup off"
             with nlp.select_pipes(enable=["sap_linker"]):
                 speed[key] = max((throughput(nlp, pairs) for _ in range(3)), key=lambda r: r["unique_per_s"])
@@ -346,6 +348,7 @@ def write_results(block: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(ap)
     ap.add_argument("--work", type=Path, default=Path("/tmp/linker_bench"))
     ap.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")
     ap.add_argument("--dev", type=Path, default=DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt")
@@ -365,7 +368,9 @@ def main() -> None:
                     help="index types (besides Flat) the pipeline is timed with, each with optional search settings "
                          "(`HNSW32@ef_search=64`); the last one is also cold-loaded")
     ap.add_argument("--batch-size", type=int, default=64, help="the linker's encoder batch size")
-    ap.add_argument("--scispacy-python", default="/work/venv-scispacy/bin/python")
+    ap.add_argument("--scispacy-python", default=None,
+                    help="python of a venv with scispaCy (see benchmarks/linker_scispacy.py for how to make one); "
+                         "default: none, and the scispaCy rows are left out")
     ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args()
     args.load_start = os.getloadavg()[0]

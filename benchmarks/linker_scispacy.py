@@ -1,7 +1,7 @@
 """scispaCy peer for benchmarks/linker.py; runs in scispaCy's own venv (it pins its own stack):
 
-    python3 -m venv /work/venv-scispacy && /work/venv-scispacy/bin/pip install scispacy "scipy<1.11"
-    /work/venv-scispacy/bin/python benchmarks/linker_scispacy.py --kb kb.jsonl --mentions m.json --work DIR --out r.json
+    python3 -m venv ../venv-scispacy && ../venv-scispacy/bin/pip install scispacy "scipy<1.11"
+    ../venv-scispacy/bin/python benchmarks/linker_scispacy.py --kb kb.jsonl --mentions m.json --work DIR --out r.json
 
 scipy<1.11: scispaCy's `create_tfidf_ann_index` refuses newer scipy (it stores float16 sparse
 vectors). The KB jsonl (concept_id, canonical_name, aliases) is written by benchmarks/linker.py

@@ -118,10 +118,9 @@ VARIANTS = {
                                wider("0.5", "", "--components.bilstm_ner.model.feature_dropout", "0.0")),
     "wider_lstm_dropout_0.3": ("ner_bilstm_kb.cfg", "sentence",
                                wider("0.3", "", "--components.bilstm_ner.model.feature_dropout", "0.0")),
-    # no_doc_context with word dropout / with one sentence either side as unscored context
+    # no_doc_context with word dropout
     "word_dropout_0.25": ("ner_bilstm_kb.cfg", "sentence", [WORD_DROPOUT, "0.25"]),
     "word_dropout_0.4": ("ner_bilstm_kb.cfg", "sentence", [WORD_DROPOUT, "0.4"]),
-    "window1": ("ner_bilstm_kb.cfg", "window1", []),
     # the wide tagger of train-conll with word dropout (a token's word vector zeroed at this rate in training)
     "wider_dropout_0.1_word_0.25": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.25")),
     "wider_dropout_0.1_word_0.4": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4")),
@@ -136,8 +135,6 @@ VARIANTS = {
                                             wider("0.1", "0.4", "--components.bilstm_ner.model.features.char_width", "64")),
     "wider_dropout_0.1_word_0.4_decay": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", DECAY,
         '{"@schedules":"warmup_linear.v1","warmup_steps":100,"total_steps":1500,"initial_rate":0.002}')),
-    # the wide tagger of train-conll on sentences that each carry one sentence either side as context
-    "wider_dropout_0.1_window1": ("ner_bilstm_kb.cfg", "window1", wider("0.1")),
     # the word-dropout tagger with the config's 10k NORM rows: small enough for the demo's wheel
     "wider_dropout_0.1_word_0.4_rows_10k": ("ner_bilstm_kb.cfg", "sentence", wider("0.1", "0.4", rows=DEMO_ROWS)),
     # the word-dropout tagger on spacy_el.BiomedicalTokenizer.v1's tokens (corpus converted with it too)
@@ -194,8 +191,6 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
              "vectors": work.parent / "glove50"}
     nlp = blank("en", "biomedical" if context.endswith("_bio") else "default")
     kwargs = {k: v for k, v in spec["convert"].items() if k != "fmt"}
-    # "windowN": sentences, each with N sentences either side as unscored context (convert.in_context)
-    window = int(context[len("window"):]) if context.startswith("window") else 0
     for split, files in (("train", spec["train"]), ("dev", [spec["dev"]])):
         if paths[split].exists():
             continue
@@ -205,10 +200,9 @@ def prepare(data: Path, corpus: str, context: str, work: Path) -> Dict[str, Path
                 # a file whose name holds a key of `types` keeps only those mention types (BC5CDR's Disease)
                 types = next((t for key, t in spec.get("types", {}).items() if key in rel), None)
                 docs += pubtator_to_docs(data / rel, nlp, types=types, label=kwargs.get("label"),
-                                         context="doc" if context == "doc" else "sentence", window=window)
+                                         context="doc" if context == "doc" else "sentence")
             else:
-                docs += conll_to_docs(data / rel, nlp.vocab, "conll", n_sents=1000 if context == "doc" else 1,
-                                      window=window)
+                docs += conll_to_docs(data / rel, nlp.vocab, "conll", n_sents=1000 if context == "doc" else 1)
         DocBin(docs=docs, store_user_data=False).to_disk(paths[split])
     if not paths["vectors"].exists():
         init_glove_vectors(paths["vectors"])
@@ -402,7 +396,7 @@ def markdown(corpus: str, budget: str, rows: List[Dict], command: str) -> str:
 def main() -> None:
     global CHEM_KB, NAMES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder (default: ../shared/data beside this clone)")
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="ncbi")
     parser.add_argument("--variants", default="full,no_crf,no_chars,no_doc_context,no_gazetteer,v1_sentences")
     parser.add_argument("--epochs", type=int, default=12, help="passes over the train set per variant")
@@ -426,7 +420,7 @@ def main() -> None:
                         help="with --teacher: soften its targets (spacy-el teacher-targets --temperature)")
     parser.add_argument("--transformer", type=Path, default=None, metavar="DIR",
                         help="the transformer-fed variants over this Hugging Face directory instead of the packaged "
-                             "MiniLM (e.g. `spacy-el adapt-encoder`'s output); runs named VARIANT_on_DIRNAME")
+                             "MiniLM (e.g. `benchmarks/adapt_encoder.py`'s output); runs named VARIANT_on_DIRNAME")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     CHEM_KB, NAMES = args.chem_kb, args.names

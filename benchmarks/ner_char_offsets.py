@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from report import add_data_arg, data_dir  # noqa: E402
+
+DATA = data_dir()
 
 
 def char_offset_scores(model: str, corpus: Path) -> dict:
@@ -34,6 +36,7 @@ def char_offset_scores(model: str, corpus: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_arg(parser)
     parser.add_argument("models", nargs="+", help="pipeline directories (e.g. model-best)")
     parser.add_argument("--corpus", type=Path, default=DATA / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt")
     parser.add_argument("--threads", type=int, default=1)

@@ -175,7 +175,7 @@ def markdown(corpus: str, minutes: float, results: Dict[str, Dict], command: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder (default: ../shared/data beside this clone)")
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="conll")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per system")
     parser.add_argument("--systems", default="bilstm,spacy", help="comma-separated: bilstm, spacy")

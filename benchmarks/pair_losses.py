@@ -28,7 +28,9 @@ from spacy_el.sap.pairs import make_pairs
 from spacy_el.sap.config import TrainConfig
 from spacy_el.sap.train import PairLoss
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from report import add_data_arg, data_dir  # noqa: E402
+
+DATA = data_dir()
 LOSSES = ("multi_similarity", "ntxent", "supcon")
 
 
@@ -54,6 +56,7 @@ def step_seconds(loss: PairLoss, labels: torch.Tensor, dim: int, repeats: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(parser)
     parser.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=5)

@@ -16,9 +16,8 @@ enriched MEDIC as negatives; its weight in `cosine + weight × score` is tuned (
 decided) on a seeded sample of `--max-dev` mentions of the two dev sets.
 
 `--speed`: unique mentions/s of the pipeline (`sap_linker` over the gold spans of NCBI dev + train,
-empty caches, best of 3 passes) with the reranker on: every mention, the linker's default (the
-mentions whose first candidate the reranker could overturn, `worth_reranking`) and only near-ties
-(`rerank_margin`); over `--index DIR` (a served index, e.g. `build-index --index-type HNSW32`) or
+empty caches, best of 3 passes) with the reranker on: every mention, and the linker's default (the
+mentions whose first candidate the reranker could overturn, `worth_reranking`); over `--index DIR` (a served index, e.g. `build-index --index-type HNSW32`) or
 MEDIC + DO + train mentions in a `Flat` index; run it under `flock -x` so nothing else shares the CPU.
 
     python benchmarks/rerank.py --work /tmp/rerank_bench [--max-train 2000] [--layers 1] [--speed]
@@ -31,9 +30,9 @@ import json
 import os
 import time
 from pathlib import Path
-from report import cpu_model  # noqa: E402
+from report import add_data_arg, cpu_model, data_dir  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = data_dir()
 DISEASE_TYPES = ["Disease", "SpecificDisease", "Modifier", "DiseaseClass", "CompositeMention"]
 CORPORA = {  # name: (train, dev, types)
     "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
@@ -64,6 +63,7 @@ def fast_encoder(work: Path, given: str | None):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(parser)
     parser.add_argument("--work", type=Path, default=Path("/tmp/rerank_bench"))
     parser.add_argument("--encoder", default=None)
     parser.add_argument("--layers", type=int, default=1)
@@ -94,8 +94,6 @@ def main() -> None:
     parser.add_argument("--index", default=None,
                         help="with --speed: the served index to time over (built with --encoder; default: "
                              "MEDIC + DO + NCBI train mentions, Flat, built here)")
-    parser.add_argument("--margins", default="0.05,0.02,0.01",
-                        help="with --speed: the rerank_margin values timed (near-ties only, top 3)")
     args = parser.parse_args()
     import torch
 
@@ -141,7 +139,10 @@ def indexes(encoder, medic, enriched, aliases, log):
 
 def accuracy(args) -> None:
     from spacy_el.linker.link import evaluate_linking, query_texts
-    from spacy_el.sap.rerank.model import CrossEncoderReranker, RerankerSettings, export_onnx, load_reranker
+    from spacy_el.sap.rerank.cross_encoder import CrossEncoderReranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.onnx import export_onnx
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
     from spacy_el.sap.config import TrainConfig
 
@@ -235,13 +236,16 @@ def sample_docs(path: Path, n: int, work: Path) -> Path:
 
 def speed(args) -> None:
     """Unique mentions/s of `sap_linker` with the ONNX int8 reranker over the gold spans of NCBI-disease
-    dev + train (as `benchmarks/linker_speed_ab.py`: empty mention caches, best of 3 passes, batches of
-    256 docs), bi-encoder alone, reranking every mention, and reranking near-ties only."""
+    dev + train (empty mention caches, best of 3 passes, batches of 256 docs), bi-encoder alone, reranking every mention, and reranking the mentions it could overturn."""
+    import copy
+    import dataclasses
+
     import spacy
 
     from spacy_el.corpora.pubtator import read_pubtator
     from spacy_el.linker.link import pubtator_docs
-    from spacy_el.sap.rerank.model import load_reranker, reach
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.policy import reach
 
     encoder, encoder_name = fast_encoder(args.work, args.encoder)
     if args.index:
@@ -257,17 +261,18 @@ def speed(args) -> None:
            "load_before": os.getloadavg(), "encoder": encoder_name, "threads": args.threads,
            "index": args.index or "MEDIC + DO + train mentions (Flat)", "index_type": index.meta["index_type"],
            "reranker": str(args.reranker or args.work / "reranker_int8"), "reach": reach(reranker.settings)}
-    every = 10.0  # a cosine lead no mention reaches: every mention is reranked
-    settings = [("bi-encoder only", False, None, 5), ("reranker, every mention", True, every, 5),
-                ("reranker, every mention, top 3", True, every, 3),
-                ("reranker, default (mentions it could overturn), top 3", True, None, 3)]
-    settings += [(f"reranker, near-ties (margin {m}), top 3", True, float(m), 3) for m in args.margins.split(",")]
-    for label, on, margin, top in settings:
+    every = copy.copy(reranker)  # its score spread unknown: every mention goes to it
+    every.settings = dataclasses.replace(reranker.settings, score_spread=None)
+    settings = [("bi-encoder only", None, 5), ("reranker, every mention", every, 5),
+                ("reranker, every mention, top 3", every, 3),
+                ("reranker, default (mentions it could overturn), top 3", reranker, 3)]
+    for label, used, top in settings:
+        on = used is not None
         nlp = spacy.blank("en")
-        linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0, "rerank_margin": margin, "rerank_top_k": top})
+        linker = nlp.add_pipe("sap_linker", config={"threshold": 0.0, "rerank_top_k": top})
         linker.set_parts(encoder, index)
         if on:
-            linker.reranker = reranker
+            linker.reranker = used
         docs = [doc for corpus in corpora for doc, _ in pubtator_docs(nlp, corpus, with_ents=True, label="Disease")]
         unique = len({e.text for d in docs for e in d.ents})
         best = float("inf")

@@ -1,7 +1,7 @@
 """Behaviour kept across a refactoring: the same links from this checkout and from an older
 revision, on the real data of `benchmarks/corpus_linking.py` and `benchmarks/linker.py`.
 
-    python benchmarks/same_links.py --old-rev e3ed6d8 --work /tmp/same_links [--layers 0] [--old-python OLD_VENV/bin/python]
+    python benchmarks/same_links.py --old-rev REV --work /tmp/same_links [--layers 0] [--old-python OLD_VENV/bin/python]
 
 Both code versions run the same steps in their own interpreter (the old one from `git archive
 OLD_REV spacy_el` on `PYTHONPATH`), each with its own encoder code, index code and linker:
@@ -14,8 +14,7 @@ OLD_REV spacy_el` on `PYTHONPATH`), each with its own encoder code, index code a
   with and without abbreviation resolution (the 16 rows of a corpus_linking encoder);
 - every dev query's top-5 concepts and cosines from `ConceptIndex.search`;
 - `sap_linker` through `nlp.pipe` on the gold spans of NCBI-disease dev + train (MEDIC + train
-  aliases + prior, `name_lookup` on, threshold 0 as the old default, composite splitting off where
-  the code has it: the old revision does not);
+  aliases + prior, threshold 0, composite splitting off);
 - the torch and ONNX vectors of 2,000 MEDIC names.
 
 The report lists, per part, whether the two versions agree (equal Acc@k, equal concept ids,
@@ -32,9 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+from report import add_data_arg, data_dir  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = data_dir()
 CORPORA = {  # name: (train, dev, types), as benchmarks/corpus_linking.py
     "NCBI-disease": (DATA / "ncbi_disease" / "NCBItrainset_corpus.txt",
                      DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt", None),
@@ -60,12 +61,7 @@ def run_side(out: Path, layers: int, work: Path) -> None:
     from spacy_el.sap.distill import student_of
     from spacy_el.sap.encoder import SapEncoder
     from spacy_el.sap.onnx import OnnxEncoder
-    try:  # after the redesign
-        from spacy_el.build import corpus_prior, mention_alias_table
-        new_api = True
-    except ImportError:
-        from spacy_el.kb.index import corpus_prior, mention_alias_table
-        new_api = False
+    from spacy_el.build import corpus_prior, mention_alias_table
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -75,7 +71,7 @@ def run_side(out: Path, layers: int, work: Path) -> None:
     encoder = full if layers >= 6 else student_of(full, layers)
     sample = medic.names[:2000]
     res["torch_vectors"] = encoder.embed(sample).tolist()
-    onnx_dir = work / ("onnx_new" if new_api else "onnx_old")
+    onnx_dir = work / f"onnx_{out.stem}"
     onnx = OnnxEncoder.export(encoder, onnx_dir, quantize=True)
     res["onnx_vectors"] = onnx.embed(sample).tolist()
     plain = ConceptIndex.build(medic, encoder, "Flat", batch_size=256, use_gpu=False)
@@ -107,14 +103,9 @@ def run_side(out: Path, layers: int, work: Path) -> None:
     index.add_aliases(mention_alias_table([train]), encoder)
     index.set_prior(corpus_prior([train]), [train], 0.02)
     nlp = spacy.blank("en")
-    config = {"threshold": 0.0, "top_k": 5, "batch_size": 64}
-    if "composite" in nlp.get_factory_meta("sap_linker").default_config:
-        config["composite"] = False  # a feature the old revision lacks (issue 18): compared with it off
+    config = {"threshold": 0.0, "top_k": 5, "batch_size": 64, "composite": False}
     linker = nlp.add_pipe("sap_linker", config=config)
-    if new_api:
-        linker.initialize(encoder_loader=lambda: encoder, index_loader=lambda enc: index)
-    else:
-        linker.initialize(encoder=encoder, index=index)
+    linker.initialize(encoder_loader=lambda: encoder, index_loader=lambda enc: index)
     docs = [doc for path in (dev, train) for doc, _ in pubtator_docs(nlp, read_pubtator(path), with_ents=True)]
     res["pipeline"] = [[(e.text, e.kb_id_, [[c[0], float(c[1])] for c in e._.kb_candidates]) for e in d.ents]
                        for d in nlp.pipe(docs, batch_size=64)]
@@ -159,7 +150,8 @@ def compare(old: dict, new: dict) -> list[tuple[str, bool, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old-rev", default="e3ed6d8", help="the revision to compare with (before the refactoring)")
+    add_data_arg(ap)
+    ap.add_argument("--old-rev", help="the revision to compare with (before the refactoring); required")
     ap.add_argument("--work", type=Path, default=Path("/tmp/same_links"))
     ap.add_argument("--layers", type=int, default=0, help="MiniLM layers kept (6: the full encoder)")
     ap.add_argument("--old-python", default=sys.executable,
@@ -170,6 +162,8 @@ def main() -> None:
     if args.side is not None:
         run_side(args.side, args.layers, args.work)
         return
+    if not args.old_rev:
+        ap.error("give --old-rev REV, the revision to compare with")
     args.work.mkdir(parents=True, exist_ok=True)
     old_src = args.work / f"src_{args.old_rev}"
     if not (old_src / "spacy_el").is_dir():
@@ -183,7 +177,7 @@ def main() -> None:
         if not out.with_suffix(".npy").exists():
             env = dict(os.environ, PYTHONPATH=pythonpath)
             subprocess.run([python, __file__, "--side", str(out), "--layers", str(args.layers),
-                            "--work", str(args.work)], check=True, env=env, cwd=args.work)
+                            "--work", str(args.work), "--data", str(args.data)], check=True, env=env, cwd=args.work)
         results[label] = json.loads(out.read_text())
         print(f"{label}: spacy_el from {results[label]['spacy_el']}, {results[label]['seconds']:.0f} s", flush=True)
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,

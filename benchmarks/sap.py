@@ -38,11 +38,11 @@ from spacy_el.sap.pairs import make_pairs
 from spacy_el.sap.config import TrainConfig
 from spacy_el.sap.pretrain import neighbour_batches, random_batches
 from spacy_el.sap.train import SynonymPair, train_encoder
-from report import write_section  # noqa: E402
+from report import add_data_arg, data_dir, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## SAP encoder"
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = data_dir()
 
 
 def rank_concepts(scores_fn, n_queries: int, ids: list[str], k: int = 5, block: int = 128) -> list[list[str]]:
@@ -123,6 +123,7 @@ def throughput(embed, names: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(ap)
     ap.add_argument("--out", type=Path, default=Path("/tmp/sap_bench"))
     ap.add_argument("--medic", type=Path, default=DATA / "dictionaries" / "medic_06Jul2012.txt")
     ap.add_argument("--dev", type=Path, default=DATA / "ncbi_disease" / "NCBIdevelopset_corpus.txt")

@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from report import cpu_model  # noqa: E402
+from report import add_data_arg, cpu_model, data_dir  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_dir()
 MEDIC = DATA / "dictionaries" / "medic_06Jul2012.txt"
 DO = DATA / "kb" / "disease_ontology" / "doid.obo.gz"
 N_QUERIES = 10_000
@@ -85,6 +85,16 @@ def vocabularies() -> dict[str, list[str]]:
     sizes = {"modifier": 1500, "middle": 1500, "head": 1000, "qualifier": 300}
     return {s: [w for w, _ in c.most_common(sizes[s])] for s, c in slots.items()}
 
+
+def search_names(index, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k *names* per query vector (cosines and table rows, -1 past the last), as the first
+    pass of `ConceptIndex.search` finds them: FAISS, rescored exactly when the index stores vectors."""
+    from spacy_el.kb.faiss_utils import faiss
+
+    queries = np.array(vectors, dtype="float32", order="C", ndmin=2)
+    faiss.normalize_L2(queries)
+    scores, rows, _ = index._names(queries, k, None, len(index.table), k)
+    return scores, rows
 
 def synthetic_rows(n_names: int, vocab: dict[str, list[str]]) -> Iterator[tuple[str, str, str]]:
     """Exactly `n_names` unique (concept id, name, "kb") rows (see the module docstring)."""
@@ -183,7 +193,6 @@ def build(args: argparse.Namespace) -> None:
               "exact_search_s": round(timing["exact_s"], 1), "train_s": meta["build"]["train_seconds"],
               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
               "index_bytes_per_name": round(files["index.faiss"] / args.names, 1),
-              "table_bytes_per_name": round(files["table.tsv"] / args.names, 1),
               "columns_bytes_per_name": round(columns / args.names, 1),
               "stored_vectors_bytes_per_name_on_disk": round(disk_vectors / args.names, 1),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "load_end": os.getloadavg()[0]}
@@ -224,7 +233,7 @@ def query(args: argparse.Namespace) -> None:
     index = ConceptIndex.load(work / "index", encoder, use_gpu=False, nprobe=nprobe, rescore_factor=factor)
     qvec = encoder.embed(queries)
     t = time.perf_counter()
-    _, rows = index.search_names(qvec, K)  # FAISS, rescored from the stored vectors when the index has them
+    _, rows = search_names(index, qvec, K)
     search_ms = (time.perf_counter() - t) / len(queries) * 1000
     one_recall = float(np.mean([t in set(r) for t, r in zip(exact_top1.tolist(), rows.tolist())]))
     overlap = float(np.mean([len(set(e) & set(r)) / K for e, r in zip(exact, rows)]))
@@ -348,7 +357,7 @@ def cold(args: argparse.Namespace) -> None:
     evicted = _evict(pipeline)
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
-    nlp = spacy.load(pipeline, config={"components": {"sap_linker": {"prefetch_index": args.mode != "off"}}})
+    nlp = spacy.load(pipeline, config={"components": {"sap_linker": {"performance": {"prefetch_index": args.mode != "off"}}}})
     load_s = time.perf_counter() - t
     linker = nlp.get_pipe("sap_linker")
     if args.query_nprobe:
@@ -388,13 +397,13 @@ def report(args: argparse.Namespace) -> None:
             rows.append((json.loads((d / "build.json").read_text()),
                          json.loads((d / "query.json").read_text()) if (d / "query.json").exists() else {}))
     print(f"{cpu_model()}, {os.cpu_count()} CPU cores, no GPU (CPU figures)\n")
-    print("| names | concepts | index | build wall min (excl. exact) | peak RSS GB | index B/name | table.tsv / columns B/name | "
+    print("| names | concepts | index | build wall min (excl. exact) | peak RSS GB | index B/name | table B/name | "
           "`spacy.load` s | 1-recall@5 | 5-recall@5 | FAISS ms/query | unique mentions/s (first / warm) |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for b, q in rows:
         print(f"| {b['names']:,} | {b['concepts']:,} | `{b['index_type']}` nprobe {b['settings'].get('nprobe')} | "
               f"{b['build_wall_s'] / 60:.1f} ({b['build_wall_s_without_exact'] / 60:.1f}) | {b['peak_rss_gb']} | "
-              f"{b['index_bytes_per_name']} | {b['table_bytes_per_name']} / {b.get('columns_bytes_per_name', '–')} | "
+              f"{b['index_bytes_per_name']} | {b.get('columns_bytes_per_name', '–')} | "
               f"{q.get('spacy_load_s', '–')} | "
               f"{q.get('one_recall_at_5', '–')} | {q.get('overlap_recall_at_5', '–')} | {q.get('faiss_ms_per_query', '–')} | "
               f"{q.get('mentions_per_s_first', '–')} / {q.get('mentions_per_s_warm', '–')} |")
@@ -402,6 +411,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(ap)
     ap.add_argument("phase", choices=["build", "query", "misses", "cold", "report"])
     ap.add_argument("--mode", choices=["off", "on", "wait"], default=None, help="cold: one mode only (default: all)")
     ap.add_argument("--names", type=int, default=1_000_000)

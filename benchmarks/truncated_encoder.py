@@ -21,11 +21,14 @@ from spacy_el.sap.distill import student_of
 from spacy_el.sap.encoder import SapEncoder
 from spacy_el.sap.onnx import OnnxEncoder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from report import add_data_arg, data_dir  # noqa: E402
+
+DATA = data_dir()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(ap)
     ap.add_argument("--layers", type=int, nargs="+", default=[6, 3, 2])
     ap.add_argument("--work", type=Path, default=Path("/tmp/trunc"))
     ap.add_argument("--threads", type=int, default=2)

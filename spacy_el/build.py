@@ -30,8 +30,8 @@ from spacy.util import registry
 
 from spacy_el.corpora.pubtator import mention_aliases, mention_concept_counts, read_pubtator
 from spacy_el.io import InputError
+from spacy_el.kb.files import encoder_meta
 from spacy_el.kb.index import ConceptIndex
-from spacy_el.kb.index import encoder_meta
 from spacy_el.kb.merge import MergeStats, merge_by_xrefs, read_merge_kb
 from spacy_el.kb.readers import read_kb
 from spacy_el.kb.streaming import build_index_from_chunks

@@ -24,6 +24,22 @@ def normalize_id(raw: str) -> str:
     return s
 
 
+def id_problem(concept_id: str) -> str | None:
+    """What makes `concept_id` not look like an id, or None. Each of its `|`/`+` parts is
+    `PREFIX:LOCAL` with both parts non-empty, or a bare id (`C0011849`, `D003920`) without
+    whitespace. Catches a column shifted by a stray tab (`MESH:<TAB>D003920<TAB>name` read as the
+    id `MESH:` and the name `D003920`)."""
+    for part in re.split(r"[|+]", concept_id):
+        prefix, sep, local = part.strip().partition(":")
+        if not part.strip():
+            return "has an empty part"
+        if sep and (not prefix.strip() or not local.strip()):
+            return f"has no {'prefix' if not prefix.strip() else 'local part'} in {part.strip()!r} (PREFIX:LOCAL)"
+        if not sep and len(part.split()) > 1:
+            return "holds whitespace"
+    return None
+
+
 def split_ids(field: str) -> list[str]:
     """All canonical ids in a field such as `D003110|D009369` or `D01+D02`, in order, no repeats."""
     out: list[str] = []

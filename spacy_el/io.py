@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
+import warnings
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Sequence
 
 import srsly
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (see `locked`)
+    fcntl = None  # type: ignore[assignment]
 
 
 class InputError(ValueError):
@@ -51,6 +58,9 @@ def _alive(pid: int) -> bool:
 def _dir_lock(directory: Path) -> Iterator[None]:
     """An exclusive lock on `directory` itself (flock on its descriptor: no lock file is left
     behind), so concurrent saves into it swap their results one at a time."""
+    if fcntl is None:
+        yield
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -60,12 +70,59 @@ def _dir_lock(directory: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory `path` (an index, a pipeline) for a whole
+    read-modify-replace, so two jobs that change it in place run one after the other: without
+    it both read the old directory and the second save drops the first job's change. A job that
+    finds the lock taken says so on stderr and waits.
+
+    The lock is `flock` on the directory itself (no lock file to leave behind). A save replaces
+    the directory by a new one, so a job that waited holds the lock of the directory that was
+    replaced: it then locks the current one instead. Without `fcntl` (Windows) nothing is locked
+    and a warning says to run one job at a time. A missing `path` is not locked (the caller's
+    read reports it)."""
+    path = Path(path)
+    if fcntl is None:
+        warnings.warn(f"{path}: cannot lock it on this system (no fcntl); run one job at a time that changes it")
+        yield
+        return
+    fd, said = None, False
+    for _ in range(200):  # between a save's two renames the path is briefly missing: retry
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            time.sleep(0.01)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                print(f"{path}: another job is changing it; waiting for it to finish", file=sys.stderr, flush=True)
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the directory was replaced while we waited: lock the new one
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temporary file beside `path` and rename it into place only on success,
     so a killed job never leaves a half-written file behind (and the next save removes the
     temporary file a killed job leaves)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give the path of a file to write")
+    _make_parent(path)
     _remove_stale_siblings(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
@@ -88,7 +145,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     under a lock on the parent directory, so the last one wins and none fails; temporary
     directories of killed saves are removed by the next save."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():  # one stat: a concurrent save may be swapping the directory right now
+        raise InputError(f"{path}: is a file; give the path of a directory to write")
+    _make_parent(path)
     _remove_stale_siblings(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -105,6 +164,32 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _make_parent(path: Path) -> None:
+    """Create `path`'s parent directories, or say which part of the path is a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), path.parent)
+        raise InputError(f"{path}: cannot write it, {blocking} is a file, not a directory") from None
+
+
+def check_output_dir(path: str | Path, marker: str, what: str, force: bool = False) -> None:
+    """Refuse to replace a directory this kind of job did not write: a job that writes OUTPUT
+    whole deletes whatever else was in it, so an existing non-empty OUTPUT must hold `marker`
+    (the file every `what` holds, e.g. `config.cfg` of a pipeline), unless `force`. A file at
+    `path` is refused too."""
+    path = Path(path)
+    if path.is_file():
+        raise InputError(f"{path}: is a file; give the path of a directory to write")
+    if force or not path.is_dir() or (path / marker).exists():
+        return
+    found = sorted(p.name for p in path.iterdir())
+    if found:
+        shown = ", ".join(found[:5]) + (f", … ({len(found)} entries)" if len(found) > 5 else "")
+        raise InputError(f"{path}: exists and holds {shown} but no {marker}, so it is not {what}; writing it would "
+                         "delete them: give a new or empty directory, or pass --force to replace it")
 
 
 def _umask() -> int:

@@ -17,7 +17,7 @@ Outputs (each written atomically) in the output directory:
   seeded), made by `spacy_el.sap.pairs`.
 - `semtypes.tsv` (with MRSTY): `CUI<TAB>TUI|TUI<TAB>type name|type name`.
 
-One module (~410 lines) because the streaming reader, the external sort it falls back to and
+One module because the streaming reader, the external sort it falls back to and
 the writers share one pass and its statistics.
 """
 from __future__ import annotations

@@ -11,8 +11,8 @@ import pytest
 import spacy
 from typer.testing import CliRunner
 
-import spacy_el.annotate as annotate_mod
-from spacy_el.annotate import SharedMentions, annotate, entity_rows, read_entities
+import spacy_el.annotate.shards as shards_mod
+from spacy_el.annotate import annotate, entity_rows, read_entities
 from spacy_el.corpora.documents import plan_splits, read_documents, read_records, read_split
 from spacy_el.build import index_from_dir
 from spacy_el.io import InputError
@@ -85,7 +85,7 @@ def test_local_engine_writes_the_entities_of_nlp_pipe(pipeline_dir, expected, tm
 
 def test_a_killed_run_resumes_and_writes_each_document_once(pipeline_dir, expected, tmp_path, monkeypatch):
     src = write_jsonl(tmp_path / "docs.jsonl")
-    real = annotate_mod._write_shard
+    real = shards_mod._write_shard
     calls = []
 
     def dies_after_first(*args, **kwargs):
@@ -94,12 +94,12 @@ def test_a_killed_run_resumes_and_writes_each_document_once(pipeline_dir, expect
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(annotate_mod, "_write_shard", dies_after_first)
+    monkeypatch.setattr(shards_mod, "_write_shard", dies_after_first)
     with pytest.raises(KeyboardInterrupt):
         annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
     assert [p.name for p in (tmp_path / "out").glob("*.parquet")] == ["part-00000.parquet"]
     assert not list((tmp_path / "out").glob(".*.tmp"))  # nothing half-written
-    monkeypatch.setattr(annotate_mod, "_write_shard", real)
+    monkeypatch.setattr(shards_mod, "_write_shard", real)
     stats = annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
     assert (stats.n_shards_skipped, stats.n_shards_written, stats.n_docs) == (1, 3, len(TEXTS) - 2)
     rows = rows_of(tmp_path / "out")
@@ -193,46 +193,6 @@ def test_ray_engine_without_ray_says_how_to_install_it(pipeline_dir, tmp_path, m
                  show_progress=False)
 
 
-def test_linkers_sharing_a_mention_cache_embed_and_search_each_mention_once(pipeline_dir, expected, monkeypatch):
-    """Two loaded pipelines (as two Ray actors) with one `SharedMentions`: the second links the
-    same documents as `nlp.pipe` without running the encoder or the index for mentions the first did."""
-    shared = SharedMentions(size=100)
-    first, second = spacy.load(pipeline_dir), spacy.load(pipeline_dir)
-    for nlp in (first, second):
-        nlp.get_pipe("sap_linker").shared_cache = shared
-    calls = []
-    for nlp, who in ((first, "first"), (second, "second")):
-        linker = nlp.get_pipe("sap_linker")
-        for obj, method in ((linker.encoder, "embed"), (linker.index, "search")):
-            real = getattr(obj, method)
-            monkeypatch.setattr(obj, method, lambda *a, _real=real, _who=who, _m=method, **k: (
-                calls.append((_who, _m, len(a[0]))), _real(*a, **k))[1])
-    rows = [row for i, doc in enumerate(first.pipe(TEXTS[:4])) for row in entity_rows(f"d{i}", doc)]
-    assert {who for who, *_ in calls} == {"first"} and len(shared) == 5  # diabetes, cancer, heart attack, ...
-    rows += [row for i, doc in enumerate(second.pipe(TEXTS[4:]), 4) for row in entity_rows(f"d{i}", doc)]
-    assert close(rows, expected)
-    # only "neoplasms" is new (a KB name: its vector comes from the index); cancer and diabetes come from the first
-    assert [c for c in calls if c[0] == "second"] == [("second", "search", 1)]
-    assert second.get_pipe("sap_linker").search.cached() == ["neoplasms", "cancer", "diabetes"]  # and now local
-    assert len(shared) == 6
-
-
-def test_shared_mentions_keep_candidates_per_search_and_drop_the_least_recent():
-    shared = SharedMentions(size=2)
-    shared.put({"a": ("va", ["ca"]), "b": ("vb", ["cb"])}, (5, None))
-    assert shared.get(["a", "z"], (5, None)) == {"a": ("va", ["ca"])}
-    assert shared.get(["a"], (3, None)) == {"a": ("va", None)}  # the vector, not another k's candidates
-    shared.put({"c": ("vc", ["cc"])}, (5, None))  # "b" was least recently used
-    assert shared.get(["a", "b", "c"], (5, None)) == {"a": ("va", ["ca"]), "c": ("vc", ["cc"])}
-    shared.put({"a": ("va", ["ca3"])}, (3, None))
-    assert shared.get(["a"], (3, None)) == {"a": ("va", ["ca3"])} and shared.get(["a"], (5, None))["a"][1] == ["ca"]
-
-
-def test_a_negative_shared_cache_is_refused(pipeline_dir, tmp_path):
-    with pytest.raises(InputError, match="--shared-cache -1"):
-        annotate(pipeline_dir, write_jsonl(tmp_path / "d.jsonl"), tmp_path / "out", shared_cache=-1)
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
@@ -246,7 +206,7 @@ def ray_local():
 def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipeline_dir, expected, tmp_path,
                                                                 monkeypatch):
     src = write_jsonl(tmp_path / "docs.jsonl")
-    real, calls = annotate_mod._write_shard, []
+    real, calls = shards_mod._write_shard, []
 
     def dies_after_first(*args, **kwargs):
         if calls:
@@ -254,11 +214,11 @@ def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipel
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(annotate_mod, "_write_shard", dies_after_first)
+    monkeypatch.setattr(shards_mod, "_write_shard", dies_after_first)
     with pytest.raises(RuntimeError, match="killed"):
         annotate(pipeline_dir, src, tmp_path / "out", engine="ray", workers=2, batch_size=2, shard_size=2,
                  show_progress=False)
-    monkeypatch.setattr(annotate_mod, "_write_shard", real)
+    monkeypatch.setattr(shards_mod, "_write_shard", real)
     stats = annotate(pipeline_dir, src, tmp_path / "out", engine="ray", workers=2, batch_size=2, shard_size=2,
                      show_progress=False)
     assert stats.n_shards_skipped == 1 and stats.n_docs + 2 == len(TEXTS)
@@ -281,3 +241,60 @@ def test_ray_engine_writes_the_entities_of_nlp_pipe_and_resumes(ray_local, pipel
     stats = annotate(pipeline_dir, bad, tmp_path / "skipped", engine="ray", workers=1, shard_size=3,
                      show_progress=False, split_bytes=100, skip_bad=True)
     assert (stats.n_bad_rows, stats.n_docs) == (1, 2 * len(TEXTS)) and "line 8" in stats.bad_rows[0]
+
+
+# ---------------------------------------------------------------------- bad inputs and damaged outputs
+def test_a_text_longer_than_max_length_is_named_or_skipped(pipeline_dir, tmp_path):
+    from spacy_el.cli import app
+
+    src = write_jsonl(tmp_path / "docs.jsonl", ["cancer", "diabetes " * 111_112, "diabetes"])
+    result = CliRunner().invoke(app, ["annotate", str(pipeline_dir), str(src), str(tmp_path / "out")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"{src}, line 2: a text of 1,000,008 characters, longer than the pipeline's max_length" in result.output
+    assert "--skip-bad" in result.output
+    stats = annotate(pipeline_dir, src, tmp_path / "out", skip_bad=True, show_progress=False)
+    assert (stats.n_bad_rows, stats.n_docs) == (1, 2) and "line 2" in stats.bad_rows[0]
+    assert [r["doc_id"] for r in rows_of(tmp_path / "out")] == ["d0", "d2"]
+
+
+def test_a_run_that_wrote_no_shard_does_not_bind_the_next_ones_settings(pipeline_dir, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"id": "a", "text": "cancer"}\nnot json\n')
+    with pytest.raises(InputError, match="--skip-bad"):
+        annotate(pipeline_dir, src, tmp_path / "out", show_progress=False)
+    stats = annotate(pipeline_dir, src, tmp_path / "out", skip_bad=True, show_progress=False)  # as advised
+    assert (stats.n_docs, stats.n_bad_rows) == (1, 1)
+    with pytest.raises(InputError, match="skip_bad=True"):  # once a shard is written, its settings hold
+        annotate(pipeline_dir, src, tmp_path / "out", show_progress=False)
+
+
+def test_a_shard_cut_short_on_disk_is_named_and_written_again(pipeline_dir, expected, tmp_path):
+    src = write_jsonl(tmp_path / "docs.jsonl")
+    annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
+    shard = tmp_path / "out" / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-20])
+    with pytest.raises(InputError, match=f"{shard}: not a whole Parquet shard"):
+        read_entities(tmp_path / "out")
+    stats = annotate(pipeline_dir, src, tmp_path / "out", shard_size=2, show_progress=False)
+    assert stats.damaged == [str(shard)] and (stats.n_shards_written, stats.n_shards_skipped) == (1, 3)
+    assert close(rows_of(tmp_path / "out"), expected)
+
+
+def test_an_output_that_is_a_file_is_refused(pipeline_dir, tmp_path):
+    (tmp_path / "out").write_text("not a directory")
+    with pytest.raises(InputError, match="out: is a file; give a directory for OUTPUT"):
+        annotate(pipeline_dir, write_jsonl(tmp_path / "docs.jsonl"), tmp_path / "out", show_progress=False)
+
+
+def test_the_documented_way_to_read_entities_needs_no_pandas(pipeline_dir, tmp_path, monkeypatch):
+    import inspect
+    import textwrap
+
+    doc = inspect.getdoc(read_entities)
+    assert "::" in doc, "read_entities documents how to read the entities"
+    example = textwrap.dedent(doc.split("::", 1)[1]).replace('"out/"', repr(str(tmp_path / "out")))
+    annotate(pipeline_dir, write_jsonl(tmp_path / "docs.jsonl"), tmp_path / "out", show_progress=False)
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)  # as if pandas were not installed
+    scope = {"read_entities": read_entities}
+    exec(example, scope)
+    assert scope["rows"] and scope["per_concept"].num_rows == 4  # the four concepts the texts name

@@ -1,6 +1,7 @@
-"""The house's one direction of imports (docs: DESIGN.md, "Rooms"): every module of the package
-is read (nothing is run) and any import circle, or any import of a room at the same level or
-above, fails the test. Lazy imports inside functions and TYPE_CHECKING imports count too."""
+"""The house's one direction of imports (a room imports only rooms strictly below it, by the levels
+below): every module of the package is read (nothing is run) and any import circle, or any import of
+a room at the same level or above, fails the test. Lazy imports inside functions and TYPE_CHECKING
+imports count too."""
 from __future__ import annotations
 
 import ast

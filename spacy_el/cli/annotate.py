@@ -26,8 +26,6 @@ def annotate_command(
     shard_size: int = typer.Option(1000, "--shard-size", help="Documents per output shard (fixed for a resumed run)"),
     pubtator: bool = typer.Option(False, "--pubtator", help="Also write each shard as PubTator"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad input rows instead of stopping"),
-    shared_cache: int = typer.Option(100_000, "--shared-cache",
-                                     help="ray: entries of the mention cache shared by the actors (0: none)"),
 ) -> None:
     """Annotate a corpus: entities and their concepts as Parquet shards; a rerun resumes."""
     from spacy_el.annotate import annotate
@@ -36,10 +34,13 @@ def annotate_command(
         stats = annotate(pipeline, input_path, output, fmt=fmt, engine=engine, n_process=n_process,
                          batch_size=batch_size, shard_size=shard_size, workers=workers,
                          cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, address=address,
-                         pubtator=pubtator, skip_bad=skip_bad, shared_cache=shared_cache)
+                         pubtator=pubtator, skip_bad=skip_bad)
     except (InputError, OSError) as err:
         raise fail(err) from None
     typer.echo(f"Annotated {stats.n_docs} documents ({stats.n_entities} entities) into {stats.n_shards_written} "
                f"shards; {stats.n_shards_skipped} shards already done → {output}")
+    if stats.damaged:
+        typer.echo(f"Wrote again {len(stats.damaged)} shards found damaged on disk: {', '.join(stats.damaged[:5])}",
+                   err=True)
     if stats.n_bad_rows:
         typer.echo(f"Skipped {stats.n_bad_rows} bad input rows, e.g. {stats.bad_rows[0]}", err=True)

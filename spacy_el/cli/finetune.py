@@ -1,4 +1,4 @@
-"""`finetune`: fine-tune an encoder on the annotated mentions of a PubTator corpus (issue 7)."""
+"""`finetune`: fine-tune an encoder on the annotated mentions of a PubTator corpus."""
 from __future__ import annotations
 
 from pathlib import Path

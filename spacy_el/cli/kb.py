@@ -17,7 +17,7 @@ from spacy_el.io import InputError
 def build_index_command(
     kb: Path = typer.Argument(..., help="KB file: MEDIC, OBO (.obo/.obo.gz) or TSV (concept_id TAB name)"),
     encoder_dir: str = typer.Argument(..., help="Encoder: a SapEncoder/HF directory or a hub name"),
-    output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, table.tsv, meta.json)"),
+    output_dir: Path = typer.Argument(..., help="Index directory to write (index.faiss, columns/, meta.json)"),
     fmt: KbFormat = "auto",
     index_type: str = typer.Option("Flat", "--index-type",
                                    help="FAISS index_factory string: Flat, HNSW32, IVF1024,PQ64,RFlat, PCA256,SQ8…"),
@@ -45,11 +45,14 @@ def build_index_command(
                                             "index's candidates exactly (PQ/SQ/PCA types)"),
     batch_size: int = typer.Option(256, "--batch-size", help="Names per encoder batch"),
     use_gpu: str = typer.Option("auto", "--use-gpu", help="auto, true or false (FAISS on GPU)"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no index"),
 ) -> None:
     """Embed every KB name (plus train mentions as aliases) and write a FAISS concept index."""
     from spacy_el.build import build_index
+    from spacy_el.io import check_output_dir
 
     try:
+        check_output_dir(output_dir, "meta.json", "a concept index", force)
         index = build_index(kb, encoder_dir, output_dir, kb_format=fmt, index_type=index_type,
                             add_mentions=add_mentions, mention_types=mention_types or None, prior_from=prior_from,
                             prior_weight=prior_weight, nprobe=nprobe, ef_search=ef_search,
@@ -66,13 +69,23 @@ def build_index_command(
                f"{meta['build']['names_per_second']:.0f} names/s; sources {meta['sources']}) → {output_dir}")
 
 
-def _texts(text: Optional[str], file: Optional[Path]) -> list[str]:
+def _texts(text: Optional[str], file: Optional[Path]) -> list[tuple[str, str]]:
+    """(where, text) per text to link: the argument, or each non-blank line of the file or stdin."""
     from spacy_el.io import read_lines
 
     if text is not None:
-        return [text]
+        return [("TEXT", text)]
     lines = read_lines(file) if file is not None else enumerate(sys.stdin, start=1)
-    return [line.strip() for _, line in lines if line.strip()]
+    source = str(file) if file is not None else "stdin"
+    return [(f"{source}, line {n}", line.strip()) for n, line in lines if line.strip()]
+
+
+def _check_lengths(texts: list[tuple[str, str]], max_length: int) -> None:
+    """spaCy refuses a text longer than `nlp.max_length` deep inside `nlp.pipe`: name it first."""
+    for where, text in texts:
+        if len(text) > max_length:
+            raise InputError(f"{where}: a text of {len(text):,} characters, longer than the pipeline's max_length "
+                             f"({max_length:,}); split it into shorter texts, or raise the limit with --max-length")
 
 
 @app.command("link")
@@ -83,6 +96,9 @@ def link_command(
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a displaCy page of the links"),
     out_format: str = typer.Option("jsonl", "--format", help="jsonl (one record per text) or table"),
     batch_size: int = typer.Option(64, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1,
+                                             help="Longest text in characters (default: the pipeline's "
+                                                  "nlp.max_length, spaCy's 1,000,000)"),
 ) -> None:
     """Find and link entities: JSONL of entities with id, name, score and candidates."""
     import spacy
@@ -93,8 +109,12 @@ def link_command(
     if out_format not in ("jsonl", "table"):
         raise fail(InputError(f"--format {out_format!r}: use jsonl or table"))
     try:
+        texts = _texts(text, file)
         nlp = spacy.load(model)
-        docs = nlp.pipe(_texts(text, file), batch_size=batch_size)
+        if max_length is not None:
+            nlp.max_length = max_length
+        _check_lengths(texts, nlp.max_length)
+        docs = nlp.pipe((t for _, t in texts), batch_size=batch_size)
         if html is not None:  # the page needs every doc
             docs = list(docs)
             write_html(docs, html)
@@ -134,41 +154,17 @@ def evaluate_linking_command(
     encoder puts its right answers at higher cosines), so `--thresholds` scores a pipeline at several
     and names the best by document-concept F."""
     from spacy_el.io import atomic_write
-    from spacy_el.kb.index import ConceptIndex
-    from spacy_el.linker.link import evaluate_linking, evaluate_pipeline
-    from spacy_el.sap.encoders import load_encoder
+    from spacy_el.linker.link import best_threshold, evaluate
 
-    if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
-        raise fail(InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three"))
     try:
         sweep = [float(t) for t in thresholds.split(",") if t.strip()]
     except ValueError:
         raise fail(InputError(f"--thresholds {thresholds!r}: give numbers separated by commas, "
                               "e.g. 0.6,0.7,0.8")) from None
-    if sweep and pipeline is None:
-        raise fail(InputError("--thresholds scores a pipeline's NIL threshold: give --pipeline too"))
-    scores: dict = {}
     try:
-        if encoder is not None:
-            enc = load_encoder(encoder)
-            scores["linking"] = evaluate_linking(corpus, enc, ConceptIndex.load(index, enc, prior_weight=prior_weight),
-                                                 types=types or None,
-                                                 resolve_abbreviations=abbreviations)
-        if pipeline is not None:
-            import spacy
-
-            nlp = spacy.load(pipeline)
-            scores["pipeline"] = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
-            if sweep:
-                linker = nlp.get_pipe("sap_linker")
-                own = linker.cfg["threshold"]
-                scores["threshold_sweep"] = {}
-                for value in sweep:
-                    linker.cfg["threshold"] = value
-                    swept = evaluate_pipeline(nlp, corpus, types=types or None, label=label, gold_ents=gold_ents)
-                    scores["threshold_sweep"][str(value)] = {key: swept[key] for key in ("spans", "linking",
-                                                                                         "doc_concepts")}
-                linker.cfg["threshold"] = own
+        scores = evaluate(corpus, encoder=encoder, index=index, pipeline=pipeline, types=types or None, label=label,
+                          gold_ents=gold_ents, resolve_abbreviations=abbreviations, prior_weight=prior_weight,
+                          thresholds=sweep)
     except (InputError, OSError) as err:
         raise fail(err) from None
     if output is not None:
@@ -199,7 +195,7 @@ def evaluate_linking_command(
         for value, g in scores["threshold_sweep"].items():
             d = g["doc_concepts"]
             typer.echo(f"{value:<17} {d['p']:6.2f} / {d['r']:6.2f} / {d['f']:6.2f}    {g['linking']['f']:6.2f}")
-        best = max(scores["threshold_sweep"].items(), key=lambda kv: kv[1]["doc_concepts"]["f"])[0]
+        best = best_threshold(scores["threshold_sweep"])
         typer.echo(f"best by document-concept F: {best} (set [components.sap_linker] threshold = {best})")
 
 
@@ -285,6 +281,7 @@ def index_types_command(
     tsv: Optional[Path] = typer.Option(None, "--tsv", help="concept_id TAB type|type rows"),
 ) -> None:
     """Attach semantic types to an index's concepts, for `sap_linker`'s `type_filters`."""
+    from spacy_el.io import locked
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.kb.types import ConceptTypes
     from spacy_el.umls import concept_types_from_mrsty
@@ -293,20 +290,27 @@ def index_types_command(
     if not sources:
         raise fail(InputError("give at least one of --mrsty, --obo, --ctd, --tsv"))
     try:
-        idx = ConceptIndex.load(index, mmap=False, use_gpu=False)
-        ids = list(dict.fromkeys(idx.table.ids))
-        types = ConceptTypes()
-        if mrsty is not None:
-            types = types.merged(concept_types_from_mrsty(mrsty, concept_ids=ids))
-        if obo is not None:
-            types = types.merged(ConceptTypes.from_obo(obo, concept_ids=ids))
-        if ctd is not None:
-            types = types.merged(ConceptTypes.from_ctd_tsv(ctd))
-        if tsv is not None:
-            types = types.merged(ConceptTypes.from_tsv(tsv))
-        idx.types = types.restricted(ids)
-        idx.save(index)
+        with locked(index):  # load, change and save as one step: a concurrent update is not lost
+            idx = ConceptIndex.load(index, mmap=False, use_gpu=False)
+            ids = list(dict.fromkeys(idx.table.ids))
+            types = ConceptTypes()
+            if mrsty is not None:
+                types = types.merged(concept_types_from_mrsty(mrsty, concept_ids=ids))
+            if obo is not None:
+                types = types.merged(ConceptTypes.from_obo(obo, concept_ids=ids))
+            if ctd is not None:
+                types = types.merged(ConceptTypes.from_ctd_tsv(ctd).spelt_as(ids)[0])
+            unmatched: list[str] = []
+            if tsv is not None:
+                from_tsv, unmatched = ConceptTypes.from_tsv(tsv).spelt_as(ids)
+                types = types.merged(from_tsv)
+            idx.types = types.restricted(ids)
+            idx.save(index)
     except (InputError, OSError) as err:
         raise fail(err) from None
+    if unmatched:
+        shown = "; ".join(unmatched[:10]) + (f"; … ({len(unmatched)} in all)" if len(unmatched) > 10 else "")
+        typer.echo(f"{tsv}: {len(unmatched)} rows match no concept of the index: {shown} (`ConceptIndex.load("
+                   f"'{index}').table.ids` lists the index's ids; MESH/OMIM ids match in any spelling, e.g. D005334 or MESH:D005334)", err=True)
     typed = len(idx.types)
     typer.echo(f"{typed} of {len(ids)} concepts typed ({len(idx.types.vocabulary)} type names) → {index}/types.tsv")

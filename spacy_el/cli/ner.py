@@ -17,11 +17,14 @@ def init_vectors_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Keep only the N most frequent words"),
     prune: Optional[int] = typer.Option(None, "--prune", help="Keep N vectors, map other words to the nearest"),
     lang: str = typer.Option("en", "--lang", help="spaCy language code of the pipeline"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no pipeline"),
 ) -> None:
     """Turn the packaged GloVe 6B 50d vectors into a spaCy vectors directory."""
+    from spacy_el.io import check_output_dir
     from spacy_el.ner.vectors import init_glove_vectors
 
     try:
+        check_output_dir(output_dir, "config.cfg", "a spaCy pipeline", force)
         path = init_glove_vectors(output_dir, limit=limit, prune=prune, lang=lang)
     except InputError as err:
         raise fail(err) from None
@@ -35,7 +38,6 @@ def convert_ner_command(
     fmt: str = typer.Option("conll", "--format", help="pubtator (raw abstracts + offsets), conll (whitespace columns) or tsv (tab columns)"),
     n_sents: int = typer.Option(1, "--n-sents", help="conll/tsv: sentences per doc, within a document (e.g. 1000: whole documents)"),
     context: str = typer.Option("doc", "--context", help="pubtator: one doc per abstract (doc) or per sentence"),
-    window: int = typer.Option(0, "--window", help="each doc beside up to N docs of its document either side, as context that is neither trained nor scored (pubtator: with --context sentence)"),
     label: Optional[str] = typer.Option(None, "--label", help="pubtator: entity label for every mention (default: its type)"),
     types: Types = [],
     tokenizer: str = typer.Option("default", "--tokenizer", help="pubtator: spaCy's tokenizer (default) or spacy_el.BiomedicalTokenizer.v1 (biomedical; set the same in the training config)"),
@@ -47,9 +49,9 @@ def convert_ner_command(
 
     try:
         n_docs, n_tokens, n_ents = convert_ner(input_path, output_path, fmt, n_sents, types=types or None,
-                                               label=label, context=context, window=window, tokenizer=tokenizer,
+                                               label=label, context=context, tokenizer=tokenizer,
                                                unannotated=unannotated)
-    except InputError as err:
+    except (InputError, OSError) as err:
         raise fail(err) from None
     typer.echo(f"Wrote {n_docs} docs, {n_tokens} tokens, {n_ents} entities to {output_path}")
 
@@ -59,6 +61,7 @@ def ensemble_ner_command(
     output_dir: Path = typer.Argument(..., help="Pipeline directory to write"),
     members: List[Path] = typer.Argument(..., help="Two or more trained pipelines (e.g. model-best of runs with different --system.seed)"),
     component: str = typer.Option("bilstm_ner", "--component", help="The tagger component to ensemble"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no pipeline"),
 ) -> None:
     """One pipeline whose tagger averages the CRF scores of several trained taggers (same
     components, labels and vectors; at most one of them fed by a transformer, whose pipeline
@@ -66,7 +69,7 @@ def ensemble_ner_command(
     from spacy_el.ner.ensemble import assemble_ensemble
 
     try:
-        path = assemble_ensemble(members, output_dir, component=component)
+        path = assemble_ensemble(members, output_dir, component=component, force=force)
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote a {len(members)}-tagger ensemble to {path}")

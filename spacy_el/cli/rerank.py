@@ -58,7 +58,8 @@ def train_reranker_command(
     """Train a cross-encoder that reorders the linker's top-k by reading each mention in context."""
     from spacy_el.kb.index import ConceptIndex
     from spacy_el.linker.link import query_texts
-    from spacy_el.sap.rerank.model import RerankerSettings, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
     from spacy_el.sap.encoders import load_encoder
 
@@ -97,11 +98,16 @@ def export_reranker_command(
     reranker_dir: Path = typer.Argument(..., help="A reranker directory (`train-reranker`'s OUTPUT/reranker)"),
     output_dir: Path = typer.Argument(..., help="ONNX reranker directory to write"),
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="int8 weights (CPU serving)"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no reranker"),
 ) -> None:
     """Export a reranker to ONNX (int8 by default) for CPU serving; `sap_linker` loads either."""
-    from spacy_el.sap.rerank.model import CrossEncoderReranker, export_onnx
+    from spacy_el.io import check_output_dir
+    from spacy_el.sap.rerank.cross_encoder import CrossEncoderReranker
+    from spacy_el.sap.rerank.onnx import export_onnx
+    from spacy_el.sap.rerank.settings import SETTINGS_FILE
 
     try:
+        check_output_dir(output_dir, SETTINGS_FILE, "a reranker directory", force)
         export_onnx(CrossEncoderReranker.load(reranker_dir), output_dir, quantize=quantize)
     except (InputError, OSError) as err:
         raise fail(err) from None

@@ -1,5 +1,4 @@
-"""SAP commands: `make-pairs` (KB → pairs.tsv), `adapt-encoder` (in-domain text → encoder directory),
-`pretrain` (pairs.tsv → encoder directory), `distill` (encoder → small fast student) and `export-onnx`."""
+"""SAP commands: `make-pairs` (KB → pairs.tsv), `pretrain` (pairs.tsv → encoder directory), `distill` (encoder → small fast student) and `export-onnx`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,48 +31,6 @@ def make_pairs_command(
     except InputError as err:
         raise fail(err) from None
     typer.echo(f"Wrote {len(pairs)} pairs for {table.n_concepts} concepts ({len(table)} names) to {output}")
-
-
-@app.command("adapt-encoder")
-def adapt_encoder_command(
-    output_dir: Path = typer.Argument(..., help="Run directory: checkpoint/ and the adapted encoder/"),
-    docs: List[Path] = typer.Option([], "--docs", help="Documents to read (repeatable): PubTator, JSONL or Parquet; "
-                                    "train splits only, never the text you evaluate on"),
-    kb: List[Path] = typer.Option([], "--kb", help="A KB whose names are read, one line per concept (repeatable)"),
-    kb_format: KbFormat = "auto",
-    definitions: List[Path] = typer.Option([], "--definitions", help="An OBO ontology whose term definitions are "
-                                           "read (repeatable), e.g. the Disease Ontology"),
-    base: str = typer.Option("all-MiniLM-L6-v2", "--base", help="Base encoder: local HF dir or hub name"),
-    epochs: int = typer.Option(2, "--epochs"),
-    max_steps: MaxSteps = None,
-    batch_size: int = typer.Option(32, "--batch-size", help="Windows per step"),
-    max_length: int = typer.Option(128, "--max-length", help="Wordpieces per window"),
-    lr: float = typer.Option(1e-4, "--lr"),
-    mlm_probability: float = typer.Option(0.15, "--mlm-probability", help="Share of whole words masked"),
-    checkpoint_every: CheckpointEvery = 100,
-    resume: Resume = False,
-    seed: Seed = 0,
-    device: Device = "auto",
-    num_threads: NumThreads = None,
-) -> None:
-    """Continue the encoder's masked-language-model pretraining on in-domain text (domain adaptation); resumable."""
-    from spacy_el.sap.adapt import adapt_encoder, definition_texts, document_texts, kb_texts
-
-    if not (docs or kb or definitions):
-        raise fail(InputError("adapt-encoder: no text; give --docs, --kb or --definitions"))
-    try:
-        texts = [text for path in docs for text in document_texts(path)]
-        texts += [text for path in kb for text in kb_texts(path, kb_format)]
-        texts += [text for path in definitions for text in definition_texts(path)]
-        result = adapt_encoder(texts, base, output_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                               max_length=max_length, lr=lr, mlm_probability=mlm_probability, seed=seed,
-                               checkpoint_every=checkpoint_every, resume=resume, device=device,
-                               num_threads=num_threads)
-    except InputError as err:
-        raise fail(err) from None
-    last = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
-    typer.echo(f"Adapted on {len(texts)} texts ({result.wordpieces} wordpieces in {result.windows} windows): "
-               f"{result.steps} steps, mean loss of the last 50 {last:.3f}; encoder: {result.encoder_dir}")
 
 
 @app.command("pretrain")
@@ -164,12 +121,16 @@ def export_onnx_command(
     output_dir: Path = typer.Argument(..., help="ONNX encoder directory to write (model.onnx, tokenizer.json, …)"),
     quantize: bool = typer.Option(False, "--quantize/--no-quantize",
                                   help="int8 weights (about 2x faster on CPU; the index must be built with it)"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT_DIR even if it holds files but no encoder"),
 ) -> None:
     """Export an encoder for serving with ONNX Runtime: faster and lighter to load than torch."""
+    from spacy_el.io import check_output_dir
     from spacy_el.sap.encoder import SapEncoder
     from spacy_el.sap.onnx import OnnxEncoder
+    from spacy_el.sap.settings import SETTINGS_FILE
 
     try:
+        check_output_dir(output_dir, SETTINGS_FILE, "an encoder directory", force)
         onnx = OnnxEncoder.export(SapEncoder.load(encoder_dir, device="cpu"), output_dir, quantize=quantize)
     except (InputError, OSError) as err:
         raise fail(err) from None

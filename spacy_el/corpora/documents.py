@@ -34,6 +34,17 @@ class InputDoc:
     id: str
     text: str
     title: Optional[str] = None
+    #: where it was read: `FILE, line N` (`FILE, row N` of a Parquet file), for messages about it
+    where: str = ""
+
+
+def too_long(doc: InputDoc, max_length: int) -> Optional[str]:
+    """What is wrong with a document longer than a pipeline's `nlp.max_length` (spaCy would stop
+    the whole job with its E088 deep inside `nlp.pipe`), or None."""
+    if len(doc.text) <= max_length:
+        return None
+    return (f"{doc.where or doc.id}: a text of {len(doc.text):,} characters, longer than the pipeline's "
+            f"max_length ({max_length:,}); split the document")
 
 
 @dataclass
@@ -122,10 +133,12 @@ def read_split(split: Split) -> Iterator[tuple[int, Item]]:
     lines = read_lines(path, split.start, split.end, split.first_line)
     if split.fmt == "pubtator":
         for i, doc in enumerate(parse_pubtator(lines, path).docs):
-            yield split.first_record + i, InputDoc(doc.pmid, doc.text, doc.title)
+            yield split.first_record + i, InputDoc(doc.pmid, doc.text, doc.title, f"{path}, line {doc.line}")
         return
     for i, (lineno, line) in enumerate(lines):
         doc = _jsonl_doc(line) if line.strip() else None
+        if isinstance(doc, InputDoc):
+            doc.where = f"{path}, line {lineno}"
         yield split.first_record + i, f"{path}, line {lineno}: {doc}" if isinstance(doc, str) else doc
 
 
@@ -200,6 +213,8 @@ def _parquet_records(path: Path, split: Split) -> Iterator[tuple[int, Item]]:
                                       row_groups=range(split.start, split.end)):
         for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
             doc = _doc_of(doc_id, text)
+            if isinstance(doc, InputDoc):
+                doc.where = f"{path}, row {record + 1}"
             yield record, f"{path}, row {record + 1}: {doc}" if isinstance(doc, str) else doc
             record += 1
 

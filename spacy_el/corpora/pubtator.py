@@ -52,6 +52,8 @@ class PubTatorDoc:
     title: str
     abstract: str
     mentions: list[Mention] = field(default_factory=list)
+    #: the line of its title in the file it was read from (0: unknown)
+    line: int = 0
 
     @property
     def text(self) -> str:
@@ -119,7 +121,7 @@ def parse_pubtator(lines: Iterable[tuple[int, str]], path: str | Path,
         if head:
             pmid, kind, body = head.groups()
             if kind == "t":
-                doc = PubTatorDoc(pmid=pmid, title=body, abstract="")
+                doc = PubTatorDoc(pmid=pmid, title=body, abstract="", line=lineno)
                 docs.append(doc)
             elif doc is None or doc.pmid != pmid:
                 raise fail(lineno, f"abstract line for PMID {pmid} without its title line before it")
@@ -210,13 +212,13 @@ def _concept_mentions(corpus: PubTatorCorpus) -> Iterable[tuple[str, str]]:
 
 def mention_concept_counts(corpus: PubTatorCorpus) -> Counter:
     """How many mentions the annotators linked to each concept (canonical id, `+` ids joined
-    with `|`): the corpus prior of `ConceptIndex` (issue 7). Composite mentions count through
+    with `|`): the corpus prior of `ConceptIndex`. Composite mentions count through
     their lined-up parts, as in `mention_aliases`."""
     return Counter(cid for cid, text in _concept_mentions(corpus) if cid and text.strip())
 
 
 def mention_aliases(corpus: PubTatorCorpus) -> list[tuple[str, str]]:
-    """Distinct (concept id, normalised mention) pairs to add to a KB as aliases (issue 7).
+    """Distinct (concept id, normalised mention) pairs to add to a KB as aliases.
 
     The concept id is the mention's id field in canonical form (`+` ids joined with `|`, the
     way a concept with several ids is spelt in the concept table). Composite mentions are

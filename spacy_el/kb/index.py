@@ -7,19 +7,18 @@ ranks names by cosine. A concept has many names, so `search` looks deeper than k
 each concept's best name (`spacy_el.kb.ranking.collapse`, which also applies the corpus prior):
 callers get the top-k *concepts*.
 
-On disk an index is a directory: `index.faiss`, `table.tsv` (concept_id, name, source), the same
-table as memory-mapped `columns/` with its row codes (`spacy_el.kb.table`), `meta.json` (encoder
-fingerprint and dim, metric, counts, index type, search settings, alias files) and, with a corpus
-prior, `prior.tsv`; a compressed index built with `store_vectors` also keeps every name's vector
-on disk for exact rescoring (`vectors.f16`, see `spacy_el.kb.vectors`). It is written atomically
-and memory-mapped on load where FAISS allows it, so a pipeline holding a large KB loads fast and
-shares pages between processes. FAISS plumbing lives in
-`faiss_utils.py`, ranking in `ranking.py`, index building from files in `spacy_el.build`; this
-module (~470 lines) is the one class whose build, search and disk format share its state.
+On disk an index is a directory (`spacy_el.kb.files`): `index.faiss`, the concept table
+(concept_id, name, source) as memory-mapped `columns/` with its row codes (`spacy_el.kb.table`),
+`meta.json` (encoder fingerprint and dim, metric, counts, index type, search settings, alias files)
+and, with a corpus prior, `prior.tsv`; a compressed index built with `store_vectors` also keeps
+every name's vector on disk for exact rescoring (`vectors.f16`, see `spacy_el.kb.vectors`). It is
+written atomically and memory-mapped on load where FAISS allows it, so a pipeline holding a large
+KB loads fast and shares pages between processes. FAISS plumbing lives in `faiss_utils.py`,
+ranking in `ranking.py`, the files in `files.py`, index building from KB files in
+`spacy_el.build`; this module is the one class whose build and search share its state.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -28,27 +27,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from spacy_el.kb.faiss_utils import faiss
-from spacy_el.io import InputError, atomic_dir, atomic_write, prefetch_files
-from spacy_el.kb.faiss_utils import (apply_search_settings, default_settings, faiss_msg, maybe_gpu, read_index,
-                                     sub_indexes)
+from spacy_el.io import InputError, atomic_dir, prefetch_files
+from spacy_el.kb.faiss_utils import apply_search_settings, default_settings, faiss, faiss_msg, maybe_gpu, sub_indexes
+from spacy_el.kb.files import FORMAT_VERSION, IndexParts, encoder_meta, read_parts, write_parts
 from spacy_el.kb.ranking import (DEFAULT_PRIOR_WEIGHT, KB_SOURCE, Candidate, RowCodes, align_alias_ids, align_prior,
-                                  check_prior_weight, collapse, concept_bonus, prior_bonus, read_prior, row_codes,
-                                  write_prior)
+                                  check_prior_weight, collapse, concept_bonus, prior_bonus, row_codes)
 from spacy_el.kb.table import ConceptTable
-from spacy_el.kb.types import TYPES_FILE, ConceptTypes, RowFilter
+from spacy_el.kb.types import ConceptTypes, RowFilter
 from spacy_el.kb.vectors import VectorStore
 from spacy_el.models import Encoder
 
 __all__ = ["ConceptIndex", "Candidate", "DEFAULT_PRIOR_WEIGHT", "KB_SOURCE", "align_alias_ids"]
 
-INDEX_FILE = "index.faiss"
-TABLE_FILE = "table.tsv"
-#: The table as memory-mapped columns and its row codes (`ConceptTable.to_columns`, `RowCodes.save`).
-COLUMNS_DIR = "columns"
-META_FILE = "meta.json"
-PRIOR_FILE = "prior.tsv"
-FORMAT_VERSION = 1
 #: How many names per wanted concept the first search pass fetches before collapsing.
 DEPTH_FACTOR = 8
 #: At most this many names train an IVF/PQ/PCA index (a seeded sample; FAISS subsamples anyway).
@@ -124,7 +114,7 @@ class ConceptIndex:
             raise InputError("the name vectors contain NaN or infinite values; check the encoder")
         faiss.normalize_L2(vectors)
         _check_ids(table.ids)
-        # tabs/newlines inside names would break the table's TSV round trip
+        # one space for any whitespace run: the columns separate values by line breaks, TSV KBs by tabs
         table = ConceptTable(list(table.ids), [" ".join(n.split()) for n in table.names], list(table.sources))
         dim = vectors.shape[1]
         if encoder is not None and encoder.dim != dim:
@@ -163,7 +153,7 @@ class ConceptIndex:
             "n_concepts": table.n_concepts,
             "sources": dict(sources),
             "alias_files": sorted(s for s in sources if s != KB_SOURCE),
-            "encoder": _encoder_meta(encoder),
+            "encoder": encoder_meta(encoder),
             "settings": settings,
             "build": {"faiss": faiss.__version__, "train_add_seconds": round(train_add_s, 2)},
         }
@@ -312,14 +302,6 @@ class ConceptIndex:
             depth = min(n_rows, depth * 4)
         return results
 
-    def search_names(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k *names* per query vector (cosines and table rows, -1 past the last), as the
-        first pass of `search` finds them: FAISS, rescored exactly when the index stores vectors."""
-        queries = np.array(vectors, dtype="float32", order="C", ndmin=2)
-        faiss.normalize_L2(queries)
-        scores, rows, _ = self._names(queries, k, None, len(self.table), k)
-        return scores, rows
-
     def _names(self, queries: np.ndarray, depth: int, row_filter: RowFilter | None, n_rows: int, wanted: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores and rows of the best `depth` names, and per query whether every name within
@@ -350,24 +332,11 @@ class ConceptIndex:
 
     # ------------------------------------------------------------------ disk
     def save(self, path: str | Path) -> None:
-        """Write index.faiss + table.tsv + meta.json into `path` atomically (all or nothing)."""
+        """Write the index's files (`spacy_el.kb.files`) into `path` atomically (all or nothing)."""
         cpu = self.cpu_index if self.cpu_index is not None else faiss.index_gpu_to_cpu(self.index)
-        meta = {k: v for k, v in self.meta.items() if k not in ("path", "mmapped")}
         with atomic_dir(path) as tmp:
-            faiss.write_index(cpu, str(tmp / INDEX_FILE))
-            self.table.to_tsv(tmp / TABLE_FILE)
-            self.table.to_columns(tmp / COLUMNS_DIR)
-            self._row_codes().save(tmp / COLUMNS_DIR)
-            if self.types is not None:
-                self.types.to_tsv(tmp / TYPES_FILE)
-            meta.pop("vectors", None)
-            if self.vectors is not None:
-                self.vectors.save(tmp)
-                meta["vectors"] = self.vectors.meta()
-            if self.prior:
-                write_prior(tmp / PRIOR_FILE, self.prior)
-            with atomic_write(tmp / META_FILE) as f:
-                json.dump(meta, f, indent=2)
+            write_parts(tmp, IndexParts(self.meta, cpu, self.table, self._row_codes(), self.prior, self.vectors,
+                                        self.types))
 
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None, *, use_gpu: bool | str = "auto", mmap: bool = True,
@@ -381,39 +350,11 @@ class ConceptIndex:
         thread), so that from a cold start the first searches do not wait on random disk reads of
         the inverted lists, the table's columns and the stored vectors."""
         path = Path(path)
-        meta_path = path / META_FILE
-        if not meta_path.exists():
-            raise InputError(f"{path}: not a concept index directory (no {META_FILE}); "
-                             "build one with `spacy-el build-index KB ENCODER_DIR OUTPUT_DIR`")
-        meta = _read_meta(meta_path)
-        if meta.get("format") != FORMAT_VERSION:
-            raise InputError(f"{meta_path}: index format {meta.get('format')!r}, this spacy-el reads "
-                             f"format {FORMAT_VERSION}; rebuild the index")
-        meta["path"] = str(path)
-        index, meta["mmapped"] = read_index(path / INDEX_FILE, mmap)
-        if index.d != meta["dim"]:
-            raise InputError(f"{path}: {INDEX_FILE} holds vectors of dim {index.d} but {META_FILE} says dim "
-                             f"{meta['dim']}: the directory mixes files of two builds; rebuild the index")
-        columns = path / COLUMNS_DIR
-        if columns.is_dir():
-            table = ConceptTable.from_columns(columns, mmap)
-            codes = RowCodes.open(columns, table.ids, mmap)
-        else:  # an index written before columns: the same table, parsed (codes built on the first search)
-            table, codes = ConceptTable.from_tsv(path / TABLE_FILE), None
-        overrides = {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor}
-        meta["settings"] |= {k: v for k, v in overrides.items() if v is not None}
-        prior = read_prior(path / PRIOR_FILE) if (path / PRIOR_FILE).exists() else None
-        if rescore_factor is not None:
-            if "vectors" not in meta:
-                raise InputError(f"rescore_factor={rescore_factor}: {path} stores no vectors to rescore with; drop "
-                                 "the setting or rebuild the index with stored vectors (`--store-vectors`)")
-            meta["vectors"]["rescore_factor"] = rescore_factor
-        vectors = VectorStore.open(path, meta["vectors"], mmap) if "vectors" in meta else None
-        self = cls(table, index, meta, use_gpu=use_gpu, prior=prior, vectors=vectors)
-        if codes is not None:
-            self._codes = (table, codes)
-        if (path / TYPES_FILE).exists():
-            self.types = ConceptTypes.from_tsv(path / TYPES_FILE)
+        parts = read_parts(path, mmap, {"nprobe": nprobe, "ef_search": ef_search, "refine_k_factor": refine_k_factor},
+                           rescore_factor)
+        self = cls(parts.table, parts.index, parts.meta, use_gpu=use_gpu, prior=parts.prior, vectors=parts.vectors)
+        self._codes = (parts.table, parts.codes)
+        self.types = parts.types
         if prior_weight is not None:
             self.set_prior_weight(prior_weight)
         if encoder is not None:
@@ -424,30 +365,13 @@ class ConceptIndex:
 
 
 # ---------------------------------------------------------------------- helpers
-#: Keys every `meta.json` holds (a file without them was cut short or written by hand).
-_META_KEYS = ("format", "dim", "settings", "encoder")
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    """`meta.json`, or an error naming it when it is truncated, not JSON or lacks a key."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({getattr(err, 'msg', err)}); the file is truncated or "
-                         "damaged: rebuild the index (`spacy-el build-index KB ENCODER_DIR OUTPUT_DIR`)") from None
-    missing = [k for k in _META_KEYS if not isinstance(meta, dict) or k not in meta]
-    if missing:
-        raise InputError(f"{path}: no {', '.join(missing)}; the file is incomplete: rebuild the index")
-    return meta
-
-
 def _check_ids(ids: Sequence[str]) -> None:
-    """What is written must read back: `table.tsv` cannot hold an id with a tab or a line break.
+    """What is written must read back: the columns (and a TSV KB) cannot hold an id with a tab or a line break.
     The KB readers reject such rows with their file and line; this catches tables built in code."""
     for row, cid in enumerate(ids):
         if any(c in cid for c in "\t\n\r"):
             raise InputError(f"concept id {cid!r} (table row {row + 1}) holds a tab or a line break, which "
-                             "the index's table.tsv cannot store; fix the id in the KB")
+                             "the index's table cannot store; fix the id in the KB")
 
 
 def _concat(table: ConceptTable, extra: ConceptTable) -> ConceptTable:
@@ -472,16 +396,3 @@ def _clean(table: ConceptTable, allow_empty: bool = False) -> ConceptTable:
 def _embed(encoder: Encoder, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
     return np.asarray(encoder.embed(list(texts), batch_size=batch_size, show_progress=show_progress),
                       dtype="float32")
-
-
-def encoder_meta(encoder: Encoder | None) -> dict[str, Any]:
-    """What meta.json records of the encoder an index was built with (fingerprint, dim, name)."""
-    return _encoder_meta(encoder)
-
-
-def _encoder_meta(encoder: Encoder | None) -> dict[str, Any]:
-    if encoder is None:
-        return {"fingerprint": None, "dim": None, "name": None}
-    settings = getattr(encoder, "settings", None)
-    return {"fingerprint": encoder.fingerprint, "dim": encoder.dim,
-            "name": getattr(settings, "base", None) or None}

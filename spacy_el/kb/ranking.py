@@ -26,7 +26,7 @@ import numpy as np
 
 from spacy_el.ids import id_owners, kb_spelling, normalize_name
 from spacy_el.io import InputError, atomic_write, read_lines
-from spacy_el.kb.table import ConceptTable
+from spacy_el.kb.table import ConceptTable, load_npy
 
 #: The `source` of a KB's own names (an alias's source is the corpus file it came from).
 KB_SOURCE = "kb"
@@ -83,7 +83,7 @@ class RowCodes:
         paths = [directory / f"codes.{name}.npy" for name in cls.FILES]
         if not all(p.exists() for p in paths):
             return None
-        text, concept, is_kb = (np.load(p, mmap_mode="r" if mmap else None) for p in paths)
+        text, concept, is_kb = (load_npy(p, mmap) for p in paths)
         if not len(text) == len(concept) == len(is_kb) == len(ids):
             return None
         return cls(text, concept, is_kb, int(concept.max()) + 1 if len(concept) else 0, ids)
@@ -148,9 +148,9 @@ def collapse(scores: np.ndarray, rows: np.ndarray, k: int, codes: RowCodes, bonu
     comes before a KB name, then the name's own cosine to one more decimal (of two spellings of
     one text, "ANIRIDIA" and "Aniridia", the one closer to the query's), then the later row.
     The later row is what FAISS happened to return first among equal inner products; stated
-    here, it no longer moves with the last bits of the BLAS sums (one dev figure was 87.42 with
-    1 thread and 86.79 with 2), and the earlier row instead would cost up to 4 points of Acc@1
-    on NCBI-disease dev. Where a KB name and a train mention share a text, the alias records
+    here, the order does not move with the last bits of the BLAS sums (so links do not depend on
+    the number of threads), and it is the better of the two on the benchmark corpora
+    (benchmarks/RESULTS.md). Where a KB name and a train mention share a text, the alias records
     which concept the annotators meant, while the KB name is often attached to several concepts
     (MEDIC's "ANIRIDIA" and "Aniridia"). Sorting also repairs
     the slightly out-of-order scores of approximate indexes. Vectorised over the batch: the

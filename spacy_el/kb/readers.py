@@ -37,7 +37,7 @@ def _add_names(table: ConceptTable, cid: str, names: list[str], source: str) -> 
 
 
 def _check_field(path: Path | str, where: int | str, what: str, value: str) -> str:
-    """A concept id or name must not hold a tab or a line break: the index's `table.tsv` could
+    """A concept id or name must not hold a tab or a line break: the index's table could
     not read it back. Rejected here, where the file and the line (`where`: a line number, or the
     entry of a file without lines) are known."""
     if any(c in value for c in "\t\n\r"):

@@ -3,7 +3,7 @@ index on a sample, then add the names chunk by chunk, appending each chunk's row
 it goes. Only one chunk of vectors is in memory at a time, so a 10M-name IVF-PQ index needs the
 compressed codes plus one chunk, not 10M × dim floats.
 
-The result is an ordinary index directory (`index.faiss`, `table.tsv`, the table's memory-mapped
+The result is an ordinary index directory (`index.faiss`, the table as memory-mapped
 `columns/` with its row codes, `meta.json`) that `ConceptIndex.load` reads; it is written atomically. With `use_gpu` and faiss-gpu, training and
 adding run on every visible GPU (the index sharded across them), and the index comes back to the
 CPU to be written; without a GPU the same code runs on the CPU. With `store_vectors` every chunk's
@@ -24,8 +24,8 @@ import numpy as np
 from spacy_el.kb.faiss_utils import faiss
 from spacy_el.io import InputError, atomic_dir
 from spacy_el.kb.faiss_utils import default_settings, faiss_msg, sub_indexes, to_all_gpus
-from spacy_el.kb.index import COLUMNS_DIR, FORMAT_VERSION, INDEX_FILE, KB_SOURCE, META_FILE, TABLE_FILE
-from spacy_el.kb.ranking import RowCodesBuilder
+from spacy_el.kb.files import COLUMNS_DIR, FORMAT_VERSION, INDEX_FILE, META_FILE
+from spacy_el.kb.ranking import KB_SOURCE, RowCodesBuilder
 from spacy_el.kb.table import ColumnsWriter
 from spacy_el.kb.vectors import VectorWriter, vectors_meta
 
@@ -67,7 +67,7 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
     n_names, sources, concepts = 0, Counter(), set()
     codes = RowCodesBuilder()
     with atomic_dir(output) as tmp:
-        with open(tmp / TABLE_FILE, "w", encoding="utf-8") as table, ColumnsWriter(tmp / COLUMNS_DIR) as columns, \
+        with ColumnsWriter(tmp / COLUMNS_DIR) as columns, \
                 (VectorWriter(tmp) if store_vectors else contextlib.nullcontext()) as stored:
             for rows, vectors in chunks:
                 vectors = np.array(vectors, dtype="float32", order="C")
@@ -87,7 +87,6 @@ def build_index_from_chunks(output: str | Path, train_vectors: np.ndarray, chunk
                 work.add(vectors)
                 if stored is not None:
                     stored.add(vectors)
-                table.writelines(f"{cid}\t{name}\t{source}\n" for cid, name, source in clean)
                 columns.add(clean)
                 codes.add(clean)
                 n_names += len(rows)

@@ -1,8 +1,8 @@
 """The concept table: one row per (concept id, name), the unit every KB reader produces,
 pretraining pairs are drawn from and the concept index is built over.
 
-Besides `table.tsv` (readable, and what every reader accepts) an index keeps its table as
-columns (`to_columns`): per column one `\n`-separated UTF-8 blob and the offset of every value in
+A table reads from and writes to TSV (`from_tsv`, `to_tsv`: what every KB reader accepts); an
+index keeps its table as columns (`to_columns`): per column one `\n`-separated UTF-8 blob and the offset of every value in
 it, as `.npy` files opened memory-mapped. A table of 10M names then opens at once and a search
 decodes only the rows it returns; the whole column is still one C-level `split` away.
 """
@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, MutableSequence, Sequence, overload
 
 import numpy as np
 
+from spacy_el.ids import id_problem
 from spacy_el.io import InputError, atomic_write, read_lines
 
 COLUMNS = ("ids", "names", "sources")
@@ -68,9 +69,22 @@ class StringColumn(Sequence[str]):
 
     @classmethod
     def open(cls, directory: Path, name: str, mmap: bool = True) -> "StringColumn":
-        mode = "r" if mmap else None
-        return cls(np.load(directory / f"{name}.blob.npy", mmap_mode=mode),
-                   np.load(directory / f"{name}.offsets.npy", mmap_mode=mode))
+        blob, offsets = (load_npy(directory / f"{name}.{part}.npy", mmap) for part in ("blob", "offsets"))
+        if len(offsets) and (offsets[-1] != len(blob) or offsets[0] != 0):
+            raise InputError(f"{directory / f'{name}.blob.npy'}: {len(blob)} bytes, but its offsets end at "
+                             f"{offsets[-1]}: the index directory is damaged or mixes two builds; rebuild the index")
+        return cls(blob, offsets)
+
+
+def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
+    """A `.npy` file of an index directory (memory-mapped), or an error naming it when it is missing
+    or cut short (numpy's own says "mmap length is greater than file size", without the file)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; the index directory is incomplete: rebuild the index") from None
+    except (ValueError, EOFError, OSError) as err:
+        raise InputError(f"{path}: truncated or damaged ({err}); rebuild the index (or copy it again whole)") from None
 
 
 class ColumnsWriter:
@@ -199,5 +213,8 @@ class ConceptTable:
             cid, name = cols[0].strip(), cols[1].strip()
             if not cid or not name:
                 raise InputError(f"{path}, line {lineno}: empty concept id or name")
+            if problem := id_problem(cid):
+                raise InputError(f"{path}, line {lineno}: concept id {cid!r} {problem}; expected "
+                                 "concept_id TAB name [TAB source], e.g. MESH:D003920 TAB diabetes mellitus")
             table.add(cid, name, cols[2].strip() if len(cols) == 3 and cols[2].strip() else "kb")
         return table

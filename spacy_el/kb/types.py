@@ -28,8 +28,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from spacy_el.kb.faiss_utils import faiss
+from spacy_el.ids import id_owners, kb_spelling
 from spacy_el.io import InputError, atomic_write, read_lines
+from spacy_el.kb.faiss_utils import faiss
 
 TYPES_FILE = "types.tsv"
 
@@ -42,6 +43,8 @@ class ConceptTypes:
         self.types: dict[str, tuple[str, ...]] = {cid: tuple(dict.fromkeys(ts)) for cid, ts in (types or {}).items()
                                                   if ts}
         self.names: dict[str, str] = dict(names or {})
+        #: concept id → the line of the file it was read from (`from_tsv`), to name unmatched rows
+        self.lines: dict[str, int] = {}
         self._masks: dict[tuple, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -69,6 +72,23 @@ class ConceptTypes:
         """Only these concepts (what an index keeps after removing some)."""
         keep = set(concept_ids)
         return ConceptTypes({c: ts for c, ts in self.types.items() if c in keep}, self.names)
+
+    def spelt_as(self, concept_ids: Iterable[str]) -> tuple["ConceptTypes", list[str]]:
+        """These types keyed by the ids as an index table spells them (`concept_ids`), matched the
+        way `update-index --remove` matches ids: `MESH:D011125` or `D011125` find the concept
+        `MESH:D011125|OMIM:175100`. Also returns the rows (`line N: id`, or the id) that match no
+        concept, so a file spelt another way is named rather than silently typing nothing."""
+        ids = list(concept_ids)
+        owners, known = id_owners(ids), set(ids)
+        out: dict[str, list[str]] = {}
+        unmatched = []
+        for cid, ts in self.types.items():
+            spelt = cid if cid in known else kb_spelling(owners, cid)
+            if spelt in known:
+                out.setdefault(spelt, []).extend(ts)
+            else:
+                unmatched.append(f"line {self.lines[cid]}: {cid}" if cid in self.lines else cid)
+        return ConceptTypes(out, self.names), unmatched
 
     def check(self, wanted: Iterable[str], setting: str) -> list[str]:
         """The wanted type names, or an error naming the setting and the known names."""
@@ -107,6 +127,7 @@ class ConceptTypes:
         """Read `to_tsv`'s format (any `concept_id<TAB>type|type` file); bad rows name file and line."""
         types: dict[str, list[str]] = {}
         names: dict[str, str] = {}
+        lines: dict[str, int] = {}
         for lineno, line in read_lines(path):
             if not line.strip():
                 continue
@@ -117,7 +138,10 @@ class ConceptTypes:
             if len(cols) != 2 or not cols[0].strip() or not cols[1].strip():
                 raise InputError(f"{path}, line {lineno}: expected concept_id<TAB>type|type, found {line[:80]!r}")
             types.setdefault(cols[0].strip(), []).extend(t.strip() for t in cols[1].split("|") if t.strip())
-        return cls(types, names)
+            lines.setdefault(cols[0].strip(), lineno)
+        out = cls(types, names)
+        out.lines = lines
+        return out
 
     @classmethod
     def from_obo(cls, path: str | Path, concept_ids: Iterable[str] | None = None) -> "ConceptTypes":

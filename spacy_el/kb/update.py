@@ -19,7 +19,7 @@ import numpy as np
 
 from spacy_el.kb.faiss_utils import faiss
 from spacy_el.ids import id_owners, kb_spelling
-from spacy_el.io import InputError, read_lines
+from spacy_el.io import InputError, locked, read_lines
 from spacy_el.kb.index import KB_SOURCE, ConceptIndex
 from spacy_el.kb.table import ConceptTable
 from spacy_el.kb.vectors import VectorStore
@@ -46,8 +46,15 @@ def update_index(path: str | Path, *, add: ConceptTable | None = None, remove: I
                  encoder: Encoder | None = None, rebuild: bool = False, batch_size: int = 256) -> dict[str, Any]:
     """Remove the concepts `remove` (ids as the table or a corpus spells them) and add the rows of
     `add` (new concepts or new names of known ones) to the index directory `path`; returns what
-    changed. Nothing is written unless every step succeeds."""
+    changed. Nothing is written unless every step succeeds; concurrent updates of one index run
+    one after the other (`spacy_el.io.locked`), so none is lost."""
     path = Path(path)
+    with locked(path):
+        return _update(path, add, remove, encoder, rebuild, batch_size)
+
+
+def _update(path: Path, add: ConceptTable | None, remove: Iterable[str], encoder: Encoder | None, rebuild: bool,
+            batch_size: int) -> dict[str, Any]:
     index = ConceptIndex.load(path, encoder, mmap=False, use_gpu=False)
     if add is not None and len(add) and encoder is None:
         raise InputError("adding names needs the encoder the index was built with: give --encoder ENCODER_DIR")
@@ -76,7 +83,7 @@ def _remove(index: ConceptIndex, remove: list[str], encoder: Encoder | None, reb
     missing = [cid for cid, s in spelt.items() if s not in known]
     if missing:
         shown = ", ".join(missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise InputError(f"--remove: {shown} not in the index {index.meta.get('path', '')} (its ids are in table.tsv); "
+        raise InputError(f"--remove: {shown} not in the index {index.meta.get('path', '')} (`ConceptIndex.load(DIR).table.ids` lists its ids); "
                          "fix the ids or drop them")
     gone = set(spelt.values())
     drop = np.fromiter((cid in gone for cid in table.ids), dtype=bool, count=len(table))

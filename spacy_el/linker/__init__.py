@@ -1,5 +1,7 @@
-"""The `sap_linker` component (`pipe.py`), linking/evaluation helpers (`link.py`) and displaCy
-rendering of links (`display.py`).
+"""The `sap_linker` component (`pipe.py`, with its mention search `search.py`, coordinations
+`composite.py`, the tagger's alternatives `alternatives.py` and its saved parts `storage.py`),
+linking/evaluation helpers (`link.py`), spaCy `entity_linker` candidates (`candidates.py`) and
+displaCy rendering of links (`display.py`).
 
 After `sap_linker`, each linked entity has `ent.kb_id_` (best concept or the NIL id) and
 `ent._.kb_candidates`: `[Candidate(concept_id, score, name, source), …]` best first, where

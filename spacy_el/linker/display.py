@@ -4,7 +4,13 @@ adds, per document, a side table of every entity's candidates (name, id, score, 
 highlighted entity also shows its candidates on hover.
 
 `kb_url_template` maps an id prefix to the URL of a concept page, `{}` standing for the id
-without its prefix (`MESH:D003920` → `D003920`); ids of other prefixes get no link. A composite
+without its prefix (`MESH:D003920` → `D003920`); ids of other prefixes get no link.
+
+Every string on the page comes from somewhere else: the text from the input, names, ids and
+sources from KB files written by third parties (UMLS releases, ontologies, user TSVs), templates
+from the user. So each is HTML-escaped where it is inserted, the id inside a URL is percent-encoded,
+and a URL that is not http(s) (e.g. `javascript:`) is not linked: nothing from the KB can add an
+element or an attribute to the page. A composite
 entity (`ent._.kb_parts`) links its first part in the markup and every part in the table.
 """
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from spacy import displacy
@@ -31,12 +38,15 @@ KB_URL_TEMPLATES: Dict[str, str] = {
 
 
 def kb_url(concept_id: str, templates: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The page of the first id of `concept_id` whose prefix has a template, else None."""
+    """The page of the first id of `concept_id` whose prefix has a template, else None. The id is
+    percent-encoded into the template, and only http(s) URLs are returned (not HTML-escaped: do
+    that where the URL is inserted)."""
     templates = KB_URL_TEMPLATES if templates is None else templates
     for part in concept_id.split("|"):
         prefix, sep, local = part.partition(":")
         if sep and prefix.upper() in templates:
-            return templates[prefix.upper()].format(local)
+            url = templates[prefix.upper()].replace("{}", quote(local, safe=""))
+            return url if urlsplit(url).scheme.lower() in ("http", "https") else None
     return None
 
 
@@ -64,11 +74,12 @@ def render_links(docs: Iterable[Doc], *, page: bool = True, kb_url_template: Opt
     for doc in docs:
         ents = []
         for ent in doc.ents:
-            label = link_label(ent)
+            # displaCy escapes the text but inserts label, id and URL as given
+            label = html.escape(link_label(ent))
             colors[label] = colors[ent.label_]
             url = kb_url(ent.kb_id_, kb_url_template) if ent.kb_id_ else None
             ents.append({"start": ent.start_char, "end": ent.end_char, "label": label,
-                         "kb_id": ent.kb_id_, "kb_url": url or "#"})
+                         "kb_id": html.escape(ent.kb_id_), "kb_url": html.escape(url or "#")})
         parsed.append({"text": doc.text, "ents": ents, "title": None})
     return displacy.render(parsed, style="ent", manual=True, page=page, jupyter=False, options={"colors": colors})
 

@@ -49,16 +49,16 @@ def records_table(records: Iterable[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------------- evaluation
 def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence[str] | None = None,
                      batch_size: int = 256, resolve_abbreviations: bool = False, reranker=None,
-                     rerank_top_k: int | None = None, rerank_margin: float | None = None) -> dict[str, Any]:
+                     rerank_top_k: int | None = None) -> dict[str, Any]:
     """Acc@1/Acc@5 of encoder + index on a PubTator file's mentions, SapBERT's protocol
     (composite mentions split into parts when their texts line up; any shared id counts).
     Mentions whose gold ids are absent from the KB stay in the denominator and are counted.
     `resolve_abbreviations`: a mention that is a short form defined in its abstract
     (`el_abbreviation_detector`) is linked by its long form's text, as `sap_linker` can do.
-    `reranker` (`spacy_el.sap.rerank.model.Reranker`): each mention's first `rerank_top_k` candidates
+    `reranker` (`spacy_el.sap.rerank.settings.Reranker`): each mention's first `rerank_top_k` candidates
     are reordered by it, reading the mention in its abstract, as `sap_linker` does: those whose first
-    candidate it could overturn, or with `rerank_margin` only near-ties (`worth_reranking`, the
-    linker's rule, so the setting that is timed is the one scored)."""
+    candidate it could overturn (`rerank_mentions`, the linker's rerank step, so what is timed is what
+    is scored)."""
     from spacy_el.corpora.pubtator import linking_queries, read_pubtator
     from spacy_el.evaluate import accuracy_at_k, missing_from_kb
 
@@ -71,21 +71,17 @@ def evaluate_linking(corpus_path: str | Path, encoder, index, *, types: Sequence
     lists = [found[t] for t in texts]
     n_reranked = 0
     if reranker is not None:
-        from spacy_el.sap.rerank.context import concept_names, mention_in_context
-        from spacy_el.sap.rerank.model import rerank, worth_reranking
+        from spacy_el.sap.rerank.context import concept_names
+        from spacy_el.sap.rerank.policy import rerank_mentions
 
         doc_text = {d.pmid: d.text for d in corpus.docs}
-        bonus = index.concept_bonus()
-        top = reranker.settings.top_k if rerank_top_k is None else rerank_top_k
-        todo = [i for i, cands in enumerate(lists)
-                if worth_reranking(cands, rerank_margin, reranker.settings, top, bonus)]
-        contexts = [mention_in_context(doc_text[queries[i].pmid], queries[i].start, queries[i].end, query=texts[i],
-                                       window=reranker.settings.window) for i in todo]
-        reranked = rerank(reranker, contexts, [lists[i] for i in todo], concept_names(index.table),
-                          top_k=rerank_top_k, bonus=bonus)
-        for i, cands in zip(todo, reranked):
-            lists[i] = cands
-        n_reranked = len(todo)
+
+        def mention(i: int) -> tuple[str, int, int, str]:
+            return doc_text[queries[i].pmid], queries[i].start, queries[i].end, texts[i]
+
+        lists = rerank_mentions(reranker, lists, concept_names(index.table), mention, top_k=rerank_top_k,
+                                bonus=index.concept_bonus())
+        n_reranked = sum(bool(cands) and cands[0].rerank_score is not None for cands in lists)
     ranked = [[c.concept_id for c in cands] for cands in lists]
     scores = accuracy_at_k(ranked, [q.gold for q in queries], ks=(1, 5))
     return scores | {"n_reranked": n_reranked, "n_missing_from_kb": len(missing_from_kb(queries, index.table.ids)),
@@ -199,6 +195,62 @@ def evaluate_pipeline(nlp: Language, corpus_path: str | Path, *, types: Sequence
         "words_per_s": n_words / seconds if seconds > 0 else 0.0, "n_words": n_words, "seconds": seconds,
         "n_docs": len(examples), "n_gold_mentions": sum(len(g) for _, g in pairs),
         "n_nil_skipped": corpus.n_nil, "gold_ents": gold_ents, "corpus": str(corpus_path)}
+
+
+def threshold_sweep(nlp: Language, corpus_path: str | Path, thresholds: Sequence[float], *,
+                    linker: str = "sap_linker", **options: Any) -> dict[str, dict[str, Any]]:
+    """The pipeline's `spans`, `linking` and `doc_concepts` scores (`evaluate_pipeline`, with
+    `options`) at each NIL threshold of its linker, keyed by the threshold as text; the linker's
+    own threshold is restored after. A threshold suits one encoder and not another (a fine-tuned
+    encoder puts its right answers at higher cosines), so it is calibrated on dev this way."""
+    pipe = nlp.get_pipe(linker)
+    own = pipe.cfg["threshold"]
+    out = {}
+    try:
+        for value in thresholds:
+            pipe.cfg["threshold"] = value
+            scores = evaluate_pipeline(nlp, corpus_path, linker=linker, **options)
+            out[str(value)] = {key: scores[key] for key in ("spans", "linking", "doc_concepts")}
+    finally:
+        pipe.cfg["threshold"] = own
+    return out
+
+
+def best_threshold(sweep: dict[str, dict[str, Any]]) -> str:
+    """The threshold of a `threshold_sweep` with the best document-concept F."""
+    return max(sweep.items(), key=lambda kv: kv[1]["doc_concepts"]["f"])[0]
+
+
+def evaluate(corpus_path: str | Path, *, encoder: str | None = None, index: str | Path | None = None,
+             pipeline: str | Path | None = None, types: Sequence[str] | None = None, label: str | None = None,
+             gold_ents: bool = False, resolve_abbreviations: bool = False, prior_weight: float | None = None,
+             thresholds: Sequence[float] = ()) -> dict[str, Any]:
+    """What `spacy-el evaluate-linking` reports: `linking` (Acc@k of `encoder` + `index`,
+    `evaluate_linking`), `pipeline` (end-to-end scores, `evaluate_pipeline`) and, with
+    `thresholds`, `threshold_sweep` (`threshold_sweep`), for the parts given."""
+    from spacy_el.io import InputError
+
+    if (encoder is None) != (index is None) or (encoder is None and pipeline is None):
+        raise InputError("give --encoder and --index (Acc@k), --pipeline (end to end), or all three")
+    if thresholds and pipeline is None:
+        raise InputError("--thresholds scores a pipeline's NIL threshold: give --pipeline too")
+    scores: dict[str, Any] = {}
+    if encoder is not None:
+        from spacy_el.kb.index import ConceptIndex
+        from spacy_el.sap.encoders import load_encoder
+
+        enc = load_encoder(encoder)
+        scores["linking"] = evaluate_linking(corpus_path, enc, ConceptIndex.load(index, enc, prior_weight=prior_weight),
+                                             types=types, resolve_abbreviations=resolve_abbreviations)
+    if pipeline is not None:
+        import spacy
+
+        nlp = spacy.load(pipeline)
+        options = {"types": types, "label": label, "gold_ents": gold_ents}
+        scores["pipeline"] = evaluate_pipeline(nlp, corpus_path, **options)
+        if thresholds:
+            scores["threshold_sweep"] = threshold_sweep(nlp, corpus_path, thresholds, **options)
+    return scores
 
 
 def _timed_pipe(nlp: Language, inputs: list, linker, batch_size: int) -> tuple[list[Doc], float]:

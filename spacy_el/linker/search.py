@@ -11,16 +11,11 @@ encoder input*, not per entity:
 - `name_lookup`: an input that is a KB name takes the name's stored vector from the index (what
   the encoder computes for it) instead of running the encoder; only indexes that keep vectors
   uncompressed (`Flat`, `HNSW…`) can give them;
-- `shared`: a second-level cache that several processes running *the same pipeline* share (the
-  Ray engine of `spacy-el annotate` gives its actors one, `spacy_el.annotate.SharedMentions`).
-  A process's own caches see only its documents, so two workers on one corpus would each embed
-  every repeated mention once; with a shared cache, a mention one worker embedded and searched
-  reaches the others with its vector and candidates, one call per batch.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -36,21 +31,6 @@ def _exact(text: str) -> str:
     return text
 
 
-#: What a shared cache keeps per input: its vector, and its candidates for one (k, type filter).
-SharedEntry = Tuple[np.ndarray, Optional[List[Candidate]]]
-
-
-class SharedCache(Protocol):
-    """A mention cache shared between processes that run the same pipeline (so the same
-    encoder, index and prior): `tag` is the (k, type filter) the candidates were searched with."""
-
-    def get(self, keys: List[str], tag: tuple) -> Dict[str, SharedEntry]:
-        """The entries held for `keys` (candidates None when held for another tag)."""
-
-    def put(self, entries: Dict[str, SharedEntry], tag: tuple) -> None:
-        """Offer fresh entries (the cache may drop them)."""
-
-
 class MentionSearch:
     """Top-k candidates per mention text, through the caches described in the module docstring."""
 
@@ -62,8 +42,6 @@ class MentionSearch:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key → vector, LRU order
         self._found: Dict[str, Dict[Optional[tuple], List[Candidate]]] = {}  # key → type filter → candidates
         self._found_state: Optional[tuple] = None
-        #: A cache shared with other processes (see the module docstring), or None.
-        self.shared: Optional[SharedCache] = None
 
     def clear(self) -> None:
         """Forget cached vectors and search results."""
@@ -91,32 +69,16 @@ class MentionSearch:
         if state != self._found_state:
             self._found.clear()
             self._found_state = state
-        tag = (k, types)
-        shared = self.shared if cache_size > 0 else None  # no cache asked for: none shared either
-        if shared is not None:
-            self._take_shared(shared, distinct, tag)
         vectors = self._embed(distinct, batch_size, cache_size, name_lookup)
         todo = [i for i, key in enumerate(distinct) if types not in self._found.get(key, {})]
         found: Dict[str, List[Candidate]] = {}
         if todo:
             restrict = {} if allowed is None else {"allowed": allowed}
             found = dict(zip((distinct[i] for i in todo), index.search(vectors[todo], k=k, **restrict)))
-            if shared is not None:
-                shared.put({distinct[i]: (vectors[i], found[distinct[i]]) for i in todo}, tag)
         for key, cands in found.items():
             if key in self._vectors:
                 self._found.setdefault(key, {})[types] = cands
         return {text: found[key] if key in found else self._found[key][types] for text, key in keys.items()}
-
-    def _take_shared(self, shared: SharedCache, keys: List[str], tag: tuple) -> None:
-        """Fill the local caches with what the shared cache holds of the inputs unknown here."""
-        unknown = [key for key in keys if key not in self._vectors]
-        if not unknown:
-            return
-        for key, (vector, cands) in shared.get(unknown, tag).items():
-            self._vectors[key] = vector
-            if cands is not None:
-                self._found.setdefault(key, {})[tag[1]] = cands
 
     def _embed(self, keys: List[str], batch_size: int, cache_size: int, name_lookup: bool) -> np.ndarray:
         """Vectors of distinct inputs: cached, stored in the index (KB names), or encoded."""

@@ -35,12 +35,12 @@ UNANNOTATED_KEY = "spacy_el.unannotated_labels"
 
 
 def pubtator_to_docs(path: str | Path, nlp: Language, *, types: Optional[Sequence[str]] = None,
-                     label: Optional[str] = None, context: str = "doc", window: int = 0) -> List[Doc]:
+                     label: Optional[str] = None, context: str = "doc") -> List[Doc]:
     """One doc per abstract (`context="doc"`) or per sentence (`"sentence"`, split by spaCy's
     `sentencizer`, never inside a mention), tokenized by `nlp`, with the mentions of `types`
     (all when None) as entities labelled `label` (default: the mention type). A mention whose
     offsets fall inside a token, and tokens of overlapping mentions after the first, are marked
-    missing, so training neither learns nor penalises them. `window`: see `in_context`."""
+    missing, so training neither learns nor penalises them."""
     from spacy_el.corpora.pubtator import read_pubtator
 
     if context not in CONTEXTS:
@@ -76,31 +76,8 @@ def pubtator_to_docs(path: str | Path, nlp: Language, *, types: Optional[Sequenc
         for span in ents + [s for s in missing if s is not None]:  # never split inside a mention
             for token in span[1:]:
                 token.is_sent_start = False
-        docs.extend(in_context([sent.as_doc() for sent in doc.sents], window))
+        docs.extend(sent.as_doc() for sent in doc.sents)
     return docs
-
-
-def in_context(units: List[Doc], window: int) -> List[Doc]:
-    """Each unit (a sentence) of one document with up to `window` units either side, whose tokens
-    are marked missing: the tagger reads the neighbours as context, but neither training (the CRF
-    sums over their tags) nor spaCy's scorer (it skips predictions on missing tokens) counts them,
-    so every sentence is learned and scored once, with its context as in a whole-document
-    pipeline, while batches stay as varied as with single sentences. `window=0` returns `units`."""
-    if window < 0:
-        raise InputError(f"window must be >= 0 sentences, got {window}")
-    if not window:
-        return units
-    out = []
-    for i, unit in enumerate(units):
-        before, after = units[max(0, i - window) : i], units[i + 1 : i + 1 + window]
-        doc = Doc.from_docs(before + [unit] + after, ensure_whitespace=True)
-        offset = sum(len(d) for d in before)
-        ents = [Span(doc, e.start + offset, e.end + offset, label=e.label) for e in unit.ents]
-        unscored = [j for j in range(len(doc)) if not offset <= j < offset + len(unit)]
-        unscored += [offset + t.i for t in unit if t.ent_iob == 0]  # missing in the unit itself
-        doc.set_ents(ents, missing=[doc[j : j + 1] for j in sorted(unscored)], default="outside")
-        out.append(doc)
-    return out
 
 
 def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]:
@@ -132,7 +109,10 @@ def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]
                 + ("; for space-separated files use --format conll" if fmt == "tsv" else "")
             )
         token, tag = fields[0].strip(), fields[-1].strip()
-        if not token or not _TAG.match(tag):
+        if not token:
+            raise InputError(f"{path}, line {lineno}: empty token in the first column (tag {tag!r}); every line "
+                             "needs a token, a blank line ends a sentence")
+        if not _TAG.match(tag):
             raise InputError(
                 f"{path}, line {lineno}: bad tag {tag!r} in the last column (expected O or "
                 "B-/I-/L-/U-/E-/S- followed by a type, e.g. B-PER)"
@@ -144,16 +124,13 @@ def read_conll(path: str | Path, fmt: str = "conll") -> Iterator[List[Sentence]]
         yield doc
 
 
-def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: int = 1,
-                  window: int = 0) -> List[Doc]:
+def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: int = 1) -> List[Doc]:
     """spaCy docs of up to `n_sents` consecutive sentences (never crossing a document
-    boundary), with sentence starts and entities set; with `window`, each beside up to `window`
-    such docs of its document either side as unscored context (`in_context`)."""
+    boundary), with sentence starts and entities set."""
     if n_sents < 1:
         raise InputError(f"n_sents must be >= 1, got {n_sents}")
     docs = []
     for document in read_conll(path, fmt):
-        units = []
         for i in range(0, len(document), n_sents):
             sents = document[i : i + n_sents]
             words = [tok for sent in sents for tok, _ in sent]
@@ -161,20 +138,18 @@ def conll_to_docs(path: str | Path, vocab: Vocab, fmt: str = "conll", n_sents: i
             starts = [j == 0 for sent in sents for j in range(len(sent))]
             doc = Doc(vocab, words=words, sent_starts=starts)
             doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(tags))
-            units.append(doc)
-        docs.extend(in_context(units, window))
+            docs.append(doc)
     return docs
 
 
 def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "conll", n_sents: int = 1, *,
                 types: Optional[Sequence[str]] = None, label: Optional[str] = None, context: str = "doc",
-                window: int = 0, lang: str = "en", tokenizer: str = "default",
+                lang: str = "en", tokenizer: str = "default",
                 unannotated: Sequence[str] = ()) -> Tuple[int, int, int]:
     """Convert one file to a `.spacy` DocBin, written atomically. Returns (docs, tokens, entities).
     CoNLL/TSV: `n_sents` sentences per doc. PubTator: `types`, `label` and `context` as in
     `pubtator_to_docs`, tokenized by a blank `lang` pipeline with spaCy's tokenizer (`default`) or
-    `spacy_el.BiomedicalTokenizer.v1` (`biomedical`: train with the same one). `window`:
-    neighbouring docs of the same document as unscored context (`in_context`).
+    `spacy_el.BiomedicalTokenizer.v1` (`biomedical`: train with the same one).
 
     `unannotated`: entity labels this corpus does not annotate (e.g. Chemical in NCBI-disease,
     trained beside BC5CDR): stored in each doc's `user_data` under `UNANNOTATED_KEY`, so that
@@ -189,12 +164,9 @@ def convert_ner(input_path: str | Path, output_path: str | Path, fmt: str = "con
     if tokenizer not in TOKENIZERS:
         raise InputError(f"unknown tokenizer {tokenizer!r}; use --tokenizer {' or --tokenizer '.join(TOKENIZERS)}")
     if fmt == "pubtator":
-        if window and context != "sentence":
-            raise InputError("--window needs --context sentence: the context is the sentences around each one")
-        docs = pubtator_to_docs(input_path, blank(lang, tokenizer), types=types, label=label, context=context,
-                                window=window)
+        docs = pubtator_to_docs(input_path, blank(lang, tokenizer), types=types, label=label, context=context)
     else:
-        docs = conll_to_docs(input_path, Vocab(), fmt, n_sents, window)
+        docs = conll_to_docs(input_path, Vocab(), fmt, n_sents)
     for doc in docs if unannotated else ():
         doc.user_data[UNANNOTATED_KEY] = unannotated
     data = DocBin(docs=docs, store_user_data=bool(unannotated)).to_bytes()

@@ -16,7 +16,6 @@ scratch by `spacy train`, the architecture is a wider tagger with one CRF over N
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import List, Sequence
 
@@ -26,7 +25,7 @@ from spacy.util import registry
 from thinc.api import Model
 from thinc.types import Floats2d
 
-from spacy_el.io import InputError
+from spacy_el.io import InputError, atomic_dir, check_output_dir
 from spacy_el.ner.model import BioCRF
 
 ARCHITECTURE = "spacy_el.TaggerEnsemble.v1"
@@ -97,14 +96,19 @@ def _reads_transformer(model: Model) -> bool:
     return any(node.name.startswith("transformer-listener") for node in model.walk())
 
 
-def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: str = "bilstm_ner") -> Path:
+def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: str = "bilstm_ner",
+                      force: bool = False) -> Path:
     """Write to `output_dir` a pipeline whose `component` is the ensemble of the members' taggers.
 
     The members must be pipelines with the same components in the same order (a transformer
     aside), the same labels and the same word vectors (they read the same features). The base,
     which gives every other component, is the one member whose tagger reads a transformer, else
-    the first. Written to a sibling `.partial` directory first, loaded back, then moved in place."""
+    the first. Written to a temporary sibling directory, loaded back, then swapped in whole
+    (`spacy_el.io.atomic_dir`). An existing non-empty `output_dir` that is not a pipeline (no
+    `config.cfg`) is refused unless `force`: it would be deleted."""
     import spacy
+
+    check_output_dir(output_dir, "config.cfg", "a spaCy pipeline", force)
 
     if len(member_dirs) < 2:
         raise InputError(f"ensemble: give at least 2 trained pipelines, got {len(member_dirs)}")
@@ -149,13 +153,9 @@ def assemble_ensemble(member_dirs: Sequence[Path], output_dir: Path, component: 
     average_crf(ensemble)
 
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    first.to_disk(partial)
-    config.to_disk(partial / "config.cfg")
-    ensemble.to_disk(partial / component / "model")
-    spacy.load(partial)  # the written pipeline loads: a broken one never takes output_dir's place
-    shutil.rmtree(output_dir, ignore_errors=True)
-    partial.rename(output_dir)
+    with atomic_dir(output_dir) as partial:
+        first.to_disk(partial)
+        config.to_disk(partial / "config.cfg")
+        ensemble.to_disk(partial / component / "model")
+        spacy.load(partial)  # the written pipeline loads: a broken one never takes output_dir's place
     return output_dir

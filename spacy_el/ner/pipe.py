@@ -1,5 +1,5 @@
-"""`bilstm_ner`: a trainable spaCy component that tags tokens with BIO tags using the
-`spacy_el.BiLSTMTagger.v1` model and turns them into `doc.ents`.
+"""`bilstm_ner`: a trainable spaCy component that tags tokens with BIO tags using a
+`spacy_el.BiLSTMTagger.v2` model (BiLSTM + CRF by default) and turns them into `doc.ents`.
 
 Modelled on spaCy's own `Tagger`: the model scores each token and decoding is a Viterbi search
 restricted to valid BIO sequences (no `I-X` unless it follows `B-X`/`I-X`), so every output is a
@@ -16,10 +16,11 @@ constraint, instead of teaching the tagger that an unannotated chemical is not o
 
 Alternatives for the linker (`alternatives_key`): besides its best path, the tagger can write
 the entity spans that path left out but that its CRF still gives probability >=
-`alternatives_min_prob` (`spacy_el.ner.crf.span_probabilities`) to `doc.spans[alternatives_key]`,
-their probabilities in the group's `attrs["scores"]` (as spaCy's `spancat` stores its scores).
-`sap_linker` with the same key makes those its KB knows well into entities: a joint decision,
-as TaggerOne's, on the mentions the tagger is unsure of.
+`alternatives_min_prob` (`spacy_el.ner.crf.span_probabilities`) to
+`doc.spans[alternatives_key]`, their probabilities in the group's `attrs["scores"]` (as spaCy's
+`spancat` stores its scores). `sap_linker` reads the group `"ner_alternatives"`
+(`spacy_el.linker.alternatives.ALTERNATIVES_KEY`), so with that key it makes those its KB knows
+well into entities: a joint decision, as TaggerOne's, on the mentions the tagger is unsure of.
 
 Distillation: a training doc may carry a teacher CRF's targets in `doc.user_data` (written by
 `spacy-el teacher-targets`, `spacy_el.ner.distill`, e.g. from such an ensemble); the CRF loss then

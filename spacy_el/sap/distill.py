@@ -1,4 +1,4 @@
-"""A small, fast student distilled from a SapEncoder, for CPU linking (issue 4).
+"""A small, fast student distilled from a SapEncoder, for CPU linking.
 
 On a 2-core CPU the transformer is the linker's ceiling: int8 MiniLM embeds ~500 names/s on an
 AVX2 machine, while its *embedding layer alone*, mean-pooled, embeds ~15,000 and, untrained,

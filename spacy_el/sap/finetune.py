@@ -1,4 +1,4 @@
-"""Fine-tuning a SapEncoder on the annotated mentions of a corpus (issue 7), BioSyn-style.
+"""Fine-tuning a SapEncoder on the annotated mentions of a corpus, BioSyn-style.
 
 Training examples are (mention text, gold-concept name) pairs, labelled with the gold concept,
 fed to the same loop, loss and miner as self-alignment pretraining (`train_encoder`); only the

@@ -20,48 +20,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import shutil
-import tempfile
-import warnings
-import weakref
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from spacy_el.io import InputError, atomic_dir, atomic_write
-from spacy_el.models import after_fork_in_child, embed_in_batches, keep_inherited, runtime_threads
+from spacy_el.models import embed_in_batches
+from spacy_el.sap.runtime import OnnxSession, export_model, fast_tokenizer, providers_for
 from spacy_el.sap.settings import SETTINGS_FILE, EncoderSettings
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 RUNTIME = "onnx"
-
-
-#: Every OnnxEncoder alive, so a forked child can give each a fresh session.
-_LIVE: "weakref.WeakSet[OnnxEncoder]" = weakref.WeakSet()
-
-
-@after_fork_in_child
-def _sessions_after_fork() -> None:
-    for encoder in list(_LIVE):
-        encoder._new_session_after_fork()
-
-
-def _providers(device: str) -> list[str]:
-    """"auto" → CUDA when onnxruntime-gpu sees one, else the CPU; "cuda" without CUDA warns
-    and falls back to the CPU (as SapEncoder does)."""
-    import onnxruntime as ort
-
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise InputError(f"encoder device={device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if device.startswith("cuda") and not has_cuda:
-        warnings.warn(f"device={device!r} requested but ONNX Runtime has no CUDA provider here; using the CPU")
-    if device != "cpu" and has_cuda:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 class OnnxEncoder:
@@ -70,7 +42,6 @@ class OnnxEncoder:
     runtime = RUNTIME
 
     def __init__(self, directory: Path, meta: dict, *, device: str = "auto", num_threads: int | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.directory = Path(directory)
@@ -78,27 +49,9 @@ class OnnxEncoder:
         self.settings = EncoderSettings(**{f.name: meta[f.name] for f in dataclasses.fields(EncoderSettings)
                                            if f.name in meta})
         self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = runtime_threads(num_threads)
-        options.inter_op_num_threads = 1
-        # no busy-waiting between runs: it starved FAISS's search threads of the same cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = _providers(device)
-        self._options, self._providers = options, providers
-        self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), options, providers=providers)
-        self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
-        self._inputs = {i.name for i in self.session.get_inputs()}
-        _LIVE.add(self)
-
-    def _new_session_after_fork(self) -> None:
-        """A forked child inherits the session but not its threads: build it again, one thread.
-        The inherited session is kept, never destroyed (`spacy_el.models.keep_inherited`)."""
-        import onnxruntime as ort
-
-        keep_inherited(self.session)
-        self._options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.directory / MODEL_FILE), self._options,
-                                            providers=self._providers)
+        self.session = OnnxSession(self.directory / MODEL_FILE, num_threads=num_threads,
+                                   providers=providers_for(device))
+        self.device = self.session.device
 
     @property
     def dim(self) -> int:
@@ -136,16 +89,11 @@ class OnnxEncoder:
     @classmethod
     def export(cls, encoder, output: str | Path, *, quantize: bool = False, opset: int = 17) -> "OnnxEncoder":
         """Export a SapEncoder's fp32 weights to `output` (atomically), int8 when `quantize`."""
-        import torch
-
         from spacy_el.sap.encoder import SapEncoder
 
         if not isinstance(encoder, SapEncoder):
             raise InputError("export-onnx needs a torch SapEncoder (an HF or SAP encoder directory)")
-        backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise InputError(f"encoder {encoder.settings.base!r}: its tokenizer has no fast (Rust) version, "
-                             "which the ONNX runtime needs")
+        tokenizer = fast_tokenizer(encoder.tokenizer, f"encoder {encoder.settings.base!r}")
         fp32 = dataclasses.replace(encoder.settings, quantize=False)
         source_fp = encoder.fingerprint if not encoder.settings.quantize else _with_settings(encoder, fp32)
         settings = dataclasses.replace(fp32, quantize=quantize)
@@ -153,32 +101,10 @@ class OnnxEncoder:
             hashlib.blake2b(f"{source_fp}:onnx-int8-per-channel".encode(), digest_size=16).hexdigest()
         model = encoder.model.module if hasattr(encoder.model, "module") else encoder.model
         batch = encoder.tokenize(["a b", "c"])
-        with atomic_dir(output) as tmp, tempfile.TemporaryDirectory() as scratch:
-            raw = Path(scratch) / MODEL_FILE
-            model_cpu = model.to("cpu").eval()
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
-                torch.onnx.export(
-                    model_cpu, (batch["input_ids"].cpu(), batch["attention_mask"].cpu()), str(raw),
-                    input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                    dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                                  "hidden": {0: "batch", 1: "tokens"}},
-                    dynamo=False, opset_version=opset)
+        with atomic_dir(output) as tmp:
+            export_model(model.to("cpu").eval(), {k: batch[k].cpu() for k in ("input_ids", "attention_mask")},
+                         "hidden", {0: "batch", 1: "tokens"}, Path(tmp) / MODEL_FILE, quantize=quantize, opset=opset)
             model.to(encoder.device)
-            if quantize:
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                root = logging.getLogger()
-                level = root.level
-                root.setLevel(logging.ERROR)  # its advice to run a pre-processing step, logged on the root logger
-                try:
-                    quantize_dynamic(str(raw), str(Path(tmp) / MODEL_FILE), weight_type=QuantType.QInt8,
-                                     per_channel=True)
-                finally:
-                    root.setLevel(level)
-            else:
-                shutil.copyfile(raw, Path(tmp) / MODEL_FILE)
-            tokenizer = type(backend).from_str(backend.to_str())
             tokenizer.enable_truncation(max_length=settings.max_length)
             tokenizer.enable_padding(pad_id=encoder.tokenizer.pad_token_id, pad_token=encoder.tokenizer.pad_token)
             tokenizer.save(str(Path(tmp) / TOKENIZER_FILE))
@@ -209,8 +135,7 @@ class OnnxEncoder:
         encodings = self.tokenizer.encode_batch(batch)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        hidden = self.session.run({"input_ids": ids, "attention_mask": mask})
         if self.settings.pooling == "cls":
             pooled = hidden[:, 0]
         else:

@@ -59,16 +59,16 @@ def test_flat_search_equals_brute_force_and_survives_disk(tmp_path):
 
 def _round_trip(index: ConceptIndex, path) -> ConceptIndex:
     index.save(path)
-    assert sorted(p.name for p in path.iterdir()) == ["columns", "index.faiss", "meta.json", "table.tsv"]
+    assert sorted(p.name for p in path.iterdir()) == ["columns", "index.faiss", "meta.json"]
     meta = json.loads((path / "meta.json").read_text())
     assert meta["metric"] == "inner_product" and meta["n_names"] == len(index) and meta["dim"] == index.dim
     return ConceptIndex.load(path, use_gpu=False)
 
 
-def test_table_opens_from_memory_mapped_columns_and_old_layouts_still_load(tmp_path):
-    """The saved columns give the TSV's table and the saved row codes (no rebuild on the first
-    search); an index saved before columns existed loads from table.tsv with the same results;
-    a table opened from columns becomes a list table when changed."""
+def test_table_opens_from_memory_mapped_columns_and_a_directory_without_them_is_refused(tmp_path):
+    """The saved columns give the table and the saved row codes (no rebuild on the first search);
+    a directory without them is refused with the way out; a table opened from columns becomes a
+    list table when changed."""
     import shutil
 
     from spacy_el.kb.table import StringColumn
@@ -80,15 +80,16 @@ def test_table_opens_from_memory_mapped_columns_and_old_layouts_still_load(tmp_p
     index.save(tmp_path / "idx")
     loaded = ConceptIndex.load(tmp_path / "idx", use_gpu=False)
     assert isinstance(loaded.table.names, StringColumn) and loaded._codes is not None
-    assert loaded.table == ConceptTable.from_tsv(tmp_path / "idx" / "table.tsv") == table
+    assert loaded.table == table
     assert loaded.table.names[1] == "crohn disease" and loaded.table.names[-1] == "x"
     assert loaded.table.names[1:3] == ["crohn disease", "état de mal"] and list(loaded.table.sources)[1] == "train.txt"
     np.testing.assert_array_equal(loaded._codes[1].text, index._row_codes().text)
     queries = vectors[[2, 0]]
-    shutil.rmtree(tmp_path / "idx" / "columns")  # the layout before columns
-    old = ConceptIndex.load(tmp_path / "idx", use_gpu=False)
-    assert isinstance(old.table.names, list)
-    assert old.search(queries) == loaded.search(queries) == index.search(queries)
+    assert loaded.search(queries) == index.search(queries)
+    shutil.copytree(tmp_path / "idx", tmp_path / "old")
+    shutil.rmtree(tmp_path / "old" / "columns")
+    with pytest.raises(InputError, match="no columns/.*rebuild the index"):
+        ConceptIndex.load(tmp_path / "old", use_gpu=False)
     loaded.table.add("C4", "new name")
     assert isinstance(loaded.table.names, list) and loaded.table.names[-1] == "new name" and len(loaded.table) == 5
 
@@ -263,7 +264,7 @@ def test_interrupted_build_leaves_no_index_behind(encoder, tmp_path, monkeypatch
     def write_dies(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ConceptTable, "to_tsv", write_dies)
+    monkeypatch.setattr(ConceptTable, "to_columns", write_dies)
     with pytest.raises(OSError):
         build_index(_write_kb(tmp_path / "kb2.tsv", NAMES[:4]), encoder, tmp_path / "out", use_gpu=False)
     assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before

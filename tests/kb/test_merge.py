@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from spacy_el.io import InputError
+from spacy_el.kb.index import ConceptIndex
 from spacy_el.kb.merge import merge_by_xrefs, read_merge_kb
 from spacy_el.kb.readers import read_medic
-from spacy_el.kb.table import ConceptTable
 
 MEDIC = "D010009||Schwartz-Jampel Syndrome|SJS\nC567755|613097||Hereditary thing\nD003920||Diabetes Mellitus\n"
 OBO = """format-version: 1.2
@@ -83,5 +83,5 @@ def test_build_index_command_merges_and_reports(files, tiny_bert_dir):
     assert "2 names added" in result.output and "2 of 4 cross-references matched no concept" in result.output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["build"]["merge"][0]["n_names_added"] == 2
-    table = ConceptTable.from_tsv(out / "table.tsv")
+    table = ConceptIndex.load(out, use_gpu=False).table
     assert ("MESH:D010009", "chondrodystrophic myotonia", "doid.obo") in set(table.rows())

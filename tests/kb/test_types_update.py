@@ -122,10 +122,10 @@ def test_add_and_remove_keep_table_prior_types_and_meta_consistent(encoder, tmp_
 
 def test_ids_not_in_the_index_are_refused_and_nothing_changes(encoder, tmp_path):
     path = built(encoder, tmp_path / "idx")
-    before = (path / "table.tsv").read_text()
+    before = list(ConceptIndex.load(path, use_gpu=False).table.rows())
     with pytest.raises(InputError, match="--remove: MESH:D999999 not in the index"):
         update_index(path, remove=["MESH:D009369", "MESH:D999999"])
-    assert (path / "table.tsv").read_text() == before
+    assert list(ConceptIndex.load(path, use_gpu=False).table.rows()) == before
 
 
 def test_index_types_that_cannot_remove_say_so_and_rebuild_on_request(encoder, tmp_path):
@@ -156,3 +156,66 @@ def test_update_index_cli(encoder, tiny_bert_dir, tmp_path):
     assert "Removed 1 concepts (1 names), added 1 names" in result.output
     bad = CliRunner().invoke(app, ["update-index", str(path), "--add", str(add)])
     assert bad.exit_code == 1 and "needs the encoder" in bad.output
+
+
+def test_concurrent_updates_of_one_index_lose_nothing(encoder, tiny_bert_dir, tmp_path):
+    """Two real `update-index --add` processes on one index: the second waits for the first."""
+    import os
+    import subprocess
+    import sys
+
+    path = built(encoder, tmp_path / "idx")
+    adds = []
+    for run in ("a", "b"):
+        add = tmp_path / f"add_{run}.tsv"
+        add.write_text("".join(f"MESH:D90{i:04d}\tzorblax {run} {i}\n" for i in range(60)), encoding="utf-8")
+        adds.append(add)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-m", "spacy_el", "update-index", str(path), "--add", str(add),
+                               "--encoder", str(tiny_bert_dir), "--batch-size", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for add in adds]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    names = set(ConceptIndex.load(path, encoder).table.names)
+    for run in ("a", "b"):
+        assert {f"zorblax {run} {i}" for i in range(60)} <= names, f"run {run}'s names were lost"
+    assert len(names) == len(NAMES) + 120
+
+
+def test_index_types_matches_ids_as_corpora_spell_them_and_names_unmatched_rows(encoder, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+
+    path = built(encoder, tmp_path / "idx")
+    tsv = tmp_path / "types.tsv"
+    tsv.write_text("MESH:D011125\tGENETIC\nD003920\tMETABOLIC\nMESH:D999999\tNONE\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["index-types", str(path), "--tsv", str(tsv)])
+    assert result.exit_code == 0, result.output
+    types = ConceptIndex.load(path).types
+    assert types.get("OMIM:175100|MESH:D011125") == ("GENETIC",) and types.get("MESH:D003920") == ("METABOLIC",)
+    assert "1 rows match no concept" in result.output and "line 3: MESH:D999999" in result.output
+
+
+def test_an_id_shifted_by_a_tab_is_refused_by_update_and_build(encoder, tiny_bert_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_el.cli import app
+    from spacy_el.ids import id_problem
+    from spacy_el.kb.readers import read_tsv
+
+    assert id_problem("MESH:D003920|OMIM:175100") is None and id_problem("C0011849") is None
+    assert id_problem("DRUGNER:acetic acid") is None
+    assert "no local part" in id_problem("MESH:") and "no prefix" in id_problem(":D1") and id_problem("D1 x")
+    path = built(encoder, tmp_path / "idx")
+    before = list(ConceptIndex.load(path, use_gpu=False).table.rows())
+    add = tmp_path / "add.tsv"
+    add.write_text("MESH:D900001\tzorblax\nMESH:\tD900002\tname\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["update-index", str(path), "--add", str(add), "--encoder", str(tiny_bert_dir)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"{add}, line 2: concept id 'MESH:' has no local part" in result.output
+    assert list(ConceptIndex.load(path, use_gpu=False).table.rows()) == before
+    with pytest.raises(InputError, match="add.tsv, line 2: concept id 'MESH:'"):
+        read_tsv(add)

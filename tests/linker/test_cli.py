@@ -116,3 +116,67 @@ def test_evaluate_linking_prior_weight_override(built, tiny_bert_dir):
     assert runner.invoke(app, args + ["--prior-weight", "0"]).exit_code == 0
     bad = runner.invoke(app, args + ["--prior-weight", "-1"])
     assert bad.exit_code != 0 and "prior_weight=-1" in bad.output
+
+
+# ---------------------------------------------------------------------- bad inputs: one line each
+def _one_line_error(result, *parts):
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    for part in parts:
+        assert part in result.output, result.output
+
+
+def test_link_names_a_text_longer_than_max_length(pipeline_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Is diabetes a cancer?\n" + "diabetes " * 111_112 + "\n", encoding="utf-8")
+    _one_line_error(runner.invoke(app, ["link", str(pipeline_dir), "--file", str(texts)]),
+                    f"{texts}, line 2: a text of 1,000,007 characters", "--max-length")
+    _one_line_error(runner.invoke(app, ["link", str(pipeline_dir), "--file", str(texts), "--max-length", "30"]),
+                    f"{texts}, line 2", "max_length (30)")
+    texts.write_text("Is diabetes a cancer?\n", encoding="utf-8")
+    ok = runner.invoke(app, ["link", str(pipeline_dir), "--file", str(texts), "--max-length", "30"])
+    assert ok.exit_code == 0 and "MESH:D003920" in ok.output
+
+
+def test_link_html_into_a_directory_is_refused(pipeline_dir, tmp_path):
+    _one_line_error(runner.invoke(app, ["link", str(pipeline_dir), "Is diabetes a cancer?", "--html", str(tmp_path)]),
+                    f"{tmp_path}: is a directory")
+
+
+def _damaged_copy(pipeline_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "pipeline"
+    shutil.copytree(pipeline_dir, copy)
+    return copy, next(p.parent for p in copy.rglob("index.faiss"))
+
+
+def test_a_truncated_index_column_is_named(pipeline_dir, tmp_path):
+    copy, index = _damaged_copy(pipeline_dir, tmp_path)
+    column = index / "columns" / "names.blob.npy"
+    column.write_bytes(column.read_bytes()[:-10])
+    _one_line_error(runner.invoke(app, ["link", str(copy), "Is diabetes a cancer?"]),
+                    f"{column}: truncated or damaged", "rebuild the index")
+
+
+def test_an_index_file_of_another_build_is_named(pipeline_dir, tmp_path):
+    import faiss
+    import numpy as np
+
+    copy, index = _damaged_copy(pipeline_dir, tmp_path)
+    other = faiss.read_index(str(index / "index.faiss"))
+    other.add(np.ones((3, other.d), dtype="float32"))
+    faiss.write_index(other, str(index / "index.faiss"))
+    with pytest.raises(Exception, match=f"{index}: index.faiss holds 9 vectors but the table .* 6 rows"):
+        spacy.load(copy)
+
+
+def test_build_index_refuses_an_output_holding_other_files_unless_forced(built, tiny_bert_dir, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["build-index", str(built / "kb.tsv"), str(tiny_bert_dir), str(out), "--format", "tsv"]
+    _one_line_error(runner.invoke(app, args), f"{out}: exists and holds notes.txt but no meta.json", "--force")
+    assert (out / "notes.txt").exists()
+    assert runner.invoke(app, args + ["--force"]).exit_code == 0 and not (out / "notes.txt").exists()
+    assert runner.invoke(app, args).exit_code == 0  # an index it wrote is rebuilt in place

@@ -73,3 +73,66 @@ def test_page_renders_in_headless_chromium(tmp_path):
     subprocess.run(["bash", str(REPO / "scripts" / "screenshot_html.sh"), str(page), str(shot)], check=True,
                    timeout=120, capture_output=True)
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------- nothing injected
+MARKUP = {
+    "text": "<b onmouseover=alert(1)>cancer</b> and zorblax",
+    "name": "zorblax <img src=x onerror=alert(5)>",
+    "id": 'MESH:D9"><script>alert(6)</script>',
+    "source": "<svg onload=alert(7)>",
+}
+#: Elements and attributes the page's own templates (ours and displaCy's) write.
+PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "section", "h2", "div", "span", "mark",
+             "a", "table", "thead", "tbody", "tr", "th", "td", "p", "wbr", "br"}
+PAGE_ATTRS = {"lang", "charset", "class", "style", "title", "data-ent", "id", "href", "target", "rel"}
+
+
+class _Elements:
+    """Every start tag of a page, as html.parser reads it."""
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        parser = HTMLParser(convert_charrefs=True)
+        parser.handle_starttag = lambda tag, attrs: self.tags.append((tag, dict(attrs)))
+        parser.handle_startendtag = parser.handle_starttag
+        parser.handle_data = self.text.append
+        parser.feed(page)
+        parser.close()
+
+
+def injected_doc():
+    nlp = spacy.blank("en")
+    doc = nlp(MARKUP["text"])
+    start = doc.text.index("zorblax")
+    doc.ents = [doc.char_span(start, start + 7, label="Disease", kb_id=MARKUP["id"])]
+    doc.ents[0]._.kb_candidates = [Candidate(MARKUP["id"], 0.9, MARKUP["name"], MARKUP["source"])]
+    return doc
+
+
+def test_kb_strings_text_and_url_templates_never_become_markup():
+    from urllib.parse import quote
+
+    template = {"MESH": 'https://x.org/{}"><script>alert(8)</script><a href="'}
+    for templates in (None, template):
+        page = _Elements(render_page([injected_doc()], kb_url_template=templates))
+        tags = {tag for tag, _ in page.tags}
+        attrs = {name for _, a in page.tags for name in a}
+        assert tags <= PAGE_TAGS, tags - PAGE_TAGS
+        assert attrs <= PAGE_ATTRS, attrs - PAGE_ATTRS
+        hrefs = [a["href"] for tag, a in page.tags if tag == "a"]
+        local = quote('D9"><script>alert(6)</script>', safe="")
+        base = "https://meshb.nlm.nih.gov/record/ui?ui=" if templates is None else "https://x.org/"
+        assert hrefs and all(h == base + local + ("" if templates is None else template["MESH"][16:]) for h in hrefs)
+        # every string reads back as the text it was: escaped, not dropped
+        text = "".join(page.text)
+        assert "<b onmouseover=alert(1)>cancer</b> and " in text
+        assert MARKUP["name"] in text and MARKUP["id"] in text and MARKUP["source"] in text
+
+
+def test_only_http_urls_are_linked():
+    assert kb_url("MESH:D1", {"MESH": "javascript:alert(1)//{}"}) is None
+    assert kb_url("MESH:D1 x", {"MESH": "https://x.org/{}"}) == "https://x.org/D1%20x"

@@ -15,6 +15,7 @@ from spacy_el.io import InputError
 from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.kb.table import ConceptTable
 from spacy_el.kb.ranking import TIE_DECIMALS
+from spacy_el.linker.alternatives import ALTERNATIVES_KEY
 from spacy_el.sap.encoders import encoder_from_path
 
 NAMES = [
@@ -118,7 +119,7 @@ def test_empty_doc_and_doc_without_entities(nlp):
 
 
 def test_one_thousand_entities_in_one_doc_embed_each_string_once(tiny_bert_dir, index_dir, monkeypatch):
-    nlp = make_nlp(tiny_bert_dir, index_dir, name_lookup=False)  # else these KB names skip the encoder
+    nlp = make_nlp(tiny_bert_dir, index_dir, performance={"name_lookup": False})  # else these KB names skip the encoder
     linker = nlp.get_pipe("sap_linker")
     embedded = []
     real = type(linker.encoder).embed
@@ -138,7 +139,7 @@ def test_one_thousand_entities_in_one_doc_embed_each_string_once(tiny_bert_dir, 
 
 def test_texts_the_uncased_encoder_cannot_tell_apart_are_embedded_and_searched_once(tiny_bert_dir, index_dir,
                                                                                    monkeypatch):
-    nlp = make_nlp(tiny_bert_dir, index_dir, name_lookup=False)
+    nlp = make_nlp(tiny_bert_dir, index_dir, performance={"name_lookup": False})
     linker = nlp.get_pipe("sap_linker")
     embedded, searched = [], []
     real_embed, real_search = type(linker.encoder).embed, ConceptIndex.search
@@ -156,17 +157,17 @@ def test_texts_the_uncased_encoder_cannot_tell_apart_are_embedded_and_searched_o
 
 
 def test_lru_cache_is_bounded(tiny_bert_dir, index_dir):
-    nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=2)
+    nlp = make_nlp(tiny_bert_dir, index_dir, performance={"cache_size": 2})
     nlp(TEXT)
     cache = nlp.get_pipe("sap_linker").search.cached()
     assert cache == ["heart attack", "brca1"]  # the most recent two (as the uncased encoder reads them)
-    nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=0)
+    nlp = make_nlp(tiny_bert_dir, index_dir, performance={"cache_size": 0})
     assert links(nlp(TEXT)) == links(make_nlp(tiny_bert_dir, index_dir)(TEXT))
     assert not len(nlp.get_pipe("sap_linker").search)
 
 
 def test_search_results_of_cached_mentions_are_reused_until_the_index_changes(tiny_bert_dir, index_dir, monkeypatch):
-    nlp = make_nlp(tiny_bert_dir, index_dir, cache_size=3)
+    nlp = make_nlp(tiny_bert_dir, index_dir, performance={"cache_size": 3})
     linker = nlp.get_pipe("sap_linker")
     searched = []
     real = ConceptIndex.search
@@ -285,7 +286,7 @@ def test_a_loaded_pipeline_prefetches_its_index_unless_told_not_to(tiny_bert_dir
     assert thread is not None
     thread.join(timeout=30)
     assert not thread.is_alive() and links(loaded(TEXT)) == got
-    off = spacy.load(tmp_path / "pipeline", config={"components": {"sap_linker": {"prefetch_index": False}}})
+    off = spacy.load(tmp_path / "pipeline", config={"components": {"sap_linker": {"performance": {"prefetch_index": False}}}})
     assert off.get_pipe("sap_linker").index.prefetching is None and links(off(TEXT)) == got
 
 
@@ -405,7 +406,7 @@ def test_name_lookup_skips_the_encoder_for_kb_names_and_changes_no_link(tiny_ber
     assert embedded == [["heart attack", "brca1"]]  # not KB names (as the uncased encoder reads them)
     # the tiny BERT's tokenizer is uncased: "Diabetes  MELLITUS" is the KB's "diabetes mellitus"
     assert list(linker.search.name_vectors(["Diabetes  MELLITUS", "diabetic"])) == ["Diabetes  MELLITUS"]
-    without = links(make_nlp(tiny_bert_dir, index_dir, name_lookup=False)(text))
+    without = links(make_nlp(tiny_bert_dir, index_dir, performance={"name_lookup": False})(text))
     assert [(t, l, k) for t, l, k, _ in with_lookup] == [(t, l, k) for t, l, k, _ in without]
     for (_, _, _, a), (_, _, _, b) in zip(with_lookup, without):
         assert [c.concept_id for c in a] == [c.concept_id for c in b]
@@ -477,7 +478,7 @@ def test_n_process_2_after_a_warm_pass_gives_the_same_links_and_candidates(runti
 
 
 def test_the_taggers_alternatives_become_entities_when_the_kb_knows_them(tiny_bert_dir, index_dir):
-    """`alternatives_key`: spans of `doc.spans[key]` that overlap no entity become entities, most
+    """The tagger's alternatives: spans of `doc.spans["ner_alternatives"]` that overlap no entity become entities, most
     probable first, when their best cosine reaches `alternatives_threshold`; then they are linked as
     any entity. Spans of labels the linker does not link, and spans over an entity, are left alone."""
     from spacy.tokens import SpanGroup
@@ -489,12 +490,13 @@ def test_the_taggers_alternatives_become_entities_when_the_kb_knows_them(tiny_be
                ((9, 11), "DISEASE", 0.9),  # "with diabetes": over the entity "diabetes"
                ((5, 7), "DISEASE", 0.3)]   # "ran in"
 
-    def run(nlp, scores=True):
+    def run(nlp, scores=True, group=True):
         doc = nlp.make_doc(text)
-        group = SpanGroup(doc, name="alt", spans=[Span(doc, s, e, label=lab) for (s, e), lab, _ in offered])
+        spans = SpanGroup(doc, name=ALTERNATIVES_KEY, spans=[Span(doc, s, e, label=lab) for (s, e), lab, _ in offered])
         if scores:
-            group.attrs["scores"] = [p for _, _, p in offered]
-        doc.spans["alt"] = group
+            spans.attrs["scores"] = [p for _, _, p in offered]
+        if group:
+            doc.spans[ALTERNATIVES_KEY] = spans
         for _, proc in nlp.pipeline:
             doc = proc(doc)
         return [(e.text, e.kb_id_) for e in doc.ents]
@@ -505,12 +507,12 @@ def test_the_taggers_alternatives_become_entities_when_the_kb_knows_them(tiny_be
                                                               "familial adenomatous polyposis"], 1).items()}
     others = max(cosine["adenomatous polyposis"], cosine["ran in"])  # the tiny random BERT puts all close to 1
     assert cosine["familial adenomatous polyposis"] > others
-    assert run(plain) == [("diabetes", "MESH:D003920")]  # off by default
+    assert run(plain, group=False) == [("diabetes", "MESH:D003920")]  # a tagger that offers none
 
-    strict = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"], alternatives_key="alt",
+    strict = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"],
                       alternatives_threshold=(cosine["familial adenomatous polyposis"] + others) / 2)
     assert run(strict) == [("Familial adenomatous polyposis", "OMIM:175100"), ("diabetes", "MESH:D003920")]
-    loose = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"], alternatives_key="alt", alternatives_threshold=-1.0)
+    loose = make_nlp(tiny_bert_dir, index_dir, labels=["DISEASE"], alternatives_threshold=-1.0)
     got = run(loose)  # every alternative qualifies: the most probable of two overlapping ones wins
     assert [t for t, _ in got] == ["adenomatous polyposis", "ran in", "diabetes"]
     without_scores = run(loose, scores=False)  # then the group's own order decides
@@ -519,8 +521,8 @@ def test_the_taggers_alternatives_become_entities_when_the_kb_knows_them(tiny_be
 
 
 def test_alternatives_switched_on_when_a_saved_pipeline_is_loaded(tiny_bert_dir, index_dir, tmp_path):
-    """The README's recipe: a saved bilstm_ner + sap_linker pipeline loaded with `alternatives_key` set on
-    both through `spacy.load(..., config=...)`: the tagger offers spans, and the linker adopts exactly the
+    """A saved bilstm_ner + sap_linker pipeline loaded with the tagger's `alternatives_key` set to the
+    span group the linker reads, through `spacy.load(..., config=...)`: the tagger offers spans, and the linker adopts exactly the
     offered spans that overlap no entity and reach the threshold (here: every linkable one, at threshold -1)."""
     from spacy.training import Example
     from spacy.util import fix_random_seed
@@ -542,16 +544,16 @@ def test_alternatives_switched_on_when_a_saved_pipeline_is_loaded(tiny_bert_dir,
     texts = ["Patients with cancer and cardiac disease .", "Diabetes was seen ."]
 
     plain = spacy.load(tmp_path / "pipeline")
-    assert all("alt" not in doc.spans for doc in plain.pipe(texts))
+    assert all(ALTERNATIVES_KEY not in doc.spans for doc in plain.pipe(texts))
     loaded = spacy.load(tmp_path / "pipeline", config={"components": {
-        "bilstm_ner": {"alternatives_key": "alt", "alternatives_min_prob": 0.01},
-        "sap_linker": {"alternatives_key": "alt", "alternatives_threshold": -1.0}}})
+        "bilstm_ner": {"alternatives_key": ALTERNATIVES_KEY, "alternatives_min_prob": 0.01},
+        "sap_linker": {"alternatives_threshold": -1.0}}})
     offered = grown = 0
     for doc, before in zip(loaded.pipe(texts), plain.pipe(texts)):
         ents = {(e.start, e.end) for e in doc.ents}
         assert {(e.start, e.end) for e in before.ents} <= ents
         taken = {t for s, e in {(e.start, e.end) for e in before.ents} for t in range(s, e)}
-        for span in doc.spans["alt"]:  # most probable first: adopted unless it overlaps what came before
+        for span in doc.spans[ALTERNATIVES_KEY]:  # most probable first: adopted unless it overlaps what came before
             spans = set(range(span.start, span.end))
             adopted = not spans & taken and any(c.isalnum() for c in span.text)  # punctuation is never linked
             assert ((span.start, span.end) in ents) == adopted

@@ -149,49 +149,6 @@ def test_convert_cli_reads_pubtator(tmp_path):
     assert [e.label_ for e in doc.ents] == ["Disease"] * 4
 
 
-def test_window_context_is_read_but_neither_trained_nor_scored(tmp_path):
-    """Each sentence beside its neighbours (same document only), whose tokens are missing: spaCy's
-    scorer then counts every gold and predicted entity exactly once, in its own sentence."""
-    from spacy.scorer import get_ner_prf
-    from spacy.tokens import Doc, Span
-    from spacy.training import Example
-
-    from spacy_el.ner.convert import pubtator_to_docs
-
-    path = tmp_path / "train.txt"
-    path.write_text(CONLL)
-    docs = conll_to_docs(path, Vocab(), "conll", n_sents=1, window=1)
-    assert [d.text.strip() for d in docs] == ["EU rejects German call . Peter Blackburn",
-                                              "EU rejects German call . Peter Blackburn", "BRUSSELS 1996-08-22"]
-    assert spans(docs[0]) == [("EU", "ORG"), ("German", "MISC")] and spans(docs[1]) == [("Peter Blackburn", "PER")]
-    assert [t.ent_iob_ for t in docs[1]] == [""] * 5 + ["B", "I"]  # the first sentence: context only
-    assert [t.ent_iob_ for t in docs[0]][5:] == ["", ""] and docs[0][5].is_sent_start
-    # a tagger that also finds the entities of the context is scored on each sentence once, as
-    # spaCy's NER scorer skips predictions over missing tokens
-    examples = []
-    for doc in docs:
-        pred = Doc(doc.vocab, words=[t.text for t in doc])
-        everything = {"EU": "ORG", "German": "MISC", "Peter": "PER", "BRUSSELS": "LOC"}
-        pred.ents = [Span(pred, t.i, t.i + 2 if t.text == "Peter" else t.i + 1, label=everything[t.text])
-                     for t in pred if t.text in everything]
-        examples.append(Example(pred, doc))
-    scores = get_ner_prf(examples)  # spacy.ner_scorer.v1
-    assert scores["ents_p"] == scores["ents_r"] == 1.0
-    assert sum(len(e.reference.ents) for e in examples) == 4
-    nlp = spacy.blank("en")
-    pubtator = tmp_path / "corpus.txt"
-    pubtator.write_text(PUBTATOR)
-    windowed = pubtator_to_docs(pubtator, nlp, label="Disease", context="sentence", window=2)
-    assert len(windowed) == 3 and all(d.text.startswith("Familial") for d in windowed)
-    assert sum(len(d.ents) for d in windowed) == 4
-    apc = next(t for t in windowed[2] if t.text.startswith("APC"))
-    assert apc.ent_iob_ == ""  # missing in its own sentence stays missing
-    with pytest.raises(InputError, match="window"):
-        conll_to_docs(path, Vocab(), "conll", window=-1)
-    with pytest.raises(InputError, match="--context sentence"):
-        convert_ner(pubtator, tmp_path / "x.spacy", "pubtator", window=1)
-
-
 def test_unannotated_labels_travel_with_the_docs(tmp_path):
     from spacy_el.ner.convert import UNANNOTATED_KEY
 
@@ -209,3 +166,20 @@ def test_unannotated_labels_travel_with_the_docs(tmp_path):
     assert UNANNOTATED_KEY not in doc.user_data
     with pytest.raises(InputError, match="the label this corpus annotates"):
         convert_ner(path, tmp_path / "x.spacy", "pubtator", label="Disease", unannotated=["Disease"])
+
+
+def test_an_empty_token_is_named_as_such(tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_text("EU\tB-ORG\n\tO\n")
+    with pytest.raises(InputError, match=r"empty.tsv, line 2: empty token in the first column \(tag 'O'\)"):
+        convert_ner(path, tmp_path / "out.spacy", "tsv")
+
+
+def test_an_output_that_is_a_directory_is_refused_in_one_line(tmp_path):
+    src = tmp_path / "train.txt"
+    src.write_text(CONLL)
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(app, ["convert-ner", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a message, not an exception
+    assert f"{tmp_path / 'out'}: is a directory; give the path of a file to write" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "train.txt"]  # no temporary file left

@@ -186,3 +186,19 @@ def test_one_transformer_fed_member_joins_bilstm_members(members, kit, tiny_bert
     assert _ents_in_two_processes(path) == expected * 2
     with pytest.raises(InputError, match="at most one transformer-fed member"):
         assemble_ensemble([fed, members[1][1], fed], tmp_path / "two")
+
+
+def test_an_output_holding_other_files_is_refused_unless_forced(members, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    paths = [str(p) for _, p in members[:2]]
+    bad = subprocess.run([sys.executable, "-m", "spacy_el", "ensemble-ner", str(out), *paths],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert f"{out}: exists and holds notes.txt but no config.cfg" in bad.stderr and "--force" in bad.stderr
+    assert (out / "notes.txt").read_text() == "keep me"
+    assemble_ensemble([p for _, p in members[:2]], out, force=True)
+    assert (out / "config.cfg").exists() and not (out / "notes.txt").exists()
+    assemble_ensemble([p for _, p in members[:2]], out)  # a pipeline it wrote is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no partial directory left beside it

@@ -38,7 +38,9 @@ from spacy_el.kb.index import Candidate, ConceptIndex
 from spacy_el.models import Encoder
 from spacy_el.sap.rerank.config import RERANK_CONFIG
 from spacy_el.sap.rerank.context import candidate_text, concept_names, mention_in_context
-from spacy_el.sap.rerank.model import CrossEncoderReranker, Reranker, RerankerSettings, rerank
+from spacy_el.sap.rerank.cross_encoder import CrossEncoderReranker
+from spacy_el.sap.rerank.policy import rerank
+from spacy_el.sap.rerank.settings import Reranker, RerankerSettings
 from spacy_el.sap.config import TrainConfig
 from spacy_el.sap.train import ENCODER, train_encoder
 

@@ -60,7 +60,7 @@ def index(encoder):
 def trained(request, tiny_bert_dir, encoder, index, tmp_path_factory):
     """A reranker trained on the SJS case, in both input layouts: one (context, candidate) pair per
     input, and a mention's candidates in one input."""
-    from spacy_el.sap.rerank.model import RerankerSettings
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
 
     root = tmp_path_factory.mktemp("rerank")
@@ -86,7 +86,8 @@ def test_context_marks_the_mention_and_cuts_at_words():
 def test_listwise_inputs_hold_the_context_once_and_each_candidate_at_its_span(tiny_bert_dir):
     from transformers import AutoTokenizer
 
-    from spacy_el.sap.rerank.model import ListwiseInputs, RerankerSettings
+    from spacy_el.sap.rerank.inputs import ListwiseInputs
+    from spacy_el.sap.rerank.settings import RerankerSettings
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     piece = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -128,11 +129,11 @@ def test_reranker_learns_the_case_the_bi_encoder_cannot_settle(trained, encoder,
     reranked = evaluate_linking(corpus, encoder, index, reranker=reranker, rerank_top_k=3)
     assert plain["acc@1"] == result.dev_bi_acc1 and reranked["acc@1"] == max(result.dev_scores)
     assert reranked["n"] == plain["n"] == 8
-    # the linker's rerank_margin: a margin no lead reaches reranks all, margin 0 none
     assert reranked["n_reranked"] == 8 and plain["n_reranked"] == 0
-    for margin, expected, n in ((10.0, reranked, 8), (0.0, plain, 0)):
-        scores = evaluate_linking(corpus, encoder, index, reranker=reranker, rerank_top_k=3, rerank_margin=margin)
-        assert scores["acc@1"] == expected["acc@1"] and scores["n_reranked"] == n
+    # a reranker whose reach is nil (its scores never spread) could overturn no first candidate: none is read
+    reranker.settings = dataclasses.replace(reranker.settings, score_spread=0.0)
+    scores = evaluate_linking(corpus, encoder, index, reranker=reranker, rerank_top_k=3)
+    assert scores["acc@1"] == plain["acc@1"] and scores["n_reranked"] == 0
 
 
 def make_nlp(tiny_bert_dir, index_dir, reranker_dir, **config):
@@ -156,7 +157,8 @@ def pipeline_links(nlp):
 
 
 def test_linker_reranks_keeps_both_scores_and_round_trips(trained, tiny_bert_dir, index, tmp_path):
-    from spacy_el.sap.rerank.model import export_onnx, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.onnx import export_onnx
 
     result, _, _ = trained
     index.save(tmp_path / "index")
@@ -202,14 +204,17 @@ def test_linker_reranks_keeps_both_scores_and_round_trips(trained, tiny_bert_dir
     assert pipeline_links(other) == served_links
 
 
-def test_margin_skips_clear_cases_and_bad_settings_are_named(trained, tiny_bert_dir, index, tmp_path):
+def test_out_of_reach_entities_are_skipped_and_bad_settings_are_named(trained, tiny_bert_dir, index, tmp_path):
     result, _, _ = trained
     index.save(tmp_path / "index")
-    skipped = pipeline_links(make_nlp(tiny_bert_dir, tmp_path / "index", result.reranker_dir, rerank_margin=-1.0))
+    nlp = make_nlp(tiny_bert_dir, tmp_path / "index", result.reranker_dir)
+    linker = nlp.get_pipe("sap_linker")
+    linker.reranker.settings = dataclasses.replace(linker.reranker.settings, score_spread=0.0)
+    skipped = pipeline_links(nlp)
     assert all(c.rerank_score is None for doc in skipped for _, _, cands in doc for c in cands)
     with pytest.raises(InputError, match="rerank_top_k"):
         make_nlp(tiny_bert_dir, tmp_path / "index", None, rerank_top_k=0)
-    from spacy_el.sap.rerank.model import RerankerSettings
+    from spacy_el.sap.rerank.settings import RerankerSettings
 
     with pytest.raises(InputError, match="candidate_tokens=0"):
         RerankerSettings(listwise=True, candidate_tokens=0)
@@ -223,7 +228,7 @@ def test_margin_skips_clear_cases_and_bad_settings_are_named(trained, tiny_bert_
 
 
 def test_training_resumes_from_its_checkpoint(tiny_bert_dir, encoder, index, tmp_path):
-    from spacy_el.sap.rerank.model import RerankerSettings
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
 
     corpus = write_pubtator(tmp_path / "train.txt")
@@ -266,7 +271,8 @@ def test_n_process_2_reranks_like_one_process(trained, tiny_bert_dir, index, tmp
     import subprocess
     import sys
 
-    from spacy_el.sap.rerank.model import export_onnx, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.onnx import export_onnx
 
     result, _, _ = trained
     index.save(tmp_path / "index")
@@ -282,7 +288,8 @@ def test_n_process_2_reranks_like_one_process(trained, tiny_bert_dir, index, tmp
 def test_pairs_longer_than_max_length_are_cut_not_refused(trained, tmp_path):
     """A candidate text (a name and its synonyms) can outgrow `max_length` on its own: both the
     torch and the ONNX reranker cut the longer side instead of failing the batch."""
-    from spacy_el.sap.rerank.model import export_onnx, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.onnx import export_onnx
 
     result, _, _ = trained
     torch_reranker = load_reranker(result.reranker_dir)
@@ -300,7 +307,8 @@ def test_a_process_holding_an_onnx_reranker_still_forks_working_workers(trained,
     import subprocess
     import sys
 
-    from spacy_el.sap.rerank.model import export_onnx, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.onnx import export_onnx
 
     result, _, _ = trained
     export_onnx(load_reranker(result.reranker_dir), tmp_path / "onnx8", quantize=True)
@@ -319,7 +327,8 @@ def test_a_process_holding_an_onnx_reranker_still_forks_working_workers(trained,
 
 
 def test_the_corpus_prior_still_counts_after_reranking():
-    from spacy_el.sap.rerank.model import RerankerSettings, rerank
+    from spacy_el.sap.rerank.policy import rerank
+    from spacy_el.sap.rerank.settings import RerankerSettings
 
     class Flat:  # a reranker with no opinion: every candidate scores the same
         settings = RerankerSettings(top_k=3, weight=1.0)
@@ -338,21 +347,21 @@ def test_the_corpus_prior_still_counts_after_reranking():
 
 
 def test_only_mentions_whose_first_candidate_the_reranker_could_overturn_are_read():
-    from spacy_el.sap.rerank.model import SPREAD_HEADROOM, RerankerSettings, rerank, worth_reranking
+    from spacy_el.sap.rerank.policy import SPREAD_HEADROOM, rerank, worth_reranking
+    from spacy_el.sap.rerank.settings import RerankerSettings
 
     # weight 0.1 × spread 2 (× headroom): the reranker moves a key by at most 0.2 × headroom
     settings = RerankerSettings(top_k=3, weight=0.1, score_spread=2.0)
     reach = 0.2 * SPREAD_HEADROOM
     def cands(lead, third=0.1):
         return [Candidate("A", 0.8, "a", "kb"), Candidate("B", 0.8 - lead, "b", "kb"), Candidate("C", third, "c", "kb")]
-    assert worth_reranking(cands(reach - 0.01), None, settings, 3)
-    assert not worth_reranking(cands(reach + 0.01), None, settings, 3)
-    assert worth_reranking(cands(reach + 0.01, third=0.8 - reach + 0.02), None, settings, 3)  # any rival within reach
-    assert not worth_reranking(cands(reach + 0.01, third=0.8 - reach + 0.02), None, settings, 2)  # beyond top_k: not
-    assert worth_reranking(cands(reach + 0.01), None, settings, 3, bonus={"B": 0.03})  # the prior counts as rerank adds it
-    assert worth_reranking(cands(5.0), None, dataclasses.replace(settings, score_spread=None), 3)  # spread unknown: all
-    assert not worth_reranking(cands(0.0)[:1], None, settings, 3)  # nothing to reorder
-    assert worth_reranking(cands(0.3), 0.5, settings, 3) and not worth_reranking(cands(0.01), 0.0, settings, 3)
+    assert worth_reranking(cands(reach - 0.01), settings, 3)
+    assert not worth_reranking(cands(reach + 0.01), settings, 3)
+    assert worth_reranking(cands(reach + 0.01, third=0.8 - reach + 0.02), settings, 3)  # any rival within reach
+    assert not worth_reranking(cands(reach + 0.01, third=0.8 - reach + 0.02), settings, 2)  # beyond top_k: not
+    assert worth_reranking(cands(reach + 0.01), settings, 3, bonus={"B": 0.03})  # the prior counts as rerank adds it
+    assert worth_reranking(cands(5.0), dataclasses.replace(settings, score_spread=None), 3)  # spread unknown: all
+    assert not worth_reranking(cands(0.0)[:1], settings, 3)  # nothing to reorder
 
     class Extreme:  # a reranker spreading its scores as widely as its settings allow, for the rival
         def __init__(self, spread):
@@ -363,7 +372,7 @@ def test_only_mentions_whose_first_candidate_the_reranker_could_overturn_are_rea
 
     # outside the reach (with headroom) even the widest spread seen cannot move the first candidate
     for lead in (0.05, 0.19, 0.21, 0.5):
-        skipped = not worth_reranking(cands(lead), None, settings, 3)
+        skipped = not worth_reranking(cands(lead), settings, 3)
         first = rerank(Extreme(2.0), ["ctx"], [cands(lead)], {})[0][0].concept_id
         assert not skipped or first == "A"
         assert skipped == (lead >= reach)
@@ -384,7 +393,8 @@ def test_cli_trains_and_exports_a_listwise_reranker(tiny_bert_dir, index, tmp_pa
     from typer.testing import CliRunner
 
     from spacy_el.cli import app
-    from spacy_el.sap.rerank.model import OnnxReranker, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.onnx import OnnxReranker
 
     index.save(tmp_path / "index")
     corpus = write_pubtator(tmp_path / "train.txt")
@@ -440,7 +450,8 @@ def test_distillation_pulls_the_student_towards_the_teachers_scores():
 
 @pytest.mark.parametrize("trained", [False], ids=["pair_teacher"], indirect=True)
 def test_a_listwise_student_learns_the_case_from_the_teacher_alone(trained, tiny_bert_dir, encoder, index, tmp_path):
-    from spacy_el.sap.rerank.model import RerankerSettings, load_reranker
+    from spacy_el.sap.rerank.model import load_reranker
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
 
     teacher_result, corpus, _ = trained
@@ -464,7 +475,7 @@ def test_train_files_get_candidates_from_their_own_fold_linker(tiny_bert_dir, en
     from typer.testing import CliRunner
 
     from spacy_el.cli import app
-    from spacy_el.sap.rerank.model import RerankerSettings
+    from spacy_el.sap.rerank.settings import RerankerSettings
     from spacy_el.sap.rerank.train import train_reranker
 
     corpus = write_pubtator(tmp_path / "train.txt")

@@ -1,5 +1,9 @@
-"""Domain-adaptive masked-language modelling (`spacy-el adapt-encoder`): an encoder's pretraining
-continued on the domain's own text before it is fine-tuned as a tagger's or a linker's encoder.
+"""Domain-adaptive masked-language modelling: an encoder's pretraining continued on the domain's own
+text before it is fine-tuned as a tagger's or a linker's encoder. Measured, not served (RESULTS.md,
+"Domain-adaptive masked-LM"): a research script, run by the `adapt-encoder` project command.
+
+    python benchmarks/adapt_encoder.py OUTPUT_DIR [--docs FILE]... [--kb FILE]... [--definitions OBO]...
+        [--base all-MiniLM-L6-v2] [--epochs 2] [--seed 0] [--resume]
 
 Why: no biomedical encoder can be had offline, and the packaged MiniLM learnt its wordpieces from
 general-domain text. A few epochs of masked-language modelling on the task's abstracts and the
@@ -237,3 +241,49 @@ def adapt_encoder(
          "base": str(base), "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
          "max_length": max_length, "lr": lr, "mlm_probability": mlm_probability, "seed": seed}, indent=2))
     return result
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("output_dir", type=Path, help="Run directory: checkpoint/ and the adapted encoder/")
+    ap.add_argument("--docs", type=Path, action="append", default=[],
+                    help="Documents to read (repeatable): PubTator, JSONL or Parquet; train splits only, never the "
+                         "text you evaluate on")
+    ap.add_argument("--kb", type=Path, action="append", default=[],
+                    help="A KB whose names are read, one line per concept (repeatable)")
+    ap.add_argument("--format", dest="kb_format", default="auto",
+                    help="KB format of --kb: medic, obo, obo-xrefs, tsv, drug-ner or auto (by file name)")
+    ap.add_argument("--definitions", type=Path, action="append", default=[],
+                    help="An OBO ontology whose term definitions are read (repeatable), e.g. the Disease Ontology")
+    ap.add_argument("--base", default="all-MiniLM-L6-v2", help="Base encoder: local HF dir or hub name")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=32, help="Windows per step")
+    ap.add_argument("--max-length", type=int, default=128, help="Wordpieces per window")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--mlm-probability", type=float, default=0.15, help="Share of whole words masked")
+    ap.add_argument("--checkpoint-every", type=int, default=100)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--num-threads", type=int, default=None)
+    args = ap.parse_args()
+    if not (args.docs or args.kb or args.definitions):
+        ap.error("no text; give --docs, --kb or --definitions")
+    texts = [text for path in args.docs for text in document_texts(path)]
+    texts += [text for path in args.kb for text in kb_texts(path, args.kb_format)]
+    texts += [text for path in args.definitions for text in definition_texts(path)]
+    result = adapt_encoder(texts, args.base, args.output_dir, epochs=args.epochs, max_steps=args.max_steps,
+                           batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
+                           mlm_probability=args.mlm_probability, seed=args.seed,
+                           checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device,
+                           num_threads=args.num_threads)
+    last = sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)
+    print(f"Adapted on {len(texts)} texts ({result.wordpieces} wordpieces in {result.windows} windows): "
+          f"{result.steps} steps, mean loss of the last 50 {last:.3f}; encoder: {result.encoder_dir}")
+
+
+if __name__ == "__main__":
+    main()
