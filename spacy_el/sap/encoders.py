@@ -28,8 +28,14 @@ def load_encoder(name_or_path: str | Path, **options) -> Encoder:
             raise InputError(f"{path} is an ONNX export: its {', '.join(sorted(fixed))} are fixed at export time; "
                              "export again from the torch encoder to change them")
         return OnnxEncoder.load(path, **{k: v for k, v in options.items() if v is not None})
-    from spacy_el.sap.encoder import SapEncoder
-
+    try:
+        from spacy_el.sap.encoder import SapEncoder
+    except ImportError as err:
+        if err.name not in ("torch", "transformers"):
+            raise
+        raise InputError(f"{name_or_path}: a PyTorch encoder needs torch and transformers, which are not installed "
+                         "(pip install 'spacy-el[train]'); or serve its ONNX export instead "
+                         f"(spacy-el export-onnx {name_or_path} OUT_DIR)") from None
     return SapEncoder.load(name_or_path, **options)
 
 
