@@ -206,7 +206,7 @@ def test_medic_workflow_is_valid():
     assert f"build-index {medic} " in script["build-index-medic"] and "--format medic" in script["build-index-medic"]
     assert f"--add-mentions {alias} --prior-from {alias}" in script["build-index-medic"]
     assert f"make-pairs {medic} " in script["make-pairs-medic"]
-    assert "--pipeline training/medic/pipeline" in script["evaluate-medic"]
+    assert "--pipeline training/medic/pipeline --label Disease" in script["evaluate-medic"]  # NCBI's types: one label
     assert "spacy package training/medic/pipeline" in script["package-medic"]
     produced = {path for step in steps for path in commands[step].get("outputs", [])}
     needed = {path for step in steps for path in commands[step].get("deps", [])}
@@ -249,4 +249,5 @@ def test_medic_workflow_reduced(tmp_path, tiny_bert_dir):
     assert "ents_f" in ner
     scores = json.loads((project / "metrics" / "medic_pipeline.json").read_text())
     assert {"doc_concepts", "spans", "linking"} <= set(scores["pipeline"])
+    assert scores["pipeline"]["spans"]["f"] > 0  # the gold mentions' NCBI types are read as the tagger's label
     assert list((project / "packages" / "en_disease_el_medic-0.1.0" / "dist").glob("*.whl"))
