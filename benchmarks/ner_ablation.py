@@ -81,6 +81,24 @@ def wider(dropout: str, word_dropout: str = "", *more: str, rows: str = ROWS) ->
 DECAY = "--training.optimizer.learn_rate"
 #: train on spacy_el.BiomedicalTokenizer.v1's tokens (its variants convert the corpus with it: context "sentence_bio")
 BIOTOK = ["--nlp.tokenizer", '{"@tokenizers":"spacy_el.BiomedicalTokenizer.v1"}']
+#: The settings every variant starts from: the tagger of the ablation (dropout 0.5, 96-wide features, a
+#: 128-unit BiLSTM, 10k NORM rows, no word dropout, no epoch limit) whatever the shipped config's defaults now are
+#: (configs/ner_bilstm*.cfg default to the measured best); a variant's own overrides come after these.
+ABLATION_BASE = {
+    "ner_bilstm.cfg": ["--training.dropout", "0.5", "--components.bilstm_ner.model.hidden_width", "128",
+                       "--components.bilstm_ner.model.features.embed_width", "96",
+                       "--components.bilstm_ner.model.features.rows", DEMO_ROWS, WORD_DROPOUT, "0.0"],
+    "ner_bilstm_trf.cfg": ["--training.dropout", "0.5"],
+}
+ABLATION_BASE["ner_bilstm_kb.cfg"] = ABLATION_BASE["ner_bilstm_kb_trf.cfg"] = ABLATION_BASE["ner_bilstm.cfg"]
+
+
+def config_path(config: str) -> Path:
+    """A shipped config (configs/), or one only the benchmarks use (benchmarks/configs/)."""
+    shipped = REPO / "configs" / config
+    return shipped if shipped.exists() else BENCH / "configs" / config
+
+
 #: variant → (config file, context, config overrides)
 VARIANTS = {
     "full": ("ner_bilstm_kb.cfg", "doc", []),
@@ -148,7 +166,7 @@ VARIANTS = {
     "chem_biotok": ("ner_bilstm_kb.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK)),
     "chem_biotok_seed1": ("ner_bilstm_kb.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK, "--system.seed", "1")),
     "chem_biotok_seed2": ("ner_bilstm_kb.cfg+chem", "sentence_bio", wider("0.1", "0.4", *BIOTOK, "--system.seed", "2")),
-    # CoNLL: the word-dropout tagger with three name lists as gazetteers (configs/ner_bilstm_names.cfg has the
+    # CoNLL: the word-dropout tagger with three name lists as gazetteers (benchmarks/configs/ner_bilstm_names.cfg has the
     # settings built in; the lists: --names, written by benchmarks/conll_gazetteers.py)
     "names": ("ner_bilstm_names.cfg", "sentence", []),
     "names_seed1": ("ner_bilstm_names.cfg", "sentence", ["--system.seed", "1"]),
@@ -226,7 +244,7 @@ def with_gazetteers(config: str, work: Path, data: Path, chemicals: bool = True,
     disease mentions are names in it or MEDIC than in MEDIC alone)."""
     from thinc.api import Config
 
-    cfg = Config().from_disk(REPO / "configs" / config, interpolate=False)
+    cfg = Config().from_disk(config_path(config), interpolate=False)
     if chemicals:
         chem = Config().from_disk(REPO / "configs" / "ner_bilstm_kb_chem.cfg", interpolate=False)
         cfg["paths"].update({k: chem["paths"][k] for k in ("chem_kb", "chem_kb_format")})
@@ -281,7 +299,7 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         name = taught(variant, teacher, teacher_weight, temperature)
     base, *extra = config.split("+")
     path = (with_gazetteers(base, work, data, "chem" in extra, "do" in extra) if extra
-            else REPO / "configs" / config)
+            else config_path(config))
     cmd = [sys.executable, "-m", "spacy", "train", str(path)]
     if minutes:
         cmd += ["--training.before_update", '{"@callbacks":"spacy_el_bench.time_limit.v1","minutes":%s}' % minutes]
@@ -289,7 +307,7 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         if CORPORA[corpus]["kb"] is None:
             if "mentions" in config or "trf" in config:
                 raise SystemExit(f"{variant}: {corpus} has no KB for {config}")
-            cmd[4] = str(REPO / "configs" / config.replace("_kb", ""))
+            cmd[4] = str(config_path(config.replace("_kb", "")))
         else:
             kb, fmt = CORPORA[corpus]["kb"]
             cmd += ["--paths.kb", str(data / kb), "--paths.kb_format", fmt]
@@ -302,7 +320,8 @@ def train(variant: str, corpus: str, data: Path, work: Path, minutes: float | No
         if not (NAMES / "places.tsv").is_file():
             raise SystemExit(f"{variant}: no name lists in {NAMES}; pass --names DIR (benchmarks/conll_gazetteers.py)")
         cmd += ["--paths.names", str(NAMES)]
-    return _spacy_train(name, cmd + overrides, paths, work, None if minutes else epochs, threads)
+    base_settings = ABLATION_BASE.get(base, []) + ["--training.max_epochs", "0"]
+    return _spacy_train(name, cmd + base_settings + overrides, paths, work, None if minutes else epochs, threads)
 
 
 def train_more(variant: str, corpus: str, data: Path, work: Path, epochs: int, threads: int = 1) -> Dict:

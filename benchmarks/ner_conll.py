@@ -75,6 +75,7 @@ def write_configs(work: Path, minutes: float) -> Dict[str, Path]:
     bilstm = Config().from_disk(REPO / "configs" / "ner_bilstm.cfg", interpolate=False)
     bilstm["training"]["before_update"] = time_limit
     bilstm["training"]["max_steps"] = 0  # the time budget decides
+    bilstm["training"]["max_epochs"] = 0
     out = {"bilstm": work / "bilstm_ner.cfg", "spacy": work / "spacy_ner.cfg"}
     bilstm.to_disk(out["bilstm"])
     # spaCy's own recommendation for NER on CPU, optimised for accuracy (CNN tok2vec, static vectors).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,8 +37,10 @@ print(json.dumps({"spacy_el": spacy_el.__file__, "links": [
 
 
 def run(cmd: list[str], **kw) -> str:
+    """Run `cmd` without PYTHONPATH, so the fresh venv imports spacy_el from the wheel, not a checkout."""
     print("$", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE, **kw).stdout
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE, env=env, **kw).stdout
 
 
 def links_here(pipeline: Path, text: str) -> list:

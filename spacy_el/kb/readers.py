@@ -48,22 +48,51 @@ def _check_field(path: Path | str, where: int | str, what: str, value: str) -> s
 
 
 def read_medic(path: str | Path) -> ConceptTable:
-    """CTD MEDIC `IDS||name|name…`: IDS is one id or several joined by `|` (`C567755|613097`),
-    which together name ONE concept, kept as `MESH:C567755|OMIM:613097`."""
+    """CTD's MEDIC disease vocabulary, in either of its two layouts:
+
+    - `IDS||name|name…` (the file DNorm and the NCBI-disease / BC5CDR papers used, e.g.
+      `medic_06Jul2012.txt`): IDS is one id or several joined by `|` (`C567755|613097`), which
+      together name ONE concept, kept as `MESH:C567755|OMIM:613097`;
+    - CTD's download `CTD_diseases.tsv` (`#` comment lines, then DiseaseName, DiseaseID,
+      AltDiseaseIDs, Definition, ParentIDs, TreeNumbers, ParentTreeNumbers, Synonyms, … by tabs):
+      the concept is DiseaseID with the MeSH and OMIM ids of AltDiseaseIDs (`MESH:D001943|OMIM:114480`),
+      its names DiseaseName and the `|`-joined Synonyms.
+    """
     table = ConceptTable()
     for lineno, line in read_lines(path):
-        if not line.strip():
+        if not line.strip() or line.startswith("#"):
             continue
-        ids_field, sep, names_field = line.partition("||")
-        ids = [_check_field(path, lineno, "concept id", normalize_id(i)) for i in ids_field.split("|") if i.strip()]
-        if not sep or not ids:
-            raise InputError(
-                f"{path}, line {lineno}: expected MEDIC `IDS||name|name…` (ids, two pipes, names), "
-                f"got {line[:80]!r}"
-            )
-        if not _add_names(table, "|".join(ids), names_field.split("|"), "kb"):
+        if "\t" in line:
+            ids, names = _ctd_disease_row(path, lineno, line)
+            ids_field = line.split("\t")[1]
+        else:
+            ids_field, sep, names_field = line.partition("||")
+            ids = [normalize_id(i) for i in ids_field.split("|") if i.strip()]
+            names = names_field.split("|")
+            if not sep or not ids:
+                raise InputError(
+                    f"{path}, line {lineno}: expected MEDIC `IDS||name|name…` (ids, two pipes, names) or "
+                    f"CTD_diseases.tsv's tab-separated columns, got {line[:80]!r}"
+                )
+        ids = [_check_field(path, lineno, "concept id", i) for i in ids]
+        if not _add_names(table, "|".join(ids), names, "kb"):
             raise InputError(f"{path}, line {lineno}: concept {ids_field} has no names")
     return _nonempty(table, path)
+
+
+def _ctd_disease_row(path: str | Path, lineno: int, line: str) -> tuple[list[str], list[str]]:
+    """The ids and names of one row of CTD_diseases.tsv (see `read_medic`)."""
+    cols = line.split("\t")
+    if len(cols) < 8 or not cols[1].strip():
+        raise InputError(f"{path}, line {lineno}: expected CTD_diseases.tsv's columns DiseaseName, DiseaseID, "
+                         f"AltDiseaseIDs, Definition, ParentIDs, TreeNumbers, ParentTreeNumbers, Synonyms, got "
+                         f"{len(cols)} column(s): {line[:80]!r}")
+    ids = [normalize_id(cols[1])]
+    for alt in cols[2].split("|"):
+        norm = normalize_id(alt)
+        if norm.startswith(("MESH:", "OMIM:")) and norm not in ids:
+            ids.append(norm)
+    return ids, [cols[0], *cols[7].split("|")]
 
 
 def _load_ontology(path: str | Path):
@@ -171,16 +200,18 @@ def read_drug_ner(path: str | Path) -> ConceptTable:
 
 
 def guess_format(path: str | Path) -> str:
-    """`obo` for .obo/.obo.gz, `tsv` for .tsv, `medic` for MEDIC-named .txt files, `drug-ner` for
+    """`medic` for MEDIC-named files and CTD_diseases.tsv, `obo` for .obo/.obo.gz, `tsv` for .tsv, `drug-ner` for
     the drug-named-entity-recognition package's `drug_ner_dictionary.pkl.bz2`."""
     name = Path(path).name.lower()
     if name.startswith("drug_ner_dictionary"):
         return "drug-ner"
+    if name.startswith("ctd_diseases"):
+        return "medic"
     if name.endswith((".obo", ".obo.gz")):
         return "obo"
     if name.endswith(".tsv"):
         return "tsv"
-    if "medic" in name or name.startswith("ctd_diseases"):
+    if "medic" in name:
         return "medic"
     raise InputError(f"{path}: cannot tell the KB format from the file name; pass --format {'|'.join(FORMATS)}")
 

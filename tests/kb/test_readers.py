@@ -3,7 +3,7 @@ import gzip
 import pytest
 
 from spacy_el.io import InputError
-from spacy_el.kb.readers import read_kb, read_medic, read_obo, read_obo_with_xrefs, read_obo_xrefs, read_tsv
+from spacy_el.kb.readers import guess_format, read_kb, read_medic, read_obo, read_obo_with_xrefs, read_obo_xrefs, read_tsv
 
 MEDIC = """C565588||Epidermolysis Bullosa With Diaphragmatic Hernia
 C567755|613097||Tooth Agenesis, Selective, 6|STHAG6|STHAG6
@@ -191,3 +191,31 @@ def test_real_drug_ner_dictionary():
         concepts.setdefault(name.lower(), set()).add(cid)
     assert concepts["aspirin"] == concepts["acetylsalicylic acid"] and len(concepts["aspirin"]) == 1
     assert sum(cid.startswith("MESH:") for cid in set(table.ids)) == 5927
+
+
+#: CTD's current download, CTD_diseases.tsv: comment lines, then DiseaseName, DiseaseID, AltDiseaseIDs,
+#: Definition, ParentIDs, TreeNumbers, ParentTreeNumbers, Synonyms, SlimMappings by tabs.
+CTD_DISEASES = (
+    "# Comparative Toxicogenomics Database (CTD) - http://ctdbase.org/\n"
+    "# Fields:\n"
+    "# DiseaseName\tDiseaseID\tAltDiseaseIDs\tDefinition\tParentIDs\tTreeNumbers\tParentTreeNumbers\tSynonyms\tSlimMappings\n"
+    "#\n"
+    "Breast Neoplasms\tMESH:D001943\tDO:DOID:1612|OMIM:114480\tTumors of the breast.\tMESH:D001941\tC04.588.180"
+    "\tC04.588\tBreast Cancer|Breast Tumors|Breast Tumors\tCancer\n"
+    "Acne Vulgaris\tMESH:D000152\t\t\tMESH:D000151\tC17.800.030.150\tC17.800.030\t\tSkin disease\n"
+)
+
+
+def test_medic_reads_ctd_diseases_tsv(tmp_path):
+    path = tmp_path / "CTD_diseases.tsv"
+    path.write_text(CTD_DISEASES)
+    assert guess_format(path) == "medic"
+    t = read_kb(path)
+    names = {}
+    for cid, name in zip(t.ids, t.names):
+        names.setdefault(cid, []).append(name)
+    assert names == {"MESH:D001943|OMIM:114480": ["Breast Neoplasms", "Breast Cancer", "Breast Tumors"],
+                     "MESH:D000152": ["Acne Vulgaris"]}
+    path.write_text(CTD_DISEASES + "Bad row\tMESH:D0\n")
+    with pytest.raises(InputError, match="line 7: expected CTD_diseases.tsv's columns"):
+        read_medic(path)

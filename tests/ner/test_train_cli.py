@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import spacy
 from spacy.cli.train import train
 from spacy.tokens import DocBin
@@ -53,7 +54,7 @@ def test_spacy_train_with_the_train_mentions_gazetteer(tmp_path, kit):
                  "components.bilstm_ner.model.features.embed_width": 16,
                  "components.bilstm_ner.model.hidden_width": 16,
                  "training.max_steps": 4, "training.eval_frequency": 2}
-    train(REPO / "configs" / "ner_bilstm_kb_mentions.cfg", tmp_path / "out", overrides=overrides)
+    train(REPO / "benchmarks" / "configs" / "ner_bilstm_kb_mentions.cfg", tmp_path / "out", overrides=overrides)
     trained = spacy.load(tmp_path / "out" / "model-best")
     assert trained.pipe_names == ["kb_gazetteer", "train_gazetteer", "bilstm_ner"]
     gaz = trained.get_pipe("train_gazetteer")
@@ -96,23 +97,46 @@ def test_spacy_train_with_the_chemical_gazetteer(tmp_path, kit, bz2_pickle):
     assert [s.text for s in doc.spans["do_names"]] == ["Berlin syndrome"]
 
 
-def test_small_config_is_valid():
+#: The shipped training configs (configs/) and the ones only benchmarks/ner_ablation.py reads (benchmarks/configs/).
+SHIPPED = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
+           "ner_bilstm_kb_chem.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner"],
+           "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"],
+           "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"],
+           "ner_bilstm_kb_chem_trf.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "transformer",
+                                          "bilstm_ner"]}
+BENCHMARK_ONLY = {"ner_bilstm_v1.cfg": ["bilstm_ner"],
+                  "ner_bilstm_kb_mentions.cfg": ["kb_gazetteer", "train_gazetteer", "bilstm_ner"],
+                  "ner_bilstm_names.cfg": ["places", "first_names", "surnames", "bilstm_ner"]}
+
+
+@pytest.mark.parametrize("folder,pipelines", [("configs", SHIPPED), ("benchmarks/configs", BENCHMARK_ONLY)])
+def test_every_config_is_valid(folder, pipelines):
     from spacy.util import load_model_from_config
 
-    pipelines = {"ner_bilstm.cfg": ["bilstm_ner"], "ner_bilstm_small.cfg": ["bilstm_ner"],
-                 "ner_bilstm_v1.cfg": ["bilstm_ner"], "ner_bilstm_kb.cfg": ["kb_gazetteer", "bilstm_ner"],
-                 "ner_bilstm_kb_mentions.cfg": ["kb_gazetteer", "train_gazetteer", "bilstm_ner"],
-                 "ner_bilstm_kb_chem.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner"],
-                 "ner_bilstm_names.cfg": ["places", "first_names", "surnames", "bilstm_ner"],
-                 "ner_bilstm_trf.cfg": ["transformer", "bilstm_ner"],
-                 "ner_bilstm_kb_trf.cfg": ["kb_gazetteer", "transformer", "bilstm_ner"],
-                 "ner_bilstm_kb_chem_trf.cfg": ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "transformer",
-                                                "bilstm_ner"]}
-    assert {p.name for p in (REPO / "configs").glob("ner_*.cfg")} == set(pipelines)
+    assert {p.name for p in (REPO / folder).glob("ner_*.cfg")} == set(pipelines)
     for name, pipe_names in pipelines.items():
-        config = Config().from_disk(REPO / "configs" / name)
+        config = Config().from_disk(REPO / folder / name)
         nlp = load_model_from_config(config, auto_fill=True, validate=True)
         assert nlp.pipe_names == pipe_names
+
+
+def test_shipped_configs_hold_their_measured_best_settings():
+    """Each shipped config, used with no override, trains the tagger its header reports: a header that
+    says what the config is for and what it scored (pointing to benchmarks/RESULTS.md), and the
+    word-dropout settings in the GloVe BiLSTMs."""
+    for name in SHIPPED:
+        text = (REPO / "configs" / name).read_text()
+        header = [line for line in text.splitlines() if line.startswith("#")]
+        assert any("Scored:" in line for line in header) and "benchmarks/RESULTS.md" in " ".join(header), name
+        config = Config().from_disk(REPO / "configs" / name, interpolate=False)
+        assert config["training"]["max_epochs"] > 0 and config["training"]["max_steps"] == 0, name
+        model = config["components"]["bilstm_ner"]["model"]
+        if "transformer" not in config["nlp"]["pipeline"] or "kb_gazetteer" in config["nlp"]["pipeline"]:
+            assert model["hidden_width"] == model["features"]["embed_width"] == 256, name
+            assert model["features"]["word_dropout"] == 0.4 and config["training"]["dropout"] == 0.1, name
+    for name in ("pipeline.cfg", "pipeline_bc5cdr.cfg"):
+        header = (REPO / "configs" / name).read_text().split("[paths]")[0]
+        assert "Scored:" in header and "benchmarks/RESULTS.md" in header, name
 
 
 def test_init_vectors_cli(tmp_path):
