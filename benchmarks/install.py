@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,11 @@ def spacy_el_wheel(rev: str | None, out: Path) -> Path:
     return next(out.glob("spacy_el-*.whl"))
 
 
+def _canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def size_mb(path: Path) -> float:
     return int(run(["du", "-sb", str(path)]).split()[0]) / 1e6
 
@@ -158,8 +164,11 @@ def main() -> None:
         old = spacy_el_wheel(args.old_rev, args.work / "wheels-old")
         envs["before"] = venv(args.work / "before", "torch==2.13.0", f"{old}[cpu]", str(args.pipeline_wheel),
                               find_links=old.parent)
+        # the dependencies --old-rev declared, with this checkout's code (which the pipeline was built with)
+        run([str(envs["before"]), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)])
     serving_set = installed(envs["serving"])
-    baseline = [f"{n}=={v}" for n, v in serving_set.items() if n not in ("spacy-el", package.replace("_", "-"), "pip")]
+    skip = {_canonical(n) for n in ("spacy-el", package, "pip")}
+    baseline = [f"{n}=={v}" for n, v in serving_set.items() if _canonical(n) not in skip]
     envs["no-spacy-el"] = venv(args.work / "no-spacy-el", *baseline)
 
     rows: dict[str, dict] = {}
