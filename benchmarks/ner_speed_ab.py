@@ -1,9 +1,12 @@
 """Tagging speed and dev F1 of one trained `bilstm_ner` pipeline under this checkout or an older
 revision, on the same machine and files. Run it once per side, the old side with the older
-checkout first on the path, paired by `farm-bench --vs` (each side prints one JSON line):
+checkout first on the path, the two sides alternating run by run as separate processes (each side
+prints one JSON line), e.g. four pairs:
 
-    farm-bench -n 4 --vs "sh -c 'PYTHONPATH=OLD_CHECKOUT exec python benchmarks/ner_speed_ab.py MODEL DEV >> old.jsonl'" \\
-                         "sh -c 'exec python benchmarks/ner_speed_ab.py MODEL DEV >> new.jsonl'"
+    for i in 1 2 3 4; do
+        PYTHONPATH=OLD_CHECKOUT python benchmarks/ner_speed_ab.py MODEL DEV >> old.jsonl
+        python benchmarks/ner_speed_ab.py MODEL DEV >> new.jsonl
+    done
 
 Speed is `nlp.pipe` over the pre-tokenized dev docs, one process and one thread, batch 256,
 best of `--repeats` passes after a warm-up (`ner_conll.evaluate`, as in every NER table);

@@ -59,10 +59,13 @@ def read_medic(path: str | Path) -> ConceptTable:
       its names DiseaseName and the `|`-joined Synonyms.
     """
     table = ConceptTable()
+    ctd = None  # the layout, decided by the first row: a stray tab in a MEDIC row is then an error, not a TSV row
     for lineno, line in read_lines(path):
         if not line.strip() or line.startswith("#"):
             continue
-        if "\t" in line:
+        if ctd is None:
+            ctd = "\t" in line
+        if ctd:
             ids, names = _ctd_disease_row(path, lineno, line)
             ids_field = line.split("\t")[1]
         else:
