@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 #: Packages only training, export, KB preprocessing or the workflows need: none may be in `serving`.
@@ -181,11 +182,9 @@ def main() -> None:
     if leaked:
         sys.exit(f"the serving install pulled training-only packages: {leaked}")
 
-    probes = {}
-    for name in [n for n in envs if n != "no-spacy-el"]:
-        probe = args.work / "load_spacy_el.py"
-        probe.write_text(LOAD_SPACY_EL)
-        probes[name] = [str(envs[name]), str(probe), package, text]
+    probe = args.work / "load_spacy_el.py"
+    probe.write_text(LOAD_SPACY_EL)
+    probes = {name: [str(python), str(probe), package, text] for name, python in envs.items() if name != "no-spacy-el"}
     if args.scispacy_python:
         sci_work = args.work / "scispacy"
         sci_work.mkdir(exist_ok=True)
@@ -215,7 +214,7 @@ def main() -> None:
                            "link_s": statistics.median(r["link_s"] for _, r in got),
                            "links": got[-1][1]["links"]})
     pairs = [a - b for a, b in zip(blank["serving"], blank["no-spacy-el"])]
-    result = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "cores": os.cpu_count(), "load_avg": os.getloadavg(), "runs": args.runs, "envs": rows,
+    result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": os.cpu_count(), "load_avg": os.getloadavg(), "runs": args.runs, "envs": rows,
               "blank_s": {k: statistics.median(v) for k, v in blank.items()},
               "blank_overhead_ms": 1000 * statistics.median(pairs)}
     if args.out:
@@ -228,13 +227,6 @@ def _entity_offsets(python: Path, package: str, text: str, work: Path) -> list[l
     probe.write_text("import json, sys, spacy\nnlp = spacy.load(sys.argv[1])\n"
                      "print(json.dumps([[e.start_char, e.end_char] for e in nlp(open(sys.argv[2]).read()).ents]))\n")
     return json.loads(run([str(python), str(probe), package, text]).strip().splitlines()[-1])
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _table(r: dict) -> str:
