@@ -239,7 +239,7 @@ class AbbreviationDetector:
 
     def __call__(self, doc: Doc) -> Doc:
         pairs = _occurrences(doc, find_definitions(doc)) if len(doc) else []
-        doc._.el_abbreviations = pairs  # which also gives each short form its `long_form`
+        doc._.el_abbreviations = pairs  # which also gives each short form its `el_long_form`
         if self.propagate_ents and pairs:
             propagate_entities(doc, pairs)
         return doc
