@@ -33,6 +33,13 @@ def shrink_tagger(project: Path, steps: int = 40, width: int = 32) -> None:
     config.to_disk(path)
 
 
+def run_project(project: Path, target: str, overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    """`spacy project run TARGET` (a workflow or one command) in the project copy, with `--vars` overrides."""
+    cmd = [sys.executable, "-m", "spacy", "project", "run", target, str(project)]
+    cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
+    return subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+
+
 @pytest.mark.slow  # builds a wheel and installs it into a fresh venv: minutes; run with -m slow
 def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     project = tmp_path / "project"
@@ -43,9 +50,7 @@ def test_demo_workflow_reduced(tmp_path, tiny_bert_dir):
     # cannot be split into PQ96's 96 sub-vectors, so its index is Flat.
     overrides = {"base_encoder": str(tiny_bert_dir), "pretrain_steps": "2", "min_links": "0", "index_type": "Flat",
                  "vectors_limit": "5000"}
-    cmd = [sys.executable, "-m", "spacy", "project", "run", "demo", str(project)]
-    cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
-    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+    proc = run_project(project, "demo", overrides)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "OK: en_disease_el_demo installed" in proc.stdout
     linking = json.loads((project / "metrics" / "linking.json").read_text())["linking"]
@@ -138,9 +143,7 @@ def test_bc5cdr_linked_workflow_reduced(tmp_path, tiny_bert_dir):
     for step in steps:
         if step == "chem-names":
             continue
-        cmd = [sys.executable, "-m", "spacy", "project", "run", step, str(project)]
-        cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
-        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+        proc = run_project(project, step, overrides)
         assert proc.returncode == 0, f"{step}:\n" + proc.stdout[-4000:] + proc.stderr[-4000:]
     nlp = spacy.load(project / "training" / "bc5cdr_pipeline")
     assert nlp.pipe_names == ["kb_gazetteer", "chem_gazetteer", "do_gazetteer", "bilstm_ner", "kb_span_extender",
@@ -235,9 +238,7 @@ def test_medic_workflow_reduced(tmp_path, tiny_bert_dir):
                  "ner_data": str(data), "alias_corpus": str(data / "NCBItrainset_corpus.txt"),
                  "eval_corpus": str(data / "NCBIdevelopset_corpus.txt"), "index_type": "Flat", "min_links": "0",
                  "vectors_limit": "5000"}
-    cmd = [sys.executable, "-m", "spacy", "project", "run", "medic", str(project)]
-    cmd += [arg for key, value in overrides.items() for arg in (f"--vars.{key}", value)]
-    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+    proc = run_project(project, "medic", overrides)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "OK: en_disease_el_medic installed" in proc.stdout
     nlp = spacy.load(project / "training" / "medic" / "pipeline")
